@@ -1,0 +1,29 @@
+# Two commands for a fresh machine; both set up .venv first (about a minute: torch comes from pip's cache/disk).
+#   make bench   -> python -m bench on the embedded default (trains it once, then reuses it)
+#   make test    -> the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup bench test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[profile,dev]'
+	touch $@
+
+bench: setup
+	$(PY) -m bench $(ARGS)
+
+test: setup
+	$(PY) -m pytest tests -q $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) results/runs results/checkpoints

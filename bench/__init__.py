@@ -1,0 +1,1 @@
+"""Measurement, sweeps, leaderboards, profiling and gates. Importing it starts no device and loads no model."""

@@ -1,0 +1,211 @@
+"""Turn result rows into the leaderboard and the one answer users came for:
+the fastest variant within a top-1 budget (the best one, not the first that passes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REFERENCE = "fp32"
+COLUMNS = [
+    "variant",
+    "device",
+    "status",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_cov",
+    "throughput_img_s",
+    "throughput_batch",
+    "speedup_vs_fp32",
+    "throughput_speedup_vs_fp32",
+    "top1",
+    "top5",
+    "top1_drop",
+    "agreement",
+    "size_mb",
+    "build_s",
+    "first_call_ms",
+    "peak_rss_mb",
+    "within_budget",
+    "note",
+]
+
+
+def _num(value: Any) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out
+
+
+def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if r.get("status") == "ok"]
+    first = (ok or rows)[-1]
+    rec: dict[str, Any] = {"variant": first.get("variant"), "device": first.get("device"), "status": first.get("status")}
+    if not ok:
+        rec["note"] = first.get("error") or first.get("reason") or ""
+        return rec
+    by_scenario = {r.get("scenario"): r for r in ok}
+    lat, thr = by_scenario.get("latency"), by_scenario.get("throughput")
+    if lat:
+        rec.update(
+            latency_p50_ms=lat.get("p50_ms"),
+            latency_p90_ms=lat.get("p90_ms"),
+            latency_p99_ms=lat.get("p99_ms"),
+            latency_cov=lat.get("cov"),
+        )
+        if "device_p50_ms" in lat:
+            rec["device_latency_p50_ms"] = lat["device_p50_ms"]
+    if thr:
+        rec.update(throughput_img_s=thr.get("throughput_img_s"), throughput_batch=thr.get("batch_size"))
+        if "device_throughput_img_s" in thr:
+            rec["device_throughput_img_s"] = thr["device_throughput_img_s"]
+    for key in ("top1", "top5", "agreement", "size_mb", "build_s", "first_call_ms", "peak_rss_mb", "accuracy_note"):
+        if first.get(key) is not None:
+            rec[key] = first[key]
+    notes = [r["note"] for r in ok if r.get("note")]
+    rec["note"] = "; ".join(notes)
+    return rec
+
+
+def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> pd.DataFrame:
+    """One line per variant and device, sorted by batch-1 latency; failures and slow variants stay visible."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((str(row.get("variant")), str(row.get("device"))), []).append(row)
+    records = [_variant_record(g) for g in groups.values()]
+    df = pd.DataFrame(records)
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = math.nan if col not in ("variant", "device", "status", "note", "within_budget") else ""
+    df["note"] = df["note"].fillna("").astype(str)
+    for device in df["device"].unique():
+        on_device = df["device"] == device
+        ref = df[on_device & (df["variant"] == REFERENCE) & (df["status"] == "ok")]
+        if ref.empty:
+            continue
+        ref = ref.iloc[0]
+        df.loc[on_device, "speedup_vs_fp32"] = _num(ref["latency_p50_ms"]) / df.loc[on_device, "latency_p50_ms"].map(_num)
+        df.loc[on_device, "throughput_speedup_vs_fp32"] = (
+            df.loc[on_device, "throughput_img_s"].map(_num) / _num(ref["throughput_img_s"])
+        )
+        if not math.isnan(_num(ref.get("top1"))):
+            df.loc[on_device, "top1_drop"] = _num(ref["top1"]) - df.loc[on_device, "top1"].map(_num)
+    df["within_budget"] = [_budget_flag(r, max_drop) for r in df.to_dict("records")]
+    df["note"] = [_explain(r, max_drop) for r in df.to_dict("records")]
+    status_order = df["status"].map({"ok": 0, "failed": 1, "skipped": 2}).fillna(3)
+    df = df.assign(_s=status_order, _l=df["latency_p50_ms"].map(_num).fillna(math.inf))
+    df = df.sort_values(["_s", "_l", "variant"], kind="stable").drop(columns=["_s", "_l"]).reset_index(drop=True)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    return df[COLUMNS + extra]
+
+
+def _budget_flag(rec: dict[str, Any], max_drop: float) -> str:
+    if rec.get("status") != "ok":
+        return ""
+    drop = _num(rec.get("top1_drop"))
+    if math.isnan(drop):
+        return "unknown"
+    return "yes" if drop <= max_drop + 1e-9 else "no"
+
+
+def _explain(rec: dict[str, Any], max_drop: float) -> str:
+    parts = [str(rec.get("note") or "")] if rec.get("note") else []
+    if rec.get("status") == "failed":
+        return f"failed: {rec.get('note') or 'no reason recorded'}"
+    if rec.get("status") == "skipped":
+        return f"skipped: {rec.get('note') or ''}"
+    speed = _num(rec.get("speedup_vs_fp32"))
+    if rec.get("variant") != REFERENCE and not math.isnan(speed) and speed < 1.0:
+        parts.append(f"slower than fp32 at batch 1 ({speed:.2f}x)")
+    tspeed = _num(rec.get("throughput_speedup_vs_fp32"))
+    if rec.get("variant") != REFERENCE and not math.isnan(tspeed) and tspeed < 1.0:
+        parts.append(f"lower throughput than fp32 ({tspeed:.2f}x)")
+    if rec.get("within_budget") == "no":
+        parts.append(f"over budget: top-1 drop {_num(rec.get('top1_drop')):.2f} > {max_drop:g} points")
+    if rec.get("accuracy_note"):
+        parts.append(str(rec["accuracy_note"]))
+    return "; ".join(p for p in parts if p)
+
+
+def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series | None:
+    """The fastest (lowest p50 latency; ties by p90, then size) variant whose top-1 drop fits the budget.
+
+    Variants whose accuracy is unknown (random init) compete only if no variant's accuracy is known.
+    """
+    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].notna()]
+    if device:
+        ok = ok[ok["device"] == device]
+    if ok.empty:
+        return None
+    known = ok[ok["within_budget"].isin(["yes", "no"])]
+    pool = known[known["within_budget"] == "yes"] if not known.empty else ok
+    if pool.empty:
+        return None
+    pool = pool.assign(
+        _p50=pool["latency_p50_ms"].map(_num),
+        _p90=pool["latency_p90_ms"].map(_num).fillna(math.inf),
+        _size=pool["size_mb"].map(_num).fillna(math.inf),
+    )
+    return pool.sort_values(["_p50", "_p90", "_size", "variant"], kind="stable").iloc[0]
+
+
+def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) -> str:
+    """The one line: which variant to ship on this hardware within the top-1 budget."""
+    best = best_within_budget(df, device)
+    where = f" on {device}" if device else ""
+    if best is None:
+        if (df["status"] == "ok").any():
+            return f"no variant{where} stays within the {max_drop:g}-point top-1 budget; see the leaderboard"
+        return f"no variant{where} was measured successfully; see the failures in the leaderboard"
+    speed = _num(best.get("speedup_vs_fp32"))
+    speed_txt = f", {speed:.2f}x fp32 latency" if not math.isnan(speed) else ""
+    if not math.isnan(speed) and speed < 1.0:
+        speed_txt += " (fp32 itself is the fastest choice here)" if best["variant"] == REFERENCE else " (slower than fp32)"
+    top1 = _num(best.get("top1"))
+    if math.isnan(top1):
+        acc = "accuracy not measured"
+    else:
+        drop = _num(best.get("top1_drop"))
+        acc = f"top-1 {top1:.2f}%" + (f", drop {drop:+.2f} points" if not math.isnan(drop) else "")
+    return (
+        f"fastest within {max_drop:g}-point top-1 budget{where}: {best['variant']} — "
+        f"p50 {_num(best['latency_p50_ms']):.3f} ms at batch 1{speed_txt}; {acc}"
+    )
+
+
+def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+    shown = df.copy()
+    for col in shown.columns:
+        if shown[col].dtype.kind == "f":
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+    return shown.fillna("")
+
+
+def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, answer: str) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / "leaderboard.csv", "md": out_dir / "leaderboard.md", "html": out_dir / "leaderboard.html"}
+    df.to_csv(paths["csv"], index=False)
+    main_cols = [c for c in COLUMNS if c in df.columns]
+    shown = _fmt(df[main_cols])
+    paths["md"].write_text(f"{answer}\n\n{shown.to_markdown(index=False)}\n")
+    paths["html"].write_text(f"<p>{answer}</p>\n{shown.to_html(index=False)}\n")
+    return paths
+
+
+def console_table(df: pd.DataFrame) -> str:
+    cols = [
+        "variant", "device", "status", "latency_p50_ms", "latency_p99_ms", "throughput_img_s",
+        "speedup_vs_fp32", "top1", "top1_drop", "size_mb", "note",
+    ]
+    shown = _fmt(df[[c for c in cols if c in df.columns]])
+    shown["note"] = shown["note"].str.slice(0, 70)
+    return shown.to_markdown(index=False)

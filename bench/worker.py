@@ -1,0 +1,236 @@
+"""What runs inside the fresh process of one job: build a variant, time it, measure its accuracy.
+
+A :class:`Job` is plain and picklable so any executor (local processes today, a Ray cluster later) can
+ship it. ``run_job`` returns one result row per scenario; the executor turns crashes into ``failed`` rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.timing import CudaEventTimer, ScenarioConfig, WallTimer, cuda_synchronize, run_timed, summarize
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Job:
+    """One variant on one device, measured in every scenario. Plain values only."""
+
+    recipe: str
+    device: str
+    scenarios: tuple[ScenarioConfig, ...]
+    run_dir: str
+    run_id: str
+    ckpt: str | None = None
+    arch: str | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    data_spec: str | None = "digits"
+    data_dir: str | None = None
+    threads: int = 1
+    seed: int = 0
+    calib_size: int = 512
+    quick: bool = False
+    accuracy: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scenarios"] = [s.to_dict() for s in self.scenarios]
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Job:
+        d = dict(d)
+        d["scenarios"] = tuple(ScenarioConfig(**s) for s in d["scenarios"])
+        return Job(**d)
+
+
+def set_threads(threads: int) -> None:
+    """Same count for every intra-op pool (torch, OpenMP, MKL, ORT reads ``OPTBENCH_THREADS``)."""
+    import torch
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS"):
+        os.environ[var] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def reference_path(job: Job, info) -> Path:
+    """Where the FP32 predictions on val are cached for agreement (shared by every variant of a run)."""
+    key = (info.sha256 or info.arch)[:16]
+    size = info.input_size[1]
+    spec = (job.data_spec or "none").replace("/", "_").replace(os.sep, "_")[-40:]
+    return Path(job.run_dir) / "reference" / f"fp32-{key}-{spec}-{size}.npy"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -> dict[str, Any]:
+    import torch
+
+    c, h, w = input_size
+    batch = scenario.batch_size
+    note = None
+    while True:
+        host = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(job.seed))
+        try:
+            if job.device == "cuda":
+                e2e = run_timed(lambda: variant.predict(variant.prepare_input(host)), scenario, WallTimer(cuda_synchronize))
+                ready = variant.prepare_input(host)
+                device_only = run_timed(lambda: variant.predict(ready), scenario, CudaEventTimer())
+            else:
+                e2e = run_timed(lambda: variant.predict(variant.prepare_input(host)), scenario, WallTimer())
+                device_only = None
+            break
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            torch.cuda.empty_cache()
+            note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
+            batch //= 2
+    row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **summarize(e2e, batch)}
+    row["samples_ms"] = [round(s * 1e3, 6) for s in e2e]
+    row["timer"] = "perf_counter+cuda_synchronize (end-to-end, host batch in)" if job.device == "cuda" else "perf_counter"
+    if device_only is not None:
+        stats = summarize(device_only, batch)
+        row.update({f"device_{k}": v for k, v in stats.items() if k != "n"})
+        row["device_timer"] = "cuda_events (device-only, input already on the GPU)"
+    if note:
+        row["note"] = note
+    return row
+
+
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """Build the job's variant in this process and measure it; raises on failure (the executor records it)."""
+    import numpy as np
+    import torch
+
+    import data
+    import models
+    from bench.accuracy import evaluate_variant
+    from bench.fingerprint import fingerprint
+    from optim import BuildContext, build
+
+    set_threads(job.threads)
+    torch.manual_seed(job.seed)
+    if job.ckpt is None and not job.arch:
+        raise models.InputError("job has neither a checkpoint nor an architecture")
+    loaded = models.load(job.ckpt, arch=job.arch, num_classes=job.num_classes, img_size=job.img_size)
+    info = loaded.info
+    loader_cfg = data.LoaderConfig(batch_size=32, calib_size=job.calib_size, seed=job.seed)
+    spec = job.data_spec or info.data_spec
+
+    def data_factory():
+        if not spec:
+            raise models.InputError("this recipe needs data; pass --data")
+        return data.build(spec, info.data_config, loader_cfg, job.data_dir)
+
+    workdir = Path(job.run_dir) / "variants" / _safe_name(job.recipe) / job.device
+    ctx = BuildContext(
+        loaded=loaded,
+        device=job.device,
+        workdir=workdir,
+        threads=job.threads,
+        seed=job.seed,
+        quick=job.quick,
+        calib_size=job.calib_size,
+        data_factory=data_factory,
+        options=dict(job.options),
+    )
+    if job.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    variant = build(job.recipe, loaded, ctx)
+
+    # First call apart from steady state: lazy compilation and autotuning land here, not in the percentiles.
+    c, h, w = info.input_size
+    first_input = torch.randn(1, c, h, w)
+    sync = cuda_synchronize if job.device == "cuda" else None
+    first_ms = WallTimer(sync).time(lambda: variant.predict(variant.prepare_input(first_input))) * 1e3
+
+    scenario_rows = [_measure_scenario(variant, job, s, info.input_size) for s in job.scenarios]
+
+    acc: dict[str, Any] = {}
+    if job.accuracy and info.has_weights and spec:
+        bundle = ctx.data
+        ref_file = reference_path(job, info)
+        reference = np.load(ref_file) if ref_file.is_file() else None
+        acc, preds = evaluate_variant(variant, bundle.val, reference)
+        if reference is None and job.recipe == "fp32":
+            ref_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref_file.with_name(ref_file.name + ".tmp.npy")
+            np.save(tmp, preds)
+            tmp.replace(ref_file)
+            acc["agreement"] = 100.0
+    elif not info.has_weights:
+        acc = {"accuracy_note": "random init: speed only, accuracy not measured"}
+
+    try:
+        variant.save(workdir)
+    except Exception as exc:  # saving is a convenience for re-benchmarking; the measurement stands without it
+        variant.manifest["save_error"] = f"{type(exc).__name__}: {exc}"
+    peak = {"peak_rss_mb": round(_peak_rss_mb(), 1)}
+    if job.device == "cuda":
+        peak["max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+    manifest = variant.manifest
+    common = {
+        "schema": SCHEMA_VERSION,
+        "run_id": job.run_id,
+        "variant": variant.name,
+        "recipe": job.recipe,
+        "device": job.device,
+        "status": "ok",
+        "model": info.arch,
+        "img_size": info.input_size[1],
+        "num_classes": info.num_classes,
+        "checkpoint": info.source,
+        "checkpoint_sha256": info.sha256,
+        "data_spec": spec,
+        "build_s": manifest.get("build_s"),
+        "first_call_ms": round(first_ms, 3),
+        "size_mb": manifest.get("size_mb"),
+        "variant_dir": str(workdir),
+        **acc,
+        **peak,
+        "threads": job.threads,
+        "quick": job.quick,
+        "manifest": {k: manifest.get(k) for k in ("steps", "artifact_kind", "versions", "notes") if k in manifest},
+        "fingerprint": fingerprint(job.device, job.threads),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return [{**common, **row} for row in scenario_rows]
+
+
+def _safe_name(recipe: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in recipe)[:80]
+
+
+def child_main(job_dict: dict[str, Any], result_path: str, log_path: str) -> None:
+    """Entry point of the spawned process: output goes to a log file, the rows (or the error) to JSON."""
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    try:
+        rows = run_job(Job.from_dict(job_dict))
+        payload: dict[str, Any] = {"rows": rows}
+        code = 0
+    except BaseException as exc:  # the parent records any failure as a row; nothing may escape silently
+        traceback.print_exc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        payload = {"error": f"{type(exc).__name__}: {message}"[:500]}
+        code = 1
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, default=str)
+    os.replace(tmp, result_path)
+    os._exit(code)

@@ -1,0 +1,174 @@
+"""Turn a data spec into train / calibration / validation loaders with the model's own eval transform."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from models.errors import DataSpecError
+
+TIMM_DATASET_PREFIXES = ("torch/", "tfds/", "hfds/", "hfids/", "wds/")
+VAL_DIR_NAMES = ("val", "validation")
+SPEC_HELP = "use 'digits', a folder with train/ and val/ in ImageFolder layout, or a timm name like torch/gtsrb"
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How loaders are built; the profiling command varies these to measure input-pipeline fixes."""
+
+    batch_size: int = 32
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    calib_size: int = 512
+    calib_batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class DataBundle:
+    """Loaders over one dataset: ``calib`` is drawn from the train split, never from ``val``."""
+
+    spec: str
+    train: DataLoader
+    calib: DataLoader
+    val: DataLoader
+    class_names: tuple[str, ...]
+    transform: Any
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def eval_transform(data_config: Mapping[str, Any]):
+    """timm's eval transform for the model's data config (resize, center crop, normalize)."""
+    from timm.data import create_transform
+
+    cfg = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in data_config}
+    cfg["input_size"] = tuple(cfg["input_size"])
+    cfg["mean"], cfg["std"] = tuple(cfg["mean"]), tuple(cfg["std"])
+    return create_transform(**cfg, is_training=False)
+
+
+def _folder_datasets(root: Path, transform) -> tuple[Dataset, Dataset]:
+    from torchvision.datasets import ImageFolder
+
+    train_dir = root / "train"
+    val_dir = next((root / name for name in VAL_DIR_NAMES if (root / name).is_dir()), None)
+    if not train_dir.is_dir() or val_dir is None:
+        raise DataSpecError(f"data folder {root} needs train/ and val/ subfolders (ImageFolder layout: split/class/img)")
+    try:
+        train, val = ImageFolder(str(train_dir), transform=transform), ImageFolder(str(val_dir), transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataSpecError(f"data folder {root}: {str(exc).splitlines()[0]}") from None
+    if train.classes != val.classes:
+        raise DataSpecError(f"data folder {root}: train/ and val/ have different class folders")
+    return train, val
+
+
+def _timm_datasets(name: str, data_dir: str | None, download: bool, transform) -> tuple[Dataset, Dataset]:
+    from timm.data import create_dataset
+
+    if not data_dir:
+        raise DataSpecError(f"data spec {name!r} needs --data-dir (and --download to fetch it once)")
+    try:
+        train = create_dataset(name, root=data_dir, split="train", download=download, transform=transform)
+        val = create_dataset(name, root=data_dir, split="validation", download=download, transform=transform)
+    except Exception as exc:  # timm/torchvision raise many types; all mean "this spec does not load"
+        hint = "" if download else " (pass --download to fetch it)"
+        raise DataSpecError(f"cannot load dataset {name!r} from {data_dir}: {str(exc).splitlines()[0]}{hint}") from None
+    return train, val
+
+
+def _class_names(dataset: Dataset) -> tuple[str, ...]:
+    classes = getattr(dataset, "classes", None)
+    if classes is None and hasattr(dataset, "reader"):
+        classes = getattr(dataset.reader, "class_to_idx", None)
+    if isinstance(classes, dict):
+        return tuple(sorted(classes, key=classes.get))
+    if classes:
+        return tuple(str(c) for c in classes)
+    return ()
+
+
+def build_datasets(
+    spec: str, data_config: Mapping[str, Any], data_dir: str | None = None, download: bool = False
+) -> tuple[Dataset, Dataset, tuple[str, ...], Any]:
+    """Datasets (train, val), class names and the transform for ``spec``."""
+    transform = eval_transform(data_config)
+    if spec == "digits":
+        from data.digits import CLASS_NAMES, digits_datasets
+
+        train, val = digits_datasets(transform)
+        return train, val, CLASS_NAMES, transform
+    if spec.startswith(TIMM_DATASET_PREFIXES):
+        train, val = _timm_datasets(spec, data_dir, download, transform)
+        return train, val, _class_names(train), transform
+    root = Path(spec).expanduser()
+    if root.is_dir():
+        train, val = _folder_datasets(root, transform)
+        return train, val, _class_names(train), transform
+    if root.suffix or "/" in spec or root.exists():
+        raise DataSpecError(f"data folder not found: {spec} ({SPEC_HELP})")
+    raise DataSpecError(f"unknown data spec {spec!r}: {SPEC_HELP}")
+
+
+def _loader(dataset: Dataset, batch_size: int, cfg: LoaderConfig, shuffle: bool) -> DataLoader:
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory,
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        generator=generator,
+    )
+
+
+def calibration_subset(train: Dataset, size: int, seed: int) -> Subset:
+    """A seeded random subset of the train split (never val: calibrating on val would flatter top-1)."""
+    n = len(train)
+    if size <= 0:
+        raise DataSpecError(f"calibration size must be positive, got {size}")
+    size = min(size, n)
+    indices = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].tolist()
+    return Subset(train, indices)
+
+
+def build(
+    spec: str,
+    data_config: Mapping[str, Any],
+    loader: LoaderConfig | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    strict_calib_size: bool = False,
+) -> DataBundle:
+    """Build a :class:`DataBundle` for ``spec`` with the model's transform.
+
+    ``strict_calib_size`` makes a train split smaller than ``loader.calib_size`` an error instead of
+    calibrating on the whole split (quantization asks for it when the user set the size explicitly).
+    """
+    cfg = loader or LoaderConfig()
+    train, val, class_names, transform = build_datasets(spec, data_config, data_dir, download)
+    if len(train) == 0 or len(val) == 0:
+        raise DataSpecError(f"data spec {spec!r} has an empty train or val split")
+    if strict_calib_size and cfg.calib_size > len(train):
+        raise DataSpecError(
+            f"--calib-size {cfg.calib_size} is larger than the train split of {spec!r} ({len(train)} images)"
+        )
+    calib = calibration_subset(train, cfg.calib_size, cfg.seed)
+    return DataBundle(
+        spec=spec,
+        train=_loader(train, cfg.batch_size, cfg, shuffle=True),
+        calib=_loader(calib, cfg.calib_batch_size, cfg, shuffle=False),
+        val=_loader(val, cfg.batch_size, cfg, shuffle=False),
+        class_names=tuple(class_names),
+        transform=transform,
+    )

@@ -1,0 +1,53 @@
+"""User-facing errors and the CLI wrapper that turns them into one line and exit code 2.
+
+Every package raises :class:`InputError` (or a subclass) for bad input, so each ``main()`` can promise
+"one line on stderr, exit code 2, no traceback" without catching unrelated bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class InputError(ValueError):
+    """Bad input from the user: a path, a spec, a value. The message names the value and the fix."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint that cannot be loaded safely or does not fit the requested model."""
+
+
+class DataSpecError(InputError):
+    """A data spec that does not name a loadable dataset."""
+
+
+class MissingDependencyError(InputError):
+    """An optional backend is not installed (or the hardware it needs is absent)."""
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run ``main`` and exit; an :class:`InputError` becomes one line on stderr and exit code 2."""
+    try:
+        code = main(argv)
+    except InputError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or EXIT_OK)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (argparse's own prints the usage block first)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,136 @@
+"""One registry for every recipe step (as timm registers models): producers add themselves with a decorator.
+
+A step takes the previous step's :class:`~optim.artifact.Artifact` (an ``nn.Module``, an ONNX file, ...)
+and returns a new one. Each step declares which artifact kinds it accepts and produces, so an
+impossible chain fails when the recipe is parsed, before anything is built.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.errors import InputError
+
+# Modules that register steps when imported. Importing is cheap: heavy libraries load inside the builders.
+PRODUCER_MODULES = (
+    "optim.eager",
+    "optim.quantize",
+    "optim.prune",
+    "optim.compile",
+    "optim.onnx",
+    "optim.tensorrt",
+    "optim.gpu",
+)
+
+# Artifact kinds passed between steps.
+MODULE = "module"  # an eager nn.Module (FP32 weights, possibly pruned)
+GRAPH = "graph"  # a torch.export / PT2E graph module (e.g. quantized), runnable and compilable
+ONNX = "onnx"  # an ONNX file on disk
+RUNTIME = "runtime"  # something only runnable: a compiled module, an ORT session, a TensorRT engine
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What a recipe step is: its name, arguments, what it accepts and produces, where it runs."""
+
+    name: str
+    build: Callable[..., Any]
+    accepts: frozenset[str]
+    produces: str
+    parse_args: Callable[[Sequence[str]], dict[str, Any]]
+    devices: frozenset[str] = frozenset({"cpu", "cuda"})
+    description: str = ""
+    usage: str = ""
+    default_recipes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device -> recipes in the default sweep
+    available: Callable[[str], str | None] | None = None  # device -> reason it cannot run here, or None
+
+
+STEPS: dict[str, StepSpec] = {}
+_loaded = False
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def no_args(step: str) -> Callable[[Sequence[str]], dict[str, Any]]:
+    def parse(args: Sequence[str]) -> dict[str, Any]:
+        if args:
+            raise InputError(f"recipe step {step!r} takes no arguments, got ({', '.join(args)})")
+        return {}
+
+    return parse
+
+
+def register_step(
+    name: str,
+    *,
+    accepts: Sequence[str],
+    produces: str,
+    parse_args: Callable[[Sequence[str]], dict[str, Any]] | None = None,
+    devices: Sequence[str] = ("cpu", "cuda"),
+    description: str = "",
+    usage: str = "",
+    default_recipes: dict[str, Sequence[str]] | None = None,
+    available: Callable[[str], str | None] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering ``fn(artifact, ctx, **args) -> Artifact`` as recipe step ``name``."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in STEPS and STEPS[name].build is not fn:
+            raise RuntimeError(f"recipe step {name!r} registered twice")
+        STEPS[name] = StepSpec(
+            name=name,
+            build=fn,
+            accepts=frozenset(accepts),
+            produces=produces,
+            parse_args=parse_args or no_args(name),
+            devices=frozenset(devices),
+            description=description or _first_line(fn.__doc__),
+            usage=usage or name,
+            default_recipes={k: tuple(v) for k, v in (default_recipes or {}).items()},
+            available=available,
+        )
+        return fn
+
+    return decorator
+
+
+def load_producers() -> dict[str, StepSpec]:
+    """Import every producer module so its steps register; a module not written yet is simply absent."""
+    global _loaded
+    if not _loaded:
+        for module in PRODUCER_MODULES:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module:  # a producer's own import failed: that is a bug, not an absent producer
+                    raise
+        _loaded = True
+    return STEPS
+
+
+def get_step(name: str) -> StepSpec:
+    steps = load_producers()
+    if name not in steps:
+        raise InputError(f"unknown recipe step {name!r}; known steps: {', '.join(sorted(steps))}")
+    return steps[name]
+
+
+def list_steps(pattern: str = "*") -> list[StepSpec]:
+    return [spec for name, spec in sorted(load_producers().items()) if fnmatch.fnmatch(name, pattern)]
+
+
+def default_recipes(device: str) -> list[str]:
+    """Recipes a plain ``python -m bench`` runs on ``device``, in registration order, without duplicates."""
+    out: list[str] = []
+    for spec in load_producers().values():
+        for recipe in spec.default_recipes.get(device, ()):
+            if recipe not in out:
+                out.append(recipe)
+    return out

@@ -1,0 +1,227 @@
+"""A :class:`Variant` is what every producer returns and every measurement takes.
+
+``predict(prepared_batch) -> logits`` is the timed call; ``prepare_input(host_batch)`` moves a CPU batch
+to the device, dtype and memory format the variant wants (timed separately on GPUs, so device-only and
+end-to-end figures can both be reported). ``save(dir)`` / ``load(dir)`` let a variant built once be
+benchmarked many times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.checkpoint import LoadedModel, library_versions
+from models.errors import InputError
+from optim.artifact import Artifact, BuildContext
+from optim.recipe import Recipe, parse
+from optim.registry import GRAPH, MODULE, RUNTIME
+
+MANIFEST = "manifest.json"
+# Loaders for saved variants, by the "load" kind a step's save_hook wrote: producers register theirs.
+LOADERS: dict[str, Callable[[Path, dict[str, Any], str], Variant]] = {}
+# Turns a terminal artifact of a kind into a runtime (e.g. ONNX file -> ORT session); the onnx producer adds its own.
+FINALIZERS: dict[str, Callable[[Artifact, BuildContext], Artifact]] = {}
+
+
+def register_loader(kind: str) -> Callable:
+    def decorator(fn: Callable[[Path, dict[str, Any], str], Variant]) -> Callable:
+        LOADERS[kind] = fn
+        return fn
+
+    return decorator
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+@dataclass
+class Variant:
+    name: str
+    recipe: str
+    device: str
+    predict: Callable[[Any], torch.Tensor]
+    manifest: dict[str, Any]
+    prepare_input: Callable[[torch.Tensor], Any] = identity
+    artifact: Artifact | None = field(default=None, repr=False)
+
+    def __call__(self, host_batch: torch.Tensor) -> torch.Tensor:
+        """End-to-end: host tensor in, logits (on CPU, float32) out."""
+        return self.predict(self.prepare_input(host_batch)).float().cpu()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``manifest.json`` and the artifacts needed to load this variant again."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        manifest = dict(self.manifest)
+        if self.artifact is not None and self.artifact.save_hook is not None:
+            manifest["load"] = self.artifact.save_hook(directory)
+        for key, path in list((self.artifact.files if self.artifact else {}).items()):
+            target = directory / Path(path).name
+            if Path(path).resolve() != target.resolve() and Path(path).is_file():
+                shutil.copy2(path, target)
+        files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
+        manifest["artifacts"] = {name: {"bytes": size} for name, size in files.items()}
+        manifest["size_mb"] = round(sum(files.values()) / 1e6, 3) if files else manifest.get("size_mb")
+        self.manifest = manifest
+        tmp = directory / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+        tmp.replace(directory / MANIFEST)
+        return directory
+
+    @staticmethod
+    def load(directory: str | Path, device: str | None = None) -> Variant:
+        directory = Path(directory)
+        path = directory / MANIFEST
+        if not path.is_file():
+            raise InputError(f"{directory} is not a variant directory (no {MANIFEST})")
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} is not valid JSON ({exc.msg})") from None
+        load_spec = manifest.get("load") or {}
+        kind = load_spec.get("kind")
+        from optim.registry import load_producers
+
+        load_producers()
+        if kind not in LOADERS:
+            raise InputError(f"{directory}: variant {manifest.get('name')!r} was saved without a loader ({kind!r})")
+        return LOADERS[kind](directory, manifest, device or manifest.get("device", "cpu"))
+
+
+def module_runtime(
+    module: nn.Module,
+    device: str,
+    memory_format: torch.memory_format | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    input_dtype: torch.dtype | None = None,
+) -> tuple[Callable[[Any], torch.Tensor], Callable[[torch.Tensor], Any]]:
+    """(predict, prepare_input) for a module: inference_mode, optional autocast, layout and dtype of the input."""
+    dev = torch.device(device)
+    if isinstance(module, nn.Module):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            module.to(dev)  # graph modules from torch.export may refuse .to(); they were built on the device
+            if memory_format is not None:
+                module.to(memory_format=memory_format)
+
+    def prepare_input(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dev, non_blocking=True)
+        if input_dtype is not None:
+            x = x.to(input_dtype)
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+        return x
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=dev.type, dtype=autocast_dtype):
+                    return module(x)
+            return module(x)
+
+    return predict, prepare_input
+
+
+def finalize(artifact: Artifact, ctx: BuildContext) -> Artifact:
+    """Give a terminal artifact its ``predict``: modules run directly, other kinds through their finalizer."""
+    if artifact.predict is not None:
+        return artifact
+    if artifact.kind in (MODULE, GRAPH, RUNTIME) and artifact.module is not None:
+        artifact.predict, artifact.prepare_input = module_runtime(
+            artifact.module, ctx.device, artifact.memory_format, artifact.autocast_dtype, artifact.input_dtype
+        )
+        return artifact
+    if artifact.kind in FINALIZERS:
+        return FINALIZERS[artifact.kind](artifact, ctx)
+    raise InputError(f"a recipe cannot end with a {artifact.kind} artifact here; add a runtime step (e.g. ort)")
+
+
+def base_manifest(recipe: Recipe | str, loaded: LoadedModel, device: str) -> dict[str, Any]:
+    info = loaded.info
+    return {
+        "name": str(recipe),
+        "recipe": str(recipe),
+        "device": device,
+        "source": {
+            "checkpoint": info.source,
+            "sha256": info.sha256,
+            "arch": info.arch,
+            "num_classes": info.num_classes,
+            "format": info.source_format,
+            "data_spec": info.data_spec,
+        },
+        "data_config": info.data_config,
+        "versions": library_versions(),
+    }
+
+
+def build(recipe: Recipe | str, loaded: LoadedModel, ctx: BuildContext) -> Variant:
+    """Run each step of ``recipe`` on a copy of ``loaded.model`` and return the finished :class:`Variant`."""
+    import copy
+
+    recipe = parse(recipe) if isinstance(recipe, str) else recipe
+    reason = recipe.unavailable_reason(ctx.device)
+    if reason:
+        raise InputError(f"recipe {recipe} cannot run on {ctx.device} here: {reason}")
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    artifact = Artifact(kind=MODULE, module=copy.deepcopy(loaded.model).eval())
+    total = time.perf_counter()
+    for step in recipe.steps:
+        start = time.perf_counter()
+        artifact = step.spec.build(artifact, ctx, **step.args)
+        entry = {"step": str(step), "config": _plain(step.args), "build_s": round(time.perf_counter() - start, 4)}
+        if artifact.steps and artifact.steps[-1].get("step") == str(step):
+            artifact.steps[-1] = {**entry, **artifact.steps[-1]}  # the step recorded notes of its own
+        else:
+            artifact.steps.append(entry)
+    artifact = finalize(artifact, ctx)
+    manifest = base_manifest(recipe, loaded, ctx.device)
+    manifest["steps"] = artifact.steps
+    manifest["build_s"] = round(time.perf_counter() - total, 4)
+    manifest["artifact_kind"] = artifact.kind
+    if artifact.kind in (MODULE, GRAPH) and artifact.module is not None and artifact.onnx_path is None:
+        manifest["size_mb"] = round(module_bytes(artifact.module) / 1e6, 3)
+    elif artifact.onnx_path is not None and Path(artifact.onnx_path).is_file():
+        manifest["size_mb"] = round(Path(artifact.onnx_path).stat().st_size / 1e6, 3)
+    return Variant(
+        name=str(recipe),
+        recipe=str(recipe),
+        device=ctx.device,
+        predict=artifact.predict,
+        prepare_input=artifact.prepare_input or identity,
+        manifest=manifest,
+        artifact=artifact,
+    )
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of parameters and buffers (what a state dict of this module would hold)."""
+    seen, total = set(), 0
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        with contextlib.suppress(Exception):
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+

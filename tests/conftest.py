@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny timm models on digits at small resolution, everything under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_ARCH = "resnet10t"
+TINY_IMG = 32
+
+
+@pytest.fixture(autouse=True)
+def _isolated_results(tmp_path, monkeypatch):
+    """Runs write under tmp_path, never into the working tree; W&B never reaches the network."""
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """resnet10t trained for 2 epochs on digits at 32 px (about 15 s on 2 cores): real weights, real top-1."""
+    from models.train import TrainConfig, train_checkpoint
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    train_checkpoint(TINY_ARCH, "digits", str(path), TrainConfig(epochs=2, seed=0, progress=False), img_size=TINY_IMG)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_ckpt):
+    import models
+
+    return models.load(tiny_ckpt)
+
+
+def run_module(args: list[str], env: dict[str, str] | None = None, timeout: float = 600):
+    """Run ``python -m ...`` as a user would; returns the CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_module
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
