@@ -1,1 +1,175 @@
-"""Root conftest: options of the benchmark suite (`pytest bench ...`). The suite itself lives in bench/."""
+"""Root conftest: the options of the benchmark suite (``pytest bench ...``) and its pytest-benchmark hooks.
+
+The suite itself lives in ``bench/test_benchmarks.py``. Options are registered here because pytest only
+reads ``pytest_addoption`` from the root (initial) conftest. Nothing heavy is imported at module level:
+``pytest tests`` loads this file too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+SUITE_SCHEMA = 1
+DEVICES = ("cpu", "cuda")
+# Written into the JSON so nobody mistakes in-process numbers for the isolated ones of ``python -m bench``.
+PROCESS_MODEL = (
+    "pytest bench builds and times every variant inside the one pytest process (pytest-benchmark needs the "
+    "timed call in-process). Each variant is built once, measured in every scenario, then released; "
+    "torch._dynamo.reset(), gc and the CUDA cache are cleared before the next build so compiled graphs are "
+    "not reused across variants. For one fresh process per variant use `python -m bench`."
+)
+
+
+@dataclass
+class SuiteOptions:
+    """The parsed ``pytest bench`` options (validated where cheap; recipes are parsed at collection)."""
+
+    ckpt: str | None = None
+    model: str | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    data: str | None = None
+    data_dir: str | None = None
+    recipes: str | None = None
+    devices: tuple[str, ...] = ("cpu",)
+    quick: bool = False
+    threads: int | None = None
+    batch_size: int | None = None
+    calib_size: int = 512
+    accuracy: bool = True
+    seed: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)  # recipes that cannot run here, with the reason
+    suite_info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data, ... filled by the session fixture
+
+    def resolved(self) -> SuiteOptions:
+        """Fill the defaults that need torch (devices, threads) on first use, so `pytest tests` never pays for them."""
+        if not self.devices:
+            self.devices = _parse_devices(None)
+        if self.threads is None:
+            from bench.fingerprint import default_threads
+
+            self.threads = default_threads()
+        return self
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("optbench", "optbench benchmark suite (pytest bench)")
+    group.addoption("--ckpt", default=None, help="checkpoint to benchmark (default: the embedded digits model)")
+    group.addoption("--model", default=None, help="timm architecture; without --ckpt: random init, speed only")
+    group.addoption("--num-classes", type=int, default=None, help="class count (random init, or a check)")
+    group.addoption("--img-size", type=int, default=None, help="input resolution (default: the checkpoint's)")
+    group.addoption("--data", default=None, help="digits | ImageFolder dir | torch/<name> (default: the checkpoint's)")
+    group.addoption("--data-dir", default=None, help="root for timm dataset names")
+    group.addoption("--recipes", default=None, help="comma-separated recipes or 'all' (default: all this machine runs)")
+    group.addoption("--device", default=None, help="cpu, cuda or cpu,cuda (default: cpu, plus cuda when visible)")
+    group.addoption("--quick", action="store_true", default=False, help="short warm-up and timing: a smoke run")
+    group.addoption(
+        "--threads", type=int, default=None, help="threads for every intra-op pool (default: CPUs available)"
+    )
+    group.addoption("--batch-size", type=int, default=None, help="throughput batch (default 16 on CPU, 128 on CUDA)")
+    group.addoption("--calib-size", type=int, default=512, help="calibration images from the train split")
+    group.addoption("--no-accuracy", action="store_true", default=False, help="skip the top-1 pass on the val split")
+
+
+def _parse_devices(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        import torch
+
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+    devices = tuple(dict.fromkeys(d.strip() for d in text.split(",") if d.strip()))
+    for device in devices:
+        if device not in DEVICES:
+            raise pytest.UsageError(f"--device: unknown device {device!r}; choose from: {', '.join(DEVICES)}")
+    if not devices:
+        raise pytest.UsageError("--device: empty; choose from: cpu, cuda")
+    return devices
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in ("num_classes", "img_size", "threads", "batch_size", "calib_size"):
+        value = config.getoption(name)
+        if value is not None and value <= 0:
+            raise pytest.UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    device_text = config.getoption("device")
+    opts = SuiteOptions(
+        ckpt=config.getoption("ckpt"),
+        model=config.getoption("model"),
+        num_classes=config.getoption("num_classes"),
+        img_size=config.getoption("img_size"),
+        data=config.getoption("data"),
+        data_dir=config.getoption("data_dir"),
+        recipes=config.getoption("recipes"),
+        # Parsed lazily for `pytest tests` runs (no torch import); validated now when given.
+        devices=_parse_devices(device_text) if device_text is not None else (),
+        quick=config.getoption("quick"),
+        threads=config.getoption("threads"),
+        batch_size=config.getoption("batch_size"),
+        calib_size=config.getoption("calib_size"),
+        accuracy=not config.getoption("no_accuracy"),
+    )
+    config._optbench = opts  # read by bench/test_benchmarks.py (as pytest-benchmark keeps config._benchmarksession)
+
+
+def suite_options(config: pytest.Config) -> SuiteOptions:
+    """The suite's options with devices and threads resolved (imports torch on first use)."""
+    return config._optbench.resolved()
+
+
+def _is_suite_benchmark(bench: Any) -> bool:
+    extra = getattr(bench, "extra_info", None) or {}
+    return "variant" in extra and "scenario" in extra
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    """Add what pytest-benchmark's machine info lacks: CPU flags, GPU, driver, CUDA, library versions."""
+    if getattr(config, "_optbench", None) is None:
+        return
+    from bench.fingerprint import fingerprint
+
+    opts = suite_options(config)
+    machine_info["optbench"] = fingerprint("cuda" if "cuda" in opts.devices else "cpu", opts.threads)
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]) -> None:
+    """Keep raw samples (``stats.data``, which ``bench.gate`` needs) and add speedups and the suite's context."""
+    ours = {b.fullname: b for b in benchmarks if _is_suite_benchmark(b)}
+    if not ours:
+        return
+    entries = [e for e in output_json.get("benchmarks", []) if e.get("fullname") in ours]
+    for entry in entries:
+        stats = entry.get("stats")
+        meta = ours[entry["fullname"]]
+        if isinstance(stats, dict) and "data" not in stats and getattr(meta, "stats", None) is not None:
+            stats["data"] = list(meta.stats.data)
+    _add_speedups(entries)
+    opts = suite_options(config)
+    output_json["optbench"] = {
+        "schema": SUITE_SCHEMA,
+        **opts.suite_info,
+        "devices": list(opts.devices),
+        "threads": opts.threads,
+        "quick": opts.quick,
+        "process_model": PROCESS_MODEL,
+        "units": "stats in seconds per call (one batch); extra_info *_ms in milliseconds per batch",
+        "skipped": list(opts.skipped),
+    }
+
+
+def _add_speedups(entries: list[dict[str, Any]]) -> None:
+    """``speedup_vs_fp32`` (median time ratio) for each benchmark whose fp32 twin ran on the same device/scenario."""
+    medians = {}
+    for entry in entries:
+        extra = entry.get("extra_info") or {}
+        median = (entry.get("stats") or {}).get("median")
+        if extra.get("variant") == "fp32" and median:
+            medians[(extra.get("device"), extra.get("scenario"))] = median
+    for entry in entries:
+        extra = entry.get("extra_info") or {}
+        ref = medians.get((extra.get("device"), extra.get("scenario")))
+        median = (entry.get("stats") or {}).get("median")
+        if ref and median and not math.isnan(median):
+            extra["speedup_vs_fp32"] = round(ref / median, 4)
