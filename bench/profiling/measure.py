@@ -1,0 +1,149 @@
+"""Time a workload's loop with no profiler attached, and re-time it with each obvious input-pipeline fix.
+
+Profilers add overhead (cProfile several times over in Python-heavy code), so the verdict's numbers come
+from this plain ``perf_counter`` loop: each step is split into ``wait`` (``next(iterator)`` plus the copy to
+the device) and ``compute``; GPU work is synchronized before each clock read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.profiling.verdict import LoopTiming
+from bench.profiling.workloads import Batch, Workload, synchronize, with_loader_config
+
+WORKER_COUNTS = (2, 4)
+
+
+def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: int = 1) -> LoopTiming:
+    """Run ``steps`` timed steps of ``workload`` on a fresh iterator; returns per-step wait and compute seconds.
+
+    The first iterator warms up (worker spawn, lazy init, optimizer state); then a second iterator is opened
+    and its first batch timed as ``startup_s``: what every epoch start costs (``persistent_workers`` removes
+    most of it). The timed steps restart the loader when an epoch ends, as a training loop does.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    loader, compute, device = workload.loader, workload.compute, workload.device
+    iterator = iter(loader)
+    batch = workload.move(next(iterator))
+    for _ in range(warmup):
+        if compute is not None:
+            compute(batch)
+    synchronize(device)
+    del iterator, batch
+
+    start = time.perf_counter()
+    iterator = iter(loader)
+    batch = workload.move(next(iterator))
+    synchronize(device)
+    startup = time.perf_counter() - start
+    if compute is not None:
+        compute(batch)
+        synchronize(device)
+
+    waits: list[float] = []
+    computes: list[float] = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        try:
+            raw = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            raw = next(iterator)
+        batch = workload.move(raw)
+        synchronize(device)
+        t1 = time.perf_counter()
+        if compute is not None:
+            compute(batch)
+            synchronize(device)
+        t2 = time.perf_counter()
+        waits.append(t1 - t0)
+        computes.append(t2 - t1)
+    del iterator
+    return LoopTiming(label or workload.name, tuple(waits), tuple(computes), workload.batch_size, startup)
+
+
+def time_compute(compute: Callable[[Batch], None], batch: Batch, steps: int, device: str = "cpu") -> float:
+    """Images per second of ``compute`` alone on one batch already in memory (after one warm-up call)."""
+    compute(batch)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        compute(batch)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    return steps * int(batch[0].shape[0]) / elapsed if elapsed > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One change to try: loader settings, and/or channels_last for the model and its inputs."""
+
+    label: str
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    persistent_workers: bool | None = None
+    channels_last: bool = False
+
+
+def _apply(workload: Workload, fix: Fix) -> Workload:
+    loader = with_loader_config(workload.loader, fix.num_workers, fix.pin_memory, fix.persistent_workers)
+    memory_format = torch.channels_last if fix.channels_last else workload.memory_format
+    return dataclasses.replace(workload, loader=loader, memory_format=memory_format, _stream=None)
+
+
+def _measure_fix(workload: Workload, fix: Fix, steps: int, model: nn.Module | None) -> LoopTiming:
+    trial = _apply(workload, fix)
+    if fix.channels_last and model is not None:
+        model.to(memory_format=torch.channels_last)
+    try:
+        return time_loop(trial, steps, fix.label)
+    finally:
+        if fix.channels_last and model is not None:
+            model.to(memory_format=torch.contiguous_format)
+        trial.close()
+
+
+def try_fixes(
+    workload: Workload,
+    steps: int,
+    base: LoopTiming,
+    model: nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[LoopTiming]:
+    """Re-time ``workload`` with the obvious input-pipeline fixes, each measured, and return every trial.
+
+    First more workers (2, 4); then, on top of the worker count that beat ``base`` most: ``pin_memory`` (CUDA
+    only: it speeds host-to-GPU copies and does nothing on CPU), ``persistent_workers`` (shows in the
+    epoch-start time) and, when ``model`` is given (the train target), channels_last for the model and inputs.
+    """
+    trials: list[LoopTiming] = []
+    base_workers = workload.loader.num_workers
+
+    def run(fix: Fix) -> LoopTiming:
+        if log:
+            log(f"  trying {fix.label} ...")
+        timing = _measure_fix(workload, fix, steps, model)
+        trials.append(timing)
+        return timing
+
+    worker_trials = [run(Fix(f"num_workers={n}", num_workers=n)) for n in WORKER_COUNTS if n != base_workers]
+    best_workers, best_rate = base_workers, base.images_per_s
+    for n, timing in zip([n for n in WORKER_COUNTS if n != base_workers], worker_trials, strict=True):
+        if timing.images_per_s > best_rate:
+            best_workers, best_rate = n, timing.images_per_s
+    prefix = f"num_workers={best_workers} + " if best_workers != base_workers else ""
+    if torch.device(workload.device).type == "cuda" and workload.move_to_device and not workload.loader.pin_memory:
+        run(Fix(f"{prefix}pin_memory", num_workers=best_workers, pin_memory=True))
+    if best_workers > 0 and not workload.loader.persistent_workers:
+        run(Fix(f"{prefix}persistent_workers", num_workers=best_workers, persistent_workers=True))
+    if model is not None and workload.compute is not None and workload.memory_format is None:
+        run(Fix(f"{prefix}channels_last", num_workers=best_workers, channels_last=True))
+    return trials
