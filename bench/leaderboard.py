@@ -48,7 +48,11 @@ def _num(value: Any) -> float:
 def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if r.get("status") == "ok"]
     first = (ok or rows)[-1]
-    rec: dict[str, Any] = {"variant": first.get("variant"), "device": first.get("device"), "status": first.get("status")}
+    rec: dict[str, Any] = {
+        "variant": first.get("variant"),
+        "device": first.get("device"),
+        "status": first.get("status"),
+    }
     if not ok:
         rec["note"] = first.get("error") or first.get("reason") or ""
         return rec
@@ -92,9 +96,11 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
         if ref.empty:
             continue
         ref = ref.iloc[0]
-        df.loc[on_device, "speedup_vs_fp32"] = _num(ref["latency_p50_ms"]) / df.loc[on_device, "latency_p50_ms"].map(_num)
-        df.loc[on_device, "throughput_speedup_vs_fp32"] = (
-            df.loc[on_device, "throughput_img_s"].map(_num) / _num(ref["throughput_img_s"])
+        df.loc[on_device, "speedup_vs_fp32"] = _num(ref["latency_p50_ms"]) / df.loc[on_device, "latency_p50_ms"].map(
+            _num
+        )
+        df.loc[on_device, "throughput_speedup_vs_fp32"] = df.loc[on_device, "throughput_img_s"].map(_num) / _num(
+            ref["throughput_img_s"]
         )
         if not math.isnan(_num(ref.get("top1"))):
             df.loc[on_device, "top1_drop"] = _num(ref["top1"]) - df.loc[on_device, "top1"].map(_num)
@@ -135,20 +141,13 @@ def _explain(rec: dict[str, Any], max_drop: float) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series | None:
-    """The fastest (lowest p50 latency; ties by p90, then size) variant whose top-1 drop fits the budget.
+def _measured(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
+    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].map(_num).notna()]
+    return ok[ok["device"] == device] if device else ok
 
-    Variants whose accuracy is unknown (random init) compete only if no variant's accuracy is known.
-    """
-    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].notna()]
-    if device:
-        ok = ok[ok["device"] == device]
-    if ok.empty:
-        return None
-    known = ok[ok["within_budget"].isin(["yes", "no"])]
-    pool = known[known["within_budget"] == "yes"] if not known.empty else ok
-    if pool.empty:
-        return None
+
+def _fastest(pool: pd.DataFrame) -> pd.Series:
+    """Lowest p50; exact ties broken by p90, then smaller artifact, then name (deterministic)."""
     pool = pool.assign(
         _p50=pool["latency_p50_ms"].map(_num),
         _p90=pool["latency_p90_ms"].map(_num).fillna(math.inf),
@@ -157,27 +156,65 @@ def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series
     return pool.sort_values(["_p50", "_p90", "_size", "variant"], kind="stable").iloc[0]
 
 
+def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series | None:
+    """The fastest (lowest p50 latency; ties by p90, then size) variant whose top-1 drop fits the budget.
+
+    The whole pool is searched, not the first variant that passes. When no accuracy was measured at all
+    (random init) the fastest measured variant is returned; when accuracy was measured but the fp32
+    reference is missing, the budget cannot be checked and None is returned (see :func:`answer_line`).
+    """
+    ok = _measured(df, device)
+    if ok.empty:
+        return None
+    known = ok[ok["within_budget"].isin(["yes", "no"])]
+    if known.empty:
+        if ok["top1"].map(_num).notna().any():
+            return None  # accuracy measured, but no reference to measure the drop against
+        return _fastest(ok)
+    pool = known[known["within_budget"] == "yes"]
+    return None if pool.empty else _fastest(pool)
+
+
 def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) -> str:
     """The one line: which variant to ship on this hardware within the top-1 budget."""
-    best = best_within_budget(df, device)
     where = f" on {device}" if device else ""
+    ok = _measured(df, device)
+    best = best_within_budget(df, device)
     if best is None:
-        if (df["status"] == "ok").any():
-            return f"no variant{where} stays within the {max_drop:g}-point top-1 budget; see the leaderboard"
-        return f"no variant{where} was measured successfully; see the failures in the leaderboard"
+        if ok.empty:
+            return f"no variant{where} was measured successfully; see the failures in the leaderboard"
+        if not ok["within_budget"].isin(["yes", "no"]).any():
+            fastest = _fastest(ok)
+            return (
+                f"cannot check the {max_drop:g}-point top-1 budget{where}: the fp32 reference was not measured; "
+                f"fastest measured: {fastest['variant']} (p50 {_num(fastest['latency_p50_ms']):.3f} ms, "
+                f"top-1 {_num(fastest.get('top1')):.2f}%)"
+            )
+        closest = ok.assign(_d=ok["top1_drop"].map(_num)).sort_values("_d", kind="stable").iloc[0]
+        return (
+            f"no variant{where} stays within the {max_drop:g}-point top-1 budget; the smallest drop is "
+            f"{closest['variant']} ({_num(closest['top1_drop']):.2f} points); see the leaderboard"
+        )
     speed = _num(best.get("speedup_vs_fp32"))
-    speed_txt = f", {speed:.2f}x fp32 latency" if not math.isnan(speed) else ""
-    if not math.isnan(speed) and speed < 1.0:
-        speed_txt += " (fp32 itself is the fastest choice here)" if best["variant"] == REFERENCE else " (slower than fp32)"
+    if best["variant"] == REFERENCE:
+        speed_txt = " (no variant beats the fp32 reference here)"
+    elif math.isnan(speed):
+        speed_txt = ""
+    else:
+        speed_txt = f", {speed:.2f}x fp32 speed" + (" (slower than fp32)" if speed < 1.0 else "")
+    thr, batch = _num(best.get("throughput_img_s")), _num(best.get("throughput_batch"))
+    thr_txt = f", {thr:.1f} img/s" if not math.isnan(thr) else ""
+    thr_txt += f" at batch {int(batch)}" if thr_txt and not math.isnan(batch) else ""
     top1 = _num(best.get("top1"))
     if math.isnan(top1):
-        acc = "accuracy not measured"
+        acc = "accuracy not measured (speed only)"
     else:
         drop = _num(best.get("top1_drop"))
-        acc = f"top-1 {top1:.2f}%" + (f", drop {drop:+.2f} points" if not math.isnan(drop) else "")
+        acc = f"top-1 {top1:.2f}%" + (f", drop {drop:.2f} points" if not math.isnan(drop) else "")
+    budget = f"within {max_drop:g}-point top-1 budget" if not math.isnan(top1) else "(no accuracy budget: speed only)"
     return (
-        f"fastest within {max_drop:g}-point top-1 budget{where}: {best['variant']} — "
-        f"p50 {_num(best['latency_p50_ms']):.3f} ms at batch 1{speed_txt}; {acc}"
+        f"fastest {budget}{where}: {best['variant']} — "
+        f"p50 {_num(best['latency_p50_ms']):.3f} ms at batch 1{speed_txt}{thr_txt}; {acc}"
     )
 
 
@@ -203,8 +240,17 @@ def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, answer: str) -> dic
 
 def console_table(df: pd.DataFrame) -> str:
     cols = [
-        "variant", "device", "status", "latency_p50_ms", "latency_p99_ms", "throughput_img_s",
-        "speedup_vs_fp32", "top1", "top1_drop", "size_mb", "note",
+        "variant",
+        "device",
+        "status",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_img_s",
+        "speedup_vs_fp32",
+        "top1",
+        "top1_drop",
+        "size_mb",
+        "note",
     ]
     shown = _fmt(df[[c for c in cols if c in df.columns]])
     shown["note"] = shown["note"].str.slice(0, 70)
