@@ -27,7 +27,10 @@ def eager_save_hook(artifact: Artifact, info: ModelInfo):
     from models.checkpoint import save
 
     def hook(directory: Path) -> dict[str, Any]:
-        save(directory / "model.pt", artifact.module, info)
+        from models.pruned import with_pruned_layers
+
+        # A step before this one may have pruned the module (prune(0.5)+fp32-cl): save the widths it really has.
+        save(directory / "model.pt", artifact.module, with_pruned_layers(info, artifact.module))
         return {
             "kind": "eager",
             "checkpoint": "model.pt",
