@@ -1,0 +1,222 @@
+"""``python -m bench.gate_sim``: how often the gate cries wolf, and how often it sleeps through a real slowdown.
+
+It resamples recorded per-call samples (``results.jsonl`` rows or pytest-benchmark JSON of this machine)
+and runs the gate's own decision rule (:func:`bench.gate_stats.compare_timing`) many times:
+
+- **A/A**: both sides drawn from recordings of the same code; any REGRESSION verdict is a false alarm.
+- **slowdown**: the candidate's draw is multiplied by ``1 + --slowdown`` (default 10% more time per call);
+  a REGRESSION verdict is a detection.
+
+Two ways to pair the sides, reported separately:
+
+- ``within-run``: both sides are bootstrap draws of n from one recorded run: the noise between calls only.
+- ``across-runs`` (needs >= 2 recorded runs of a benchmark): each side pools ``--rounds`` different runs
+  (distinct processes) and draws n per run: adds the process-to-process noise that a gate against a stored
+  baseline (rounds=1) or in A/B mode (rounds=N) faces. This is the honest figure.
+
+``--n-grid 10,20,50`` repeats the slowdown trial for other sample counts, to size the quick suite.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.gate_inputs import Series, load_file, merge
+from bench.gate_stats import DEFAULT_ALPHA, REGRESSION, compare_timing
+from models.errors import ArgumentParser, InputError, run_cli
+
+
+@dataclass
+class SimResult:
+    bench_id: str
+    device: str
+    mode: str  # within-run | across-runs
+    n: int  # samples per run drawn for each side
+    rounds: int
+    runs_available: int
+    trials: int
+    aa_rate: float
+    slow_rate: float
+    default_n: bool = True  # False for the extra rows of --n-grid
+
+
+def _series(runs: Sequence[np.ndarray], template: Series) -> Series:
+    samples = np.concatenate(runs)
+    return Series(
+        template.variant,
+        template.scenario,
+        template.device,
+        template.metric,
+        samples_ms=samples.tolist(),
+        batch_size=template.batch_size,
+        sessions=len(runs),
+        chunks=[len(r) for r in runs],
+    )
+
+
+def _flagged(base: list[np.ndarray], cand: list[np.ndarray], s: Series, threshold: float, alpha: float) -> bool:
+    return compare_timing(_series(base, s), _series(cand, s), threshold, alpha).verdict == REGRESSION
+
+
+def simulate(
+    s: Series,
+    n: int,
+    trials: int,
+    threshold: float,
+    alpha: float,
+    slowdown: float,
+    rounds: int,
+    rng: np.random.Generator,
+    mode: str,
+) -> SimResult | None:
+    """Run ``trials`` A/A and ``trials`` slowdown comparisons on resampled runs of one benchmark."""
+    runs = [np.asarray(r, dtype=np.float64) for r in s.runs() if len(r) >= 2]
+    if mode == "across-runs" and len(runs) < 2 * rounds:
+        return None
+    if not runs:
+        return None
+    aa = slow = 0
+    for _ in range(trials):
+        if mode == "within-run":
+            run = runs[rng.integers(len(runs))]
+            base = [rng.choice(run, n)]
+            cand = [rng.choice(run, n)]
+            cand_slow = [rng.choice(run, n)]
+        else:
+            pick = rng.permutation(len(runs))[: 2 * rounds]
+            base = [rng.choice(runs[i], n) for i in pick[:rounds]]
+            cand = [rng.choice(runs[i], n) for i in pick[rounds:]]
+            cand_slow = cand
+        aa += _flagged(base, cand, s, threshold, alpha)
+        slow += _flagged(base, [c * (1 + slowdown) for c in cand_slow], s, threshold, alpha)
+    return SimResult(s.bench_id, s.device, mode, n, rounds, len(runs), trials, aa / trials, slow / trials)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m bench.gate_sim", description="Estimate the gate's false-alarm rate and power.")
+    p.add_argument(
+        "--samples",
+        action="append",
+        help="results.jsonl or pytest-benchmark JSON (repeat; default: "
+        "every results.jsonl under $OPTBENCH_RESULTS/runs/)",
+    )
+    p.add_argument("--trials", type=int, default=1000, help="trials per benchmark and case (default 1000)")
+    p.add_argument("--n", type=int, help="samples per run per side (default: what each run recorded)")
+    p.add_argument("--n-grid", help="comma-separated sample counts for a power table, e.g. 10,20,50,100")
+    p.add_argument("--rounds", type=int, default=1, help="runs pooled per side in across-runs mode (A/B rounds)")
+    p.add_argument("--threshold", default="5%", help="gate threshold (default 5%%)")
+    p.add_argument("--alpha", default=str(DEFAULT_ALPHA), help="gate significance level (default 0.001)")
+    p.add_argument("--slowdown", default="10%", help="injected slowdown (default 10%%)")
+    p.add_argument(
+        "--scenarios", default="latency,throughput", help="scenarios to simulate (default latency,throughput)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _default_samples() -> list[Path]:
+    from models.default import results_dir
+
+    files = sorted((results_dir() / "runs").glob("*/results.jsonl"))
+    if not files:
+        raise InputError(
+            f"no results.jsonl under {results_dir() / 'runs'}; run python -m bench --quick first or pass --samples"
+        )
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tabulate import tabulate
+
+    from bench.gate_config import parse_alpha, parse_threshold
+
+    args = build_parser().parse_args(argv)
+    threshold = parse_threshold(args.threshold, "--threshold")
+    alpha = parse_alpha(args.alpha, "--alpha")
+    slowdown = parse_threshold(args.slowdown, "--slowdown")
+    if args.trials < 1 or args.rounds < 1 or (args.n is not None and args.n < 2):
+        raise InputError("--trials and --rounds must be >= 1 and --n >= 2")
+    grid = []
+    if args.n_grid:
+        try:
+            grid = [int(x) for x in args.n_grid.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(f"--n-grid {args.n_grid!r} is not a comma-separated list of integers") from None
+        if any(g < 2 for g in grid):
+            raise InputError("--n-grid values must be >= 2")
+    files = [Path(f) for f in args.samples] if args.samples else _default_samples()
+    data = merge([load_file(f) for f in files])
+    scenarios = {x.strip() for x in args.scenarios.split(",")}
+    series = [s for s in data.series.values() if s.status == "ok" and s.samples_ms and s.scenario in scenarios]
+    if not series:
+        raise InputError(f"no timing samples for scenarios {sorted(scenarios)} in {', '.join(map(str, files))}")
+    rng = np.random.default_rng(args.seed)
+    results: list[SimResult] = []
+    for s in series:
+        n_default = args.n or int(np.median([len(r) for r in s.runs()]))
+        for mode in ("within-run", "across-runs"):
+            for n in [n_default, *[g for g in grid if g != n_default]]:
+                r = simulate(s, n, args.trials, threshold, alpha, slowdown, args.rounds, rng, mode)
+                if r is not None:
+                    r.default_n = n == n_default
+                    results.append(r)
+    table = [
+        [
+            r.bench_id,
+            r.device,
+            r.mode,
+            r.n,
+            r.rounds if r.mode == "across-runs" else "-",
+            r.runs_available,
+            r.trials,
+            f"{r.aa_rate * 100:.1f}%",
+            f"{r.slow_rate * 100:.1f}%",
+        ]
+        for r in results
+    ]
+    print(f"samples: {', '.join(map(str, files))}")
+    print(
+        f"rule: ratio past {threshold * 100:g}% AND one-sided Mann-Whitney U p < {alpha:g}; "
+        f"injected slowdown {slowdown * 100:g}% more time per call; seed {args.seed}"
+    )
+    print(
+        tabulate(
+            table,
+            headers=[
+                "benchmark",
+                "device",
+                "pairing",
+                "n/run",
+                "rounds",
+                "runs",
+                "trials",
+                "A/A flagged",
+                f"+{slowdown * 100:g}% flagged",
+            ],
+            tablefmt="github",
+        )
+    )
+    default_rows = [r for r in results if r.default_n]
+    worst_aa = max(r.aa_rate for r in default_rows)
+    worst_slow = min(r.slow_rate for r in default_rows)
+    ok = worst_aa <= 0.01 and worst_slow >= 0.95
+    print(
+        f"worst A/A false-alarm rate {worst_aa * 100:.1f}% (target <= 1%), worst detection "
+        f"{worst_slow * 100:.1f}% (target >= 95%): {'MET' if ok else 'NOT MET'}"
+    )
+    if not any(r.mode == "across-runs" for r in results):
+        print(
+            f"note: no benchmark has >= {2 * args.rounds} recorded runs, so process-to-process noise was not "
+            "simulated; record more runs (python -m bench --quick several times) and pass them all",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

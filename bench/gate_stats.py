@@ -1,0 +1,191 @@
+"""The decision rule of the gate: a change counts only if it is both large and statistically significant.
+
+Timing (latency, throughput): the ratio of candidate to baseline (medians) must pass the threshold in the
+bad direction AND a one-sided Mann-Whitney U test on the raw per-call samples must reject "no slower" at
+``alpha`` (default 0.001). Why this test: per-call timings are skewed with long right tails (GC, preemption,
+a neighbour on the runner), so a t-test on means is driven by outliers; the rank test needs no distribution,
+and one-sided at 0.001 equals the two-sided p < 0.002 that asv (the one common tool that tests statistically)
+uses. The ratio condition guards against the opposite failure: with hundreds of samples a 0.5% shift is
+"significant" but not worth failing a pull request; and because samples inside one process are not
+independent (a slow process is slow for all its samples), the test alone would over-react to
+process-to-process drift that the threshold absorbs.
+
+Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
+test: it fails when it drops by more than the variant's budget in points.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.gate_inputs import Series
+
+DEFAULT_ALPHA = 0.001
+TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"
+
+REGRESSION = "REGRESSION"
+IMPROVED = "improved"
+UNCHANGED = "unchanged"
+INCONCLUSIVE = "inconclusive"  # past the threshold, but not significant: noise until more samples say otherwise
+BROKEN = "BROKEN"  # ran in the baseline, fails in the candidate
+SKIPPED = "skipped"
+MISSING = "missing"  # in the baseline only (not run this time)
+NEW = "new"  # in the candidate only
+
+FAILING = (REGRESSION, BROKEN)
+
+
+@dataclass
+class Comparison:
+    """One benchmark, both sides, and the verdict with its evidence."""
+
+    bench_id: str
+    device: str
+    metric: str
+    unit: str
+    baseline: float | None
+    candidate: float | None
+    ratio: float | None  # candidate / baseline (for top-1: None, see delta)
+    delta: float | None  # candidate - baseline in the metric's unit
+    p_value: float | None  # one-sided p for the direction the change went
+    verdict: str
+    threshold: float | None  # fraction for timing, points for top-1
+    n_baseline: int = 0
+    n_candidate: int = 0
+    note: str = ""
+
+    @property
+    def failing(self) -> bool:
+        return self.verdict in FAILING
+
+
+def mann_whitney_one_sided(worse: np.ndarray, better: np.ndarray) -> float:
+    """p-value of "``worse`` is stochastically greater than ``better``" (exact for small samples without ties)."""
+    from scipy.stats import mannwhitneyu
+
+    if len(worse) == 0 or len(better) == 0:
+        return math.nan
+    return float(mannwhitneyu(worse, better, alternative="greater", method="auto").pvalue)
+
+
+def min_attainable_p(n1: int, n2: int) -> float:
+    """The smallest one-sided p an exact rank test can give: 1 / C(n1 + n2, n1). Below alpha or the gate is blind."""
+    return 1.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
+
+
+def min_samples_for(alpha: float) -> int:
+    """Samples per side (equal sizes) needed before complete separation can reach ``alpha``."""
+    n = 1
+    while min_attainable_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def compare_timing(base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """Ratio of the headline metric plus the rank test on per-call times (the test runs on time per call for
+    both metrics: throughput is a monotone function of it, so the ranks and the p-value are the same)."""
+    b = np.asarray(base.samples_ms, dtype=np.float64)
+    c = np.asarray(cand.samples_ms, dtype=np.float64)
+    bv, cv = base.metric_value(), cand.metric_value()
+    ratio = cv / bv if bv and cv is not None and bv > 0 else math.nan
+    p_slower = mann_whitney_one_sided(c, b)  # candidate takes longer per call
+    p_faster = mann_whitney_one_sided(b, c)
+    higher = cand.higher_is_better
+    worse_ratio = ratio < 1 - threshold if higher else ratio > 1 + threshold
+    better_ratio = ratio > 1 + threshold if higher else ratio < 1 - threshold
+    notes = []
+    if worse_ratio:
+        p = p_slower
+        verdict = REGRESSION if p < alpha else INCONCLUSIVE
+    elif better_ratio:
+        p = p_faster
+        verdict = IMPROVED if p < alpha else INCONCLUSIVE
+    else:
+        p = p_slower if (ratio < 1) == higher else p_faster
+        verdict = UNCHANGED
+    floor = min_attainable_p(len(b), len(c))
+    if floor >= alpha:
+        notes.append(
+            f"{len(b)} vs {len(c)} samples cannot reach p < {alpha:g} (best possible {floor:.2g}); "
+            f"collect >= {min_samples_for(alpha)} per side"
+        )
+    if base.batch_size != cand.batch_size:
+        notes.append(f"batch {base.batch_size} vs {cand.batch_size}")
+    return Comparison(
+        bench_id=cand.bench_id,
+        device=cand.device,
+        metric=cand.metric,
+        unit=cand.unit,
+        baseline=bv,
+        candidate=cv,
+        ratio=ratio,
+        delta=(cv - bv) if bv is not None and cv is not None else None,
+        p_value=p,
+        verdict=verdict,
+        threshold=threshold,
+        n_baseline=len(b),
+        n_candidate=len(c),
+        note="; ".join(notes),
+    )
+
+
+def compare_top1(base: Series, cand: Series, budget: float) -> Comparison:
+    """Top-1 fails when it drops by more than ``budget`` points; it is one number, so no test and no p-value."""
+    bv, cv = base.value, cand.value
+    delta = cv - bv if bv is not None and cv is not None else None
+    if delta is None:
+        verdict = UNCHANGED
+    elif -delta > budget:
+        verdict = REGRESSION
+    elif delta > budget:
+        verdict = IMPROVED
+    else:
+        verdict = UNCHANGED
+    return Comparison(
+        bench_id=cand.bench_id,
+        device=cand.device,
+        metric="top1",
+        unit="%",
+        baseline=bv,
+        candidate=cv,
+        ratio=cv / bv if bv and cv is not None else None,
+        delta=delta,
+        p_value=None,
+        verdict=verdict,
+        threshold=budget,
+        n_baseline=base.sessions,
+        n_candidate=cand.sessions,
+    )
+
+
+def status_comparison(base: Series | None, cand: Series | None) -> Comparison:
+    """Benchmarks that cannot be compared numerically: broken, skipped, only on one side."""
+    ref = cand or base
+    if ref is None:
+        raise ValueError("status_comparison needs at least one side")
+    if cand is None:
+        verdict, note = MISSING, "not in the candidate (not run this time?)"
+    elif base is None:
+        verdict, note = NEW, "not in the baseline"
+    elif cand.status == "failed" and base.status == "ok":
+        verdict, note = BROKEN, f"candidate failed: {cand.reason}"
+    else:
+        verdict = SKIPPED
+        note = f"baseline {base.status}, candidate {cand.status}: {cand.reason or base.reason}".rstrip(": ")
+    return Comparison(
+        bench_id=ref.bench_id,
+        device=ref.device,
+        metric=ref.metric,
+        unit=ref.unit,
+        baseline=base.metric_value() if base is not None and base.status == "ok" else None,
+        candidate=cand.metric_value() if cand is not None and cand.status == "ok" else None,
+        ratio=None,
+        delta=None,
+        p_value=None,
+        verdict=verdict,
+        threshold=None,
+        note=note,
+    )
