@@ -168,7 +168,7 @@ def explain(
             if not math.isnan(speed) and not math.isnan(noise) and speed < 1.0 and 1.0 - speed < min(2 * noise, 0.1):
                 parts.append(f"The batch-1 gap is within the measurement noise (latency CoV up to {noise:.0%})")
             elif not math.isnan(noise) and noise > 0.3:
-                parts.append(f"The latency samples are noisy (CoV up to {noise:.0%}): was the machine busy?")
+                parts.append(f"The latency samples are noisy (CoV up to {noise:.0%}; was the machine busy)")
             causes = _likely_causes(rec, fp, img_size)
             if causes:
                 parts.append("Likely causes: " + "; ".join(causes))

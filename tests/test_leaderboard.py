@@ -1,0 +1,102 @@
+"""The leaderboard and its answer line on crafted rows: the best in-budget variant, not the first."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.leaderboard import COLUMNS, answer_line, best_within_budget, build_leaderboard, write_leaderboard
+
+
+def rows_for(variant: str, p50: float, top1: float | None, thr: float | None = None, **extra) -> list[dict]:
+    """Two scenario rows (as a worker writes them) for one variant on cpu."""
+    common = {"variant": variant, "recipe": variant, "device": "cpu", "status": "ok", "size_mb": 10.0, **extra}
+    if top1 is not None:
+        common["top1"] = top1
+    lat = {**common, "scenario": "latency", "batch_size": 1, "p50_ms": p50, "p90_ms": p50 * 1.1, "p99_ms": p50 * 1.2}
+    thr_row = {**common, "scenario": "throughput", "batch_size": 16, "throughput_img_s": thr or 16e3 / (p50 * 8)}
+    return [lat, thr_row]
+
+
+def failed(variant: str, error: str = "RuntimeError: boom") -> dict:
+    return {"variant": variant, "recipe": variant, "device": "cpu", "scenario": "*", "status": "failed", "error": error}
+
+
+def test_best_is_fastest_within_budget_not_first_passing():
+    rows = (
+        rows_for("fp32", 10.0, 95.0)
+        + rows_for("slow-ok", 8.0, 94.8)  # passes first in file order, but is not the fastest
+        + rows_for("fastest-over", 2.0, 90.0)  # fastest overall, 5 points over budget
+        + rows_for("best", 4.0, 94.5)
+        + [failed("broken")]
+    )
+    df = build_leaderboard(rows, max_drop=1.0)
+    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
+    assert df["variant"].tolist()[:4] == ["fastest-over", "best", "slow-ok", "fp32"]  # sorted by latency
+    assert df["variant"].tolist()[-1] == "broken"  # failures stay visible, last
+    assert df.set_index("variant").loc["fastest-over", "within_budget"] == "no"
+    assert "over budget" in df.set_index("variant").loc["fastest-over", "note"]
+    best = best_within_budget(df, "cpu")
+    assert best["variant"] == "best"
+    line = answer_line(df, 1.0, "cpu")
+    assert "best" in line and "2.50x fp32 speed" in line and "drop 0.50 points" in line
+
+
+def test_ties_are_broken_by_p90_then_size_then_name():
+    rows = rows_for("fp32", 10.0, 95.0) + rows_for("b", 5.0, 95.0) + rows_for("a", 5.0, 95.0)
+    rows += rows_for("c", 5.0, 95.0, size_mb=1.0)
+    for r in rows:  # make b's tail worse: p90 breaks the tie before size and name
+        if r["variant"] == "b" and r["scenario"] == "latency":
+            r["p90_ms"] = 9.0
+    df = build_leaderboard(rows, 1.0)
+    assert best_within_budget(df)["variant"] == "c"  # same p50 and p90 as a, smaller artifact
+    df2 = build_leaderboard([r for r in rows if r["variant"] != "c"], 1.0)
+    assert best_within_budget(df2)["variant"] == "a"  # a and b tie on p50 and size; b's p90 is worse
+
+
+def test_all_over_budget_answers_fp32_itself():
+    rows = rows_for("fp32", 10.0, 95.0) + rows_for("int8", 3.0, 80.0) + rows_for("pruned", 4.0, 70.0)
+    df = build_leaderboard(rows, 1.0)
+    assert set(df.loc[df["variant"] != "fp32", "within_budget"]) == {"no"}
+    line = answer_line(df, 1.0, "cpu")
+    assert line.startswith("fastest within 1-point top-1 budget on cpu: fp32")
+    assert "no variant beats the fp32 reference" in line
+
+
+def test_missing_reference_means_the_budget_cannot_be_checked():
+    rows = [failed("fp32")] + rows_for("int8", 3.0, 80.0) + rows_for("fp32-cl", 5.0, 95.0)
+    df = build_leaderboard(rows, 1.0)
+    assert best_within_budget(df) is None
+    line = answer_line(df, 1.0, "cpu")
+    assert "cannot check" in line and "fp32 reference" in line and "int8" in line
+
+
+def test_all_failed():
+    df = build_leaderboard([failed("fp32"), failed("int8", "timed out after 5s")], 1.0)
+    assert best_within_budget(df) is None
+    assert "no variant on cpu was measured successfully" in answer_line(df, 1.0, "cpu")
+    assert df["note"].str.startswith("failed:").all()
+
+
+def test_random_init_speed_only_answer_and_empty_accuracy(tmp_path):
+    note = {"accuracy_note": "random init: speed only, accuracy not measured"}
+    rows = rows_for("fp32", 10.0, None, **note) + rows_for("fp32-cl", 6.0, None, **note)
+    df = build_leaderboard(rows, 1.0)
+    assert df["top1"].isna().all() and df["top1_drop"].isna().all()
+    assert (df["within_budget"] == "unknown").all()
+    assert df["note"].str.contains("accuracy not measured").all()  # the empty columns are marked
+    line = answer_line(df, 1.0, "cpu")
+    assert "fp32-cl" in line and "speed only" in line
+    paths = write_leaderboard(df, tmp_path, line)
+    csv = pd.read_csv(paths["csv"])
+    assert csv["top1"].isna().all()
+    assert line in paths["md"].read_text()
+
+
+def test_slower_than_fp32_is_said_next_to_the_variant():
+    rows = rows_for("fp32", 10.0, 95.0, thr=200.0) + rows_for("bf16", 20.0, 95.0, thr=100.0)
+    df = build_leaderboard(rows, 1.0).set_index("variant")
+    assert math.isclose(df.loc["bf16", "speedup_vs_fp32"], 0.5)
+    assert "slower than fp32 at batch 1 (0.50x)" in df.loc["bf16", "note"]
+    assert "lower throughput than fp32 (0.50x)" in df.loc["bf16", "note"]
