@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -109,13 +110,14 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
             raise CheckpointError(
-                f"{path} needs arbitrary Python objects to unpickle, which we refuse (weights_only=True) "
+                f"{path} needs the Python object {found.group(1)} to unpickle, which we refuse (weights_only=True) "
                 "because unpickling can run code; re-save it as tensors: torch.save(model.state_dict(), 'ckpt.pt')"
             ) from None
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({first or 'unpickling failed'})") from None
+        raise CheckpointError(f"{path} is not a torch checkpoint (not a readable pickle of tensors)") from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({first})") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,10 +103,15 @@ def register_step(
 
 
 def load_producers() -> dict[str, StepSpec]:
-    """Import every producer module so its steps register; a module not written yet is simply absent."""
+    """Import every producer module so its steps register; a module not written yet is simply absent.
+
+    ``OPTBENCH_PLUGINS=my_pkg.steps,other`` imports the user's own producer modules too (they call
+    :func:`register_step`); spawned measurement processes inherit the variable, so plug-ins work in sweeps.
+    """
     global _loaded
     if not _loaded:
-        for module in PRODUCER_MODULES:
+        plugins = [m.strip() for m in os.environ.get("OPTBENCH_PLUGINS", "").split(",") if m.strip()]
+        for module in (*PRODUCER_MODULES, *plugins):
             try:
                 importlib.import_module(module)
             except ModuleNotFoundError as exc:

@@ -1,0 +1,116 @@
+"""The CLIs as a user runs them: one-line errors with exit code 2, and a real end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import models
+
+
+def _one_line_error(proc):
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "garbage.pt").write_bytes(b"not a checkpoint at all")
+    torch.save({"optimizer": {"lr": 1}}, root / "no_weights.pt")
+    torch.save(models.create_model("resnet10t", 10).state_dict(), root / "plain.pt")
+    (root / "empty_folder" / "train").mkdir(parents=True)
+    return root
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["missing.pt"], "not found"),
+        (["{root}/garbage.pt"], "not a torch checkpoint"),
+        (["{root}/no_weights.pt"], "without model weights"),
+        (["{root}/plain.pt"], "--model"),
+        (["{root}/plain.pt", "--model", "resnet_nope"], "unknown timm architecture"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--num-classes", "3"], "has 10 classes"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--data", "{root}/empty_folder"], "train/ and val/"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--data", "mnist-please"], "unknown data spec"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--recipes", "fp32,warp-speed"], "unknown recipe step"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--device", "tpu"], "unknown device"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--threads", "0"], "--threads must be positive"),
+        (["--resume", "no-such-run"], "cannot resume"),
+        (["--bogus-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bench_bad_input_exits_2_with_one_line(bad_files, args, needle, capsys):
+    """In-process through run_cli (what `python -m bench` runs); one case below also goes through a real process."""
+    from bench.cli import main
+    from models.errors import run_cli
+
+    args = [a.format(root=bad_files) for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, args)
+    captured = capsys.readouterr()
+    proc = subprocess.CompletedProcess(args, exit_info.value.code, captured.out, captured.err)
+    assert needle in _one_line_error(proc)
+
+
+def test_bad_input_through_a_real_process(cli, bad_files):
+    assert "not a torch checkpoint" in _one_line_error(cli(["bench", str(bad_files / "garbage.pt")]))
+
+
+def test_device_cuda_without_gpu(cli, bad_files):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    line = _one_line_error(cli(["bench", str(bad_files / "plain.pt"), "--model", "resnet10t", "--device", "cuda"]))
+    assert "no CUDA device" in line
+
+
+def test_train_bad_input(cli, tmp_path):
+    assert "unknown timm architecture" in _one_line_error(cli(["models.train", "--model", "nope_net", "--out", str(tmp_path / "x.pt")]))
+    assert "--epochs must be positive" in _one_line_error(
+        cli(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
+    )
+
+
+def test_one_epoch_of_training_beats_chance_by_far(cli, tmp_path):
+    out = tmp_path / "one.pt"
+    proc = cli(["models.train", "--model", "resnet10t", "--data", "digits", "--epochs", "1", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    loaded = models.load(out)
+    assert loaded.info.metrics["val_top1"] > 50  # chance is 10%
+    assert loaded.info.data_config["input_size"] == [3, 32, 32] and loaded.info.class_names[0] == "0"
+
+
+def test_bench_end_to_end_writes_rows_and_leaderboard(cli, tiny_ckpt, tmp_path):
+    proc = cli(["bench", str(tiny_ckpt), "--quick", "--recipes", "fp32", "--run-id", "e2e", "--no-progress", "--threads", "1"])
+    assert proc.returncode == 0, proc.stderr
+    assert "fastest within 1-point top-1 budget on cpu: fp32" in proc.stdout
+    run = tmp_path / "results" / "runs" / "e2e"
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert {r["scenario"] for r in rows} == {"latency", "throughput"}
+    assert all(r["status"] == "ok" and r["top1"] > 50 for r in rows)
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "run_config.json"):
+        assert (run / name).stat().st_size > 0
+
+
+def test_import_bench_does_not_initialise_cuda():
+    code = (
+        "import torch, bench, bench.cli, bench.sweep, bench.worker, optim, models, data;"
+        "from optim.registry import load_producers; load_producers();"
+        "assert not torch.cuda.is_initialized(), 'CUDA initialised at import'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_optim_list_prints_steps(cli):
+    proc = cli(["optim", "list"])
+    assert proc.returncode == 0
+    assert "fp32-cl" in proc.stdout and "default recipes on cpu" in proc.stdout

@@ -1,0 +1,186 @@
+"""Structured pruning: channels really go, the pruned model reloads safely and fine-tuning keeps top-1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import models
+from models.errors import CheckpointError, InputError
+from models.pruned import channel_summary, rebuild_pruned
+from optim import BuildContext, Variant, build, parse
+
+
+def _ctx(loaded, tmp_path, quick: bool = True) -> BuildContext:
+    import data
+
+    info = loaded.info
+    return BuildContext(
+        loaded=loaded,
+        device="cpu",
+        workdir=tmp_path / "work",
+        threads=torch.get_num_threads(),
+        quick=quick,
+        data_factory=lambda: data.build(info.data_spec or "digits", info.data_config, data.LoaderConfig(batch_size=32)),
+    )
+
+
+def _batch(loaded, n: int = 4) -> torch.Tensor:
+    c, h, w = loaded.info.input_size
+    return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def pruned_dir(tiny_ckpt, tmp_path_factory):
+    """prune(0.5) without fine-tuning, built once and saved; logits of the in-memory variant kept for comparison."""
+    loaded = models.load(tiny_ckpt)
+    out = tmp_path_factory.mktemp("pruned")
+    variant = build("prune(0.5,finetune=0)", loaded, _ctx(loaded, out))
+    x = _batch(loaded)
+    logits = variant(x)
+    variant.save(out / "variant")
+    return out / "variant", variant, loaded, x, logits
+
+
+def test_pruning_removes_channels_and_records_macs(pruned_dir):
+    _, variant, loaded, _, _ = pruned_dir
+    before, after = channel_summary(loaded.model), channel_summary(variant.artifact.module)
+    assert after["conv_out_channels"] < 0.75 * before["conv_out_channels"]  # ratio 0.5 removes about half
+    assert after["linear_out_features"] == before["linear_out_features"]  # the classifier is never pruned
+    entry = variant.manifest["steps"][0]
+    assert entry["step"] == "prune(0.5,finetune=0)"
+    assert entry["macs_after"] < entry["macs_before"] and entry["params_after"] < entry["params_before"]
+    assert set(entry["speed_check"]) == {"b1", "b16"} and entry["speed_check"]["b16"]["speedup"] > 0
+    widths = [m.out_channels for m in variant.artifact.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths if w >= 8)  # round_to=8
+
+
+def test_saved_pruned_model_loads_weights_only_and_matches(pruned_dir):
+    directory, variant, _, x, logits = pruned_dir
+    raw = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)  # no pickled modules inside
+    assert raw["pruned_layers"] and all(isinstance(v, dict) for v in raw["pruned_layers"].values())
+    reloaded = models.load(directory / "model.pt")
+    assert reloaded.info.pruned_layers == raw["pruned_layers"]
+    with torch.inference_mode():
+        again = reloaded.model(x)
+    # Same weights and the same FP32 kernels on the same shapes: only summation order could differ, so the
+    # logits agree to float32 rounding (1e-5 on logits of magnitude ~10).
+    torch.testing.assert_close(again, logits, atol=1e-5, rtol=1e-5)
+    assert (again.argmax(1) == logits.argmax(1)).all()
+
+
+def test_pruned_variant_loads_in_a_new_process(pruned_dir, tmp_path):
+    directory, _, _, x, logits = pruned_dir
+    torch.save(x, tmp_path / "x.pt")
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from optim import Variant
+        v = Variant.load({str(directory)!r})
+        x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+        torch.save(v(x), {str(tmp_path / "y.pt")!r})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_pruned_then_channels_last_chain_reloads(tiny_loaded, tmp_path):
+    """A later step's save hook must still record the pruned widths (prune(...)+fp32-cl)."""
+    variant = build("prune(0.5,finetune=0)+fp32-cl", tiny_loaded, _ctx(tiny_loaded, tmp_path))
+    x = _batch(tiny_loaded)
+    expected = variant(x)
+    variant.save(tmp_path / "v")
+    loaded = Variant.load(tmp_path / "v")
+    torch.testing.assert_close(loaded(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_finetune_keeps_top1_close(tiny_ckpt, tmp_path):
+    """prune(0.3) + a quick fine-tune (2 epochs capped at 10 steps) on the 2-epoch tiny checkpoint.
+
+    The tiny model is itself under-trained (about 90-97% top-1 on 360 val digits); 20 fine-tune steps at a
+    low learning rate recover most of the cut. 5 points is 18 val images: a real regression (a broken
+    pruning or fine-tune) drops top-1 by tens of points, while run-to-run noise here is a few images.
+    The 1-point target of the issue is for the full default (prune(0.3), 2 full epochs, fully trained model).
+    """
+    from models.train import evaluate
+
+    loaded = models.load(tiny_ckpt)
+    ctx = _ctx(loaded, tmp_path, quick=True)
+    variant = build("prune(0.3)", loaded, ctx)
+    entry = variant.manifest["steps"][0]
+    assert entry["finetune"]["epochs"] == 2 and entry["finetune"]["split"] == "train"
+    before = evaluate(loaded.model, ctx.data.val)
+    after = evaluate(variant.artifact.module, ctx.data.val)
+    assert after >= before - 5.0, (before, after)
+
+
+def test_taylor_importance_with_iterative_steps(tiny_loaded, tmp_path):
+    variant = build("prune(0.4,importance=taylor,steps=2,finetune=0)", tiny_loaded, _ctx(tiny_loaded, tmp_path))
+    entry = variant.manifest["steps"][0]
+    assert entry["config"]["importance"] == "taylor" and entry["config"]["steps"] == 2
+    assert entry["params_after"] < entry["params_before"]
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ("prune(0)", "in (0, 1)"),
+        ("prune(1)", "in (0, 1)"),
+        ("prune(-0.2)", "in (0, 1)"),
+        ("prune(1.5)", "in (0, 1)"),
+        ("prune", "needs a ratio"),
+        ("prune(abc)", "must be a number"),
+        ("prune(0.5,importance=l1)", "magnitude, taylor, bn-scale"),
+        ("prune(0.5,steps=0)", "steps must be"),
+        ("prune(0.5,distill=2)", "distill must be"),
+        ("prune(0.5,foo=1)", "unknown prune argument"),
+    ],
+)
+def test_bad_prune_arguments_fail_at_parse(recipe, message):
+    with pytest.raises(InputError, match=None) as err:
+        parse(recipe)
+    assert message in str(err.value) and "prune(" in str(err.value)
+
+
+@pytest.mark.parametrize("ratio", ["0", "1.0"])
+def test_cli_bad_ratio_exits_2(cli, tiny_ckpt, ratio):
+    proc = cli(["optim.prune", str(tiny_ckpt), "--ratio", ratio])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ratio must be in (0, 1)" in lines[0]
+
+
+def test_cli_prunes_and_reports(cli, tiny_ckpt, tmp_path):
+    out = tmp_path / "variant"
+    proc = cli(["optim.prune", str(tiny_ckpt), "--ratio", "0.5", "--finetune-epochs", "0", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MACs" in proc.stdout and "params" in proc.stdout and "top-1" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["name"] == "prune(0.5,finetune=0)" and manifest["load"]["kind"] == "eager"
+    assert manifest["steps"][0]["macs_after"] < manifest["steps"][0]["macs_before"]
+    assert models.load(out / "model.pt").info.pruned_layers
+
+
+def test_unsupported_model_fails_naming_the_layer(tmp_path):
+    """timm's ViT attention reshapes to a fixed head count: the pruner cuts qkv and the forward breaks."""
+    loaded = models.load(None, arch="test_vit", num_classes=10)
+    ctx = BuildContext(loaded=loaded, device="cpu", workdir=tmp_path, threads=1)
+    with pytest.raises(InputError) as err:
+        build("prune(0.5,finetune=0)", loaded, ctx)
+    message = str(err.value)
+    assert "cannot prune test_vit" in message and "blocks.0.attn" in message
+
+
+def test_rebuild_rejects_records_that_do_not_fit(tiny_loaded):
+    model = models.create_model("resnet10t", 10)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        rebuild_pruned(model, {"no.such.layer": {"type": "Conv2d", "attrs": {}, "tensors": {}}})
+    with pytest.raises(CheckpointError, match="was a Linear"):
+        rebuild_pruned(model, {"conv1.0": {"type": "Linear", "attrs": {}, "tensors": {}}})

@@ -1,0 +1,274 @@
+"""Quantization producers on the tiny resnet10t (digits, 32 px): build, save, load back, agree with FP32.
+
+Agreement threshold: 95% top-1 agreement with FP32 on the 360 val images. INT8 with per-channel weights
+measured 100% on this model (and on the 99.7% default); 95% leaves room for near-ties of a model trained
+only 2 epochs (its logits margins are small) while still failing a broken quantizer, which lands near
+chance (10%). The fallback test crafts a checkpoint that per-tensor activation quantization must break.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import models
+from models.errors import InputError
+from optim import BuildContext, Variant, build, parse
+
+AGREEMENT = 95.0
+
+
+def _ctx(loaded, tmp_path, calib_size=64, **options) -> BuildContext:
+    import data
+
+    cfg = data.LoaderConfig(batch_size=32, calib_size=calib_size, seed=0)
+    return BuildContext(
+        loaded=loaded,
+        device="cpu",
+        workdir=tmp_path / "work",
+        threads=1,
+        quick=True,
+        calib_size=calib_size,
+        data_factory=lambda: data.build("digits", loaded.info.data_config, cfg),
+        options=dict(options),
+    )
+
+
+def _agreement(variant, loaded, loader) -> float:
+    same = total = 0
+    with torch.inference_mode():
+        for images, _ in loader:
+            same += int((variant(images).argmax(1) == loaded.model(images).argmax(1)).sum())
+            total += images.shape[0]
+    return 100.0 * same / total
+
+
+def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli, tmp_path):
+    out = tmp_path / "ptq-ort"
+    proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ort", "--calib-size", "64", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    for words in ("size", "top-1", "latency", "vs eager FP32", "quick"):
+        assert words in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"] == "ptq(ort)"
+    assert manifest["source"]["sha256"] == models.file_sha256(tiny_ckpt)
+    assert manifest["calibration"]["images"] == 64 and manifest["calibration"]["data_spec"] == "digits"
+    step = manifest["steps"][-1]
+    assert step["format"] == "QDQ" and step["activations"].startswith("uint8") and step["weights"].startswith("int8")
+    assert step["export"]["parity"]["passed"]
+    acc = manifest["accuracy"]
+    assert acc["agreement"] >= AGREEMENT and acc["within_budget"] and "fp32_top1" in acc
+    assert manifest["latency_quick"]["speedup"] > 0 and manifest["size_mb"] < manifest["size_fp32_mb"]
+    assert manifest["build_s"] > 0 and "onnxruntime" in manifest["versions"]
+
+    code = (
+        "import json, sys, torch, models, data; from optim import Variant\n"
+        f"v = Variant.load({str(out)!r}); loaded = models.load({str(tiny_ckpt)!r})\n"
+        "val = data.build('digits', loaded.info.data_config).val\n"
+        "same = total = 0\n"
+        "with torch.inference_mode():\n"
+        "    for x, _ in val:\n"
+        "        same += int((v(x).argmax(1) == loaded.model(x).argmax(1)).sum()); total += len(x)\n"
+        "print(json.dumps({'agreement': 100 * same / total}))\n"
+    )
+    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert json.loads(check.stdout.strip().splitlines()[-1])["agreement"] >= AGREEMENT
+
+
+def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
+    """Pins the PT2E recipe: torchao's X86InductorQuantizer + torch.compile under inductor freezing.
+
+    torch 2.14 / torchao 0.18: ``torch.ao.quantization.quantize_pt2e`` is gone, and
+    ``torch.compile(m, options={"freezing": True})`` fails on ``onednn.qconv_prepack``; patching
+    ``torch._inductor.config.freezing`` around every call works and must leave the global config as it was.
+    """
+    import torch._inductor.config as inductor_config
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: F401 - the pinned home
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer  # noqa: F401
+
+    freezing_before = inductor_config.freezing
+    ctx = _ctx(tiny_loaded, tmp_path)
+    variant = build("ptq(x86)", tiny_loaded, ctx)
+    assert inductor_config.freezing == freezing_before
+    step = variant.manifest["steps"][-1]
+    assert step["compiled"] is True and step["compile"] == "torch.compile + inductor freezing"
+    assert step["quantizer"].startswith("torchao X86InductorQuantizer")
+    assert step["calibration"] == {"method": "histogram", "images": 64}
+    graph_ops = {str(n.target) for n in variant.artifact.module.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in op for op in graph_ops)  # really INT8, not a silent FP32 graph
+    assert _agreement(variant, tiny_loaded, ctx.data.val) >= AGREEMENT
+    assert inductor_config.freezing == freezing_before
+
+    saved = variant.save(tmp_path / "x86")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["load"]["kind"] == "pt2e-x86" and (saved / "model.pt2").is_file()
+    reloaded = Variant.load(saved)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(reloaded(x).argmax(1), variant(x).argmax(1))
+
+
+def test_dynamic_quantizes_linear_layers_only_and_loads_back(tiny_loaded, tmp_path):
+    ctx = _ctx(tiny_loaded, tmp_path)
+    variant = build("dynamic", tiny_loaded, ctx)
+    quantized = [n for n, m in variant.artifact.module.named_modules() if ".quantized." in type(m).__module__]
+    assert quantized == ["fc"]  # resnet10t's only Linear; the convolutions stay FP32
+    step = variant.manifest["steps"][-1]
+    assert "ConvNets gain little" in step["note"] and 0 < step["linear_weight_share"] < 0.5
+    assert _agreement(variant, tiny_loaded, ctx.data.val) >= AGREEMENT
+    reloaded = Variant.load(variant.save(tmp_path / "dyn"))
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(reloaded(x), variant(x))
+
+
+def _outlier_checkpoint(tiny_ckpt, path):
+    """Same function in FP32, but one stem channel is 1000x larger: per-tensor INT8 activations collapse.
+
+    BatchNorm conv1.1 scales channel 0 by K (ReLU is positively homogeneous) and conv1.3 divides the
+    weights reading that channel by K, so FP32 logits are unchanged while the activation range feeding
+    conv1.3 grows K-fold and every other channel falls into one or two uint8 levels.
+    """
+    loaded = models.load(tiny_ckpt)
+    model, k = loaded.model, 1000.0
+    with torch.no_grad():
+        bn, conv = model.conv1[1], model.conv1[3]
+        bn.weight[0] *= k
+        bn.bias[0] *= k
+        conv.weight[:, 0] /= k
+    models.save(path, model, loaded.info)
+    return path
+
+
+def test_fallback_recovers_an_over_budget_ptq(tiny_ckpt, cli, tmp_path):
+    ckpt = _outlier_checkpoint(tiny_ckpt, tmp_path / "outlier.pt")
+    out = tmp_path / "fallback"
+    proc = cli(
+        ["optim.quantize", str(ckpt), "--backend", "ort", "--calib-size", "64", "--max-drop", "1", "--out", str(out)]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "trying" in proc.stdout and "fallback:" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    fallback = manifest["fallback"]
+    tried = fallback["tried"]
+    assert tried[0]["recipe"] == "ptq(ort)" and tried[0]["drop"] > 1  # the plain recipe really missed the budget
+    assert len(tried) >= 2 and fallback["winner"] == manifest["recipe"] == tried[-1]["recipe"]
+    assert manifest["accuracy"]["within_budget"] is True
+    assert manifest["accuracy"]["drop"] <= 1.0
+    if "keep=" in manifest["recipe"]:
+        assert manifest["steps"][-1]["fp32_nodes"]  # layers really left in FP32, named in the manifest
+
+
+def test_over_budget_is_reported_never_hidden(tiny_ckpt, cli, tmp_path):
+    ckpt = _outlier_checkpoint(tiny_ckpt, tmp_path / "outlier.pt")
+    out = tmp_path / "over"
+    # tensorrt has no fallbacks; qat on x86 is too slow here: use a fallback-free ORT build by recipe instead
+    proc = cli(["optim.onnx", str(ckpt), "--int8", "--calib-size", "64", "--max-drop", "0", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    acc = manifest["accuracy"]
+    if acc["drop"] > 0:
+        assert acc["within_budget"] is False and acc["verdict"] == "over budget"
+        assert "OVER BUDGET" in proc.stdout
+    else:
+        assert acc["within_budget"] is True
+
+
+@pytest.mark.parametrize(
+    "recipe, message",
+    [
+        ("ptq(foo)", "unknown ptq backend"),
+        ("ptq(x86,calib=entropy)", "calib for x86 must be one of"),
+        ("ptq(ort,calib=histogram)", "calib for ort must be one of"),
+        ("ptq(ort,keep=abc)", "keep must be ends"),
+        ("qat(tensorrt)", "unknown qat backend"),
+        ("qat(x86,epochs=0)", "epochs must be positive"),
+        ("dynamic(1)", "takes no arguments"),
+        ("ptq(ort)+ptq(ort)", "cannot run after"),
+    ],
+)
+def test_bad_recipes_fail_at_parse_time(recipe, message):
+    with pytest.raises(InputError, match=message):
+        parse(recipe)
+
+
+def test_recipes_and_aliases_parse():
+    assert str(parse("ptq(ort,calib=entropy,keep=ends+2)")) == "ptq(ort,calib=entropy,keep=ends+2)"
+    assert parse("ort-int8").steps[0].args["backend"] == "ort"
+    assert parse("qat(x86,epochs=2)").steps[0].args["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "tensorrt"], "pip install .[gpu]"),
+        (["--backend", "bogus"], "invalid choice"),
+        (["--calib-size", "100000"], "larger than the train split"),
+        (["--method", "dynamic", "--backend", "ort"], "takes no --backend"),
+        (["--max-drop", "-1"], "--max-drop must be >= 0"),
+        (["--data", "/no/such/folder"], "data folder not found"),
+    ],
+)
+def test_quantize_cli_bad_input_exits_2_with_one_line(cli, tiny_ckpt, tmp_path, args, message):
+    out = tmp_path / "never"
+    proc = cli(["optim.quantize", str(tiny_ckpt), *args, "--out", str(out)])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_bad_checkpoint_exits_2(cli, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = cli(["optim.quantize", str(bad)])
+    assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_existing_results_survive_a_failed_run(cli, tiny_ckpt, tmp_path):
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ort", "--out", str(out)])
+    assert proc.returncode == 2 and "not a variant directory" in proc.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_qat_ort_fine_tunes_and_exports_qdq(tiny_loaded, tmp_path):
+    ctx = _ctx(tiny_loaded, tmp_path)
+    variant = build("qat(ort)", tiny_loaded, ctx)
+    step = variant.manifest["steps"][-1]
+    assert step["finetune"]["split"] == "train" and step["finetune"]["max_steps_per_epoch"] == 8
+    assert step["export"]["parity"]["passed"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(variant.artifact.onnx_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert _agreement(variant, tiny_loaded, ctx.data.val) >= AGREEMENT
+    reloaded = Variant.load(variant.save(tmp_path / "qat"))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(reloaded(x), variant(x))
+
+
+@pytest.mark.gpu
+def test_ptq_tensorrt_on_gpu(tiny_loaded, tmp_path):
+    import data
+
+    cfg = data.LoaderConfig(batch_size=32, calib_size=64, seed=0)
+    ctx = BuildContext(
+        loaded=tiny_loaded,
+        device="cuda",
+        workdir=tmp_path / "trt",
+        threads=1,
+        quick=True,
+        calib_size=64,
+        data_factory=lambda: data.build("digits", tiny_loaded.info.data_config, cfg),
+        options={"throughput_batch": 32},
+    )
+    variant = build("ptq(tensorrt)", tiny_loaded, ctx)
+    assert variant.manifest["steps"][-1]["gpu"]
+    assert _agreement(variant, tiny_loaded, ctx.data.val) >= AGREEMENT

@@ -1,0 +1,115 @@
+"""End to end through the commands users run: ``pytest bench`` and ``python -m bench`` (resume, random init)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_pytest_bench(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}"]
+    return subprocess.run(cmd + args, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt, tmp_path):
+    out = tmp_path / "out.json"
+    proc = run_pytest_bench(
+        ["--ckpt", str(tiny_ckpt), "--recipes", "fp32,fp32-cl,fp16", "--quick", "--benchmark-json", str(out)], tmp_path
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 passed, 2 skipped" in proc.stdout  # fp16 is CUDA-only: skipped with the reason, not failed
+    doc = json.loads(out.read_text())
+    benches = {b["extra_info"]["variant"] + "/" + b["extra_info"]["scenario"]: b for b in doc["benchmarks"]}
+    assert set(benches) == {"fp32/latency", "fp32/throughput", "fp32-cl/latency", "fp32-cl/throughput"}
+    for bench in doc["benchmarks"]:
+        extra, stats = bench["extra_info"], bench["stats"]
+        assert extra["device"] == "cpu" and extra["top1"] > 50 and 0 <= extra["agreement"] <= 100
+        assert extra["warmup_rounds"] >= 1 and extra["p50_ms"] > 0 and extra["size_mb"] > 0
+        assert extra["manifest"]["steps"][0]["step"] == extra["variant"]
+        assert len(stats["data"]) == stats["rounds"]  # raw samples for bench.gate, without --benchmark-save-data
+        for key in ("ops", "stddev", "mean", "rounds"):  # what github-action-benchmark's pytest input reads
+            assert isinstance(stats[key], int | float)
+        assert bench["fullname"].startswith("bench/test_benchmarks.py::test_variant[")
+    assert benches["fp32/latency"]["extra_info"]["batch_size"] == 1
+    assert benches["fp32/throughput"]["extra_info"]["batch_size"] == 16
+    assert benches["fp32/latency"]["extra_info"]["speedup_vs_fp32"] == 1.0
+    fingerprint = doc["machine_info"]["optbench"]
+    assert fingerprint["threads"] >= 1 and "versions" in fingerprint and "cpu_flags" in fingerprint
+    assert doc["optbench"]["skipped"] == [{"recipe": "fp16", "device": "cpu", "reason": "step fp16 runs only on cuda"}]
+    assert "one pytest process" in doc["optbench"]["process_model"]
+
+    from pytest_benchmark.cli import main as compare_main
+
+    compare = subprocess.run(
+        [sys.executable, "-c", "import sys; from pytest_benchmark.cli import main; sys.exit(main())", "compare", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert compare_main is not None and compare.returncode == 0, compare.stderr[-2000:]
+    assert "test_variant[cpu-fp32-cl-latency]" in compare.stdout
+
+
+def test_pytest_bench_bad_option_is_a_usage_error(tmp_path):
+    proc = run_pytest_bench(["--device", "tpu"], tmp_path)
+    assert proc.returncode == 4
+    assert "--device: unknown device 'tpu'; choose from: cpu, cuda" in proc.stderr
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+
+
+def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
+    args = ["bench", str(tiny_ckpt), "--recipes", "fp32,fp32-cl", "--quick", "--run-id", "r1", "--no-progress"]
+    first = cli(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "results" / "runs" / "r1"
+    results = run_dir / "results.jsonl"
+    rows = read_rows(results)
+    assert sorted((r["variant"], r["scenario"]) for r in rows) == [
+        ("fp32", "latency"), ("fp32", "throughput"), ("fp32-cl", "latency"), ("fp32-cl", "throughput"),
+    ]
+    for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "explanations.md", "pareto.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert "fastest within 1-point top-1 budget on cpu:" in first.stdout
+
+    # Simulate a kill while fp32-cl was being written: its rows gone, a torn half line left behind.
+    kept = [json.dumps(r) for r in rows if r["variant"] == "fp32"]
+    results.write_text("\n".join(kept) + "\n" + json.dumps(rows[-1])[:40])
+    fp32_stamps = sorted(r["timestamp"] for r in rows if r["variant"] == "fp32")
+
+    resumed = cli(["bench", "--resume", "r1", "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "1 recipes already done, 1 to go" in resumed.stderr
+    rows = read_rows(results)
+    keys = [(r["variant"], r["scenario"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4
+    assert sorted(r["timestamp"] for r in rows if r["variant"] == "fp32") == fp32_stamps  # not measured again
+    assert "fp32-cl" in (run_dir / "leaderboard.csv").read_text()
+
+
+@pytest.mark.slow
+def test_random_init_any_arch_speed_only_with_wandb(cli, tmp_path):
+    proc = cli(
+        ["bench", "--model", "resnet10t", "--num-classes", "120", "--random-init", "--img-size", "32",
+         "--recipes", "fp32", "--quick", "--run-id", "ri", "--no-progress", "--wandb"],
+        env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "results" / "runs" / "ri"
+    rows = read_rows(run_dir / "results.jsonl")
+    assert {r["status"] for r in rows} == {"ok"} and rows[0]["num_classes"] == 120
+    assert all("top1" not in r for r in rows)
+    import pandas as pd
+
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    assert board["top1"].isna().all()
+    assert board["note"].str.contains("random init: speed only, accuracy not measured").all()
+    assert "speed only" in proc.stdout and "wandb sync" in proc.stderr
+    assert list((run_dir / "wandb").glob("offline-run-*/files/media/table/leaderboard_*.table.json"))

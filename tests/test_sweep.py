@@ -1,0 +1,116 @@
+"""The sweep: one process per variant; a variant that raises or kills its process becomes a failed row."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+
+from bench.executor import LocalProcessExecutor
+from bench.results_io import append_rows, read_rows
+from bench.sweep import SweepConfig, run_sweep, validate_recipes
+from bench.timing import default_scenarios
+
+PLUGIN = textwrap.dedent(
+    """
+    import os, signal
+    from optim.registry import MODULE, register_step
+
+    @register_step("raise-step", accepts=[MODULE], produces=MODULE)
+    def raise_step(artifact, ctx):
+        raise RuntimeError("boom: unsupported op in this test")
+
+    @register_step("die-step", accepts=[MODULE], produces=MODULE)
+    def die_step(artifact, ctx):
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+@pytest.fixture
+def crashy_plugin(tmp_path, monkeypatch):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "crashy_steps.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugins"))
+    monkeypatch.setenv("OPTBENCH_PLUGINS", "crashy_steps")
+    import optim.registry as registry
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    yield
+    registry.STEPS.pop("raise-step", None)
+    registry.STEPS.pop("die-step", None)
+
+
+def _config(tmp_path, ckpt, recipes):
+    scenarios = tuple(s.__class__(**{**s.to_dict(), "min_seconds": 0.1, "min_iters": 5, "warmup_seconds": 0.0}) for s in default_scenarios(True))
+    return SweepConfig(
+        recipes=tuple(recipes), device="cpu", run_dir=tmp_path / "run", run_id="t", scenarios=scenarios,
+        ckpt=str(ckpt), data_spec="digits", threads=1, quick=True,
+    )
+
+
+def test_failures_become_rows_and_the_sweep_goes_on(tmp_path, tiny_ckpt, crashy_plugin):
+    cfg = _config(tmp_path, tiny_ckpt, validate_recipes(["raise-step", "die-step", "fp32-cl"]))
+    rows = run_sweep(cfg, LocalProcessExecutor(timeout_s=300), progress=False)
+    by_recipe = {}
+    for row in rows:
+        by_recipe.setdefault(row["recipe"], []).append(row)
+    assert [r["status"] for r in by_recipe["raise-step"]] == ["failed"]
+    assert "boom: unsupported op" in by_recipe["raise-step"][0]["error"]
+    assert by_recipe["die-step"][0]["status"] == "failed"
+    assert "SIGKILL" in by_recipe["die-step"][0]["error"]
+    ok = by_recipe["fp32-cl"]
+    assert {r["scenario"] for r in ok} == {"latency", "throughput"} and all(r["status"] == "ok" for r in ok)
+    fp32 = by_recipe["fp32"][0]
+    assert fp32["top1"] > 80 and fp32["agreement"] == 100.0  # the reference agrees with itself
+    assert ok[0]["agreement"] > 95  # channels_last changes summation order only
+    assert len(fp32["samples_ms"]) == fp32["n"] and fp32["p50_ms"] > 0
+    assert fp32["fingerprint"]["threads"] == 1 and fp32["fingerprint"]["cpu_model"]
+    assert (tmp_path / "run" / "variants" / "fp32" / "cpu" / "manifest.json").is_file()
+
+
+def test_resume_skips_finished_recipes_without_duplicates(tmp_path, tiny_ckpt):
+    cfg = _config(tmp_path, tiny_ckpt, ["fp32", "fp32-cl"])
+    calls = []
+
+    class CountingExecutor:
+        def __init__(self):
+            self.inner = LocalProcessExecutor(timeout_s=300)
+
+        def run(self, job):
+            calls.append(job.recipe)
+            return self.inner.run(job)
+
+    results = tmp_path / "run" / "results.jsonl"
+    first = run_sweep(SweepConfig(**{**cfg.__dict__, "recipes": ("fp32",)}), CountingExecutor(), progress=False)
+    assert {r["recipe"] for r in first} == {"fp32"}
+    with open(results, "a") as fh:  # an interrupted write leaves a torn last line
+        fh.write('{"recipe": "fp32-cl", "tor')
+    rows = run_sweep(cfg, CountingExecutor(), progress=False)
+    assert calls == ["fp32", "fp32-cl"]
+    keys = [(r["recipe"], r["scenario"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4
+
+
+def test_results_file_append_and_read(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_rows(path, [{"a": 1}])
+    path.write_text(path.read_text() + "{broken")
+    append_rows(path, [{"b": 2}])
+    assert read_rows(path) == [{"a": 1}, {"b": 2}]
+    assert json.loads(path.read_text().splitlines()[-1]) == {"b": 2}
+
+
+def test_variant_saved_by_a_sweep_loads_back(tmp_path, tiny_loaded):
+    from optim import BuildContext, Variant, build
+
+    ctx = BuildContext(loaded=tiny_loaded, device="cpu", workdir=tmp_path / "v", threads=1)
+    variant = build("fp32-cl", tiny_loaded, ctx)
+    variant.save(tmp_path / "v")
+    again = Variant.load(tmp_path / "v")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(variant(x), again(x), atol=1e-5)
+    assert again.manifest["source"]["sha256"] == tiny_loaded.info.sha256
