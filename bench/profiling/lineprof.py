@@ -17,9 +17,11 @@ EXTRA_HINT = "pip install '.[profile]'"
 
 
 def line_profiler_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("line_profiler") is not None
+    try:
+        import line_profiler  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def require_line_profiler() -> None:

@@ -8,6 +8,7 @@ the device) and ``compute``; GPU work is synchronized before each clock read.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,15 @@ from bench.profiling.verdict import LoopTiming
 from bench.profiling.workloads import Batch, Workload, synchronize, with_loader_config
 
 WORKER_COUNTS = (2, 4)
+
+
+def worker_counts() -> tuple[int, ...]:
+    """Worker counts worth trying here: 2 and 4, but not more workers than CPUs this process may use (min 2)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return tuple(n for n in WORKER_COUNTS if n <= max(2, cpus))
 
 
 def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: int = 1) -> LoopTiming:
@@ -65,7 +75,7 @@ def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: 
             synchronize(device)
         t2 = time.perf_counter()
         waits.append(t1 - t0)
-        computes.append(t2 - t1)
+        computes.append(t2 - t1 if compute is not None else 0.0)
     del iterator
     return LoopTiming(label or workload.name, tuple(waits), tuple(computes), workload.batch_size, startup)
 
@@ -120,9 +130,10 @@ def try_fixes(
 ) -> list[LoopTiming]:
     """Re-time ``workload`` with the obvious input-pipeline fixes, each measured, and return every trial.
 
-    First more workers (2, 4); then, on top of the worker count that beat ``base`` most: ``pin_memory`` (CUDA
-    only: it speeds host-to-GPU copies and does nothing on CPU), ``persistent_workers`` (shows in the
-    epoch-start time) and, when ``model`` is given (the train target), channels_last for the model and inputs.
+    First more workers (2, 4: no more than the CPUs available); then, on top of the worker count that beat
+    ``base`` most: ``pin_memory`` (CUDA only: it speeds host-to-GPU copies and does nothing on CPU),
+    ``persistent_workers`` (shows in the epoch-start time) and, when ``model`` is given (the train target),
+    channels_last for the model and its inputs.
     """
     trials: list[LoopTiming] = []
     base_workers = workload.loader.num_workers
@@ -134,16 +145,22 @@ def try_fixes(
         trials.append(timing)
         return timing
 
-    worker_trials = [run(Fix(f"num_workers={n}", num_workers=n)) for n in WORKER_COUNTS if n != base_workers]
+    counts = [n for n in worker_counts() if n != base_workers]
+    worker_trials = [run(Fix(f"num_workers={n}", num_workers=n)) for n in counts]
     best_workers, best_rate = base_workers, base.images_per_s
-    for n, timing in zip([n for n in WORKER_COUNTS if n != base_workers], worker_trials, strict=True):
+    for n, timing in zip(counts, worker_trials, strict=True):
         if timing.images_per_s > best_rate:
             best_workers, best_rate = n, timing.images_per_s
-    prefix = f"num_workers={best_workers} + " if best_workers != base_workers else ""
+
+    def prefixed(workers: int, change: str) -> str:
+        return f"num_workers={workers} + {change}" if workers != base_workers else change
+
+    # persistent_workers needs workers: use the best count, or the first one tried if none beat the base.
+    loader_workers = best_workers if best_workers > 0 else (counts[0] if counts else 0)
     if torch.device(workload.device).type == "cuda" and workload.move_to_device and not workload.loader.pin_memory:
-        run(Fix(f"{prefix}pin_memory", num_workers=best_workers, pin_memory=True))
-    if best_workers > 0 and not workload.loader.persistent_workers:
-        run(Fix(f"{prefix}persistent_workers", num_workers=best_workers, persistent_workers=True))
+        run(Fix(prefixed(best_workers, "pin_memory"), num_workers=best_workers, pin_memory=True))
+    if loader_workers > 0 and not workload.loader.persistent_workers:
+        run(Fix(prefixed(loader_workers, "persistent_workers"), num_workers=loader_workers, persistent_workers=True))
     if model is not None and workload.compute is not None and workload.memory_format is None:
-        run(Fix(f"{prefix}channels_last", num_workers=best_workers, channels_last=True))
+        run(Fix(prefixed(best_workers, "channels_last"), num_workers=best_workers, channels_last=True))
     return trials

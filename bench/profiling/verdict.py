@@ -139,8 +139,8 @@ def loop_verdict(target: str, base: LoopTiming, fixes: Sequence[LoopTiming] = ()
     if best is not None:
         speedup = best.images_per_s / base.images_per_s if base.images_per_s > 0 else math.nan
         text += (
-            f"; {best.label} brings it to {_pct(best.data_fraction)} and {best.images_per_s:.0f} img/s "
-            f"({speedup:.2f}x, measured)"
+            f"; {best.label} brings it to {_pct(best.data_fraction)} "
+            f"(measured: {best.images_per_s:.0f} img/s, {speedup:.2f}x)"
         )
     elif bound == COMPUTE:
         text += "; the input pipeline keeps up, so speed up the model (see python -m bench for variants)"
@@ -193,7 +193,7 @@ def data_verdict(
         best = max(fix_rows, key=lambda r: r["images_per_s"])
         text += (
             f"; {best['label']} brings the loader to {best['images_per_s']:.0f} img/s "
-            f"({best['images_per_s'] / loader_img_s:.2f}x, measured)"
+            f"(measured: {best['images_per_s'] / loader_img_s:.2f}x) and loading to {_pct(best['data_fraction'])}"
         )
     return Verdict(
         target="data",
