@@ -1,0 +1,36 @@
+"""CUDA paths, run where a GPU exists (marked `gpu`; skipped with the reason elsewhere)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+
+def test_cuda_sweep_reports_device_only_and_end_to_end(cli, tiny_ckpt, tmp_path):
+    proc = cli(["bench", str(tiny_ckpt), "--device", "cuda", "--quick", "--recipes", "fp32,fp16,half", "--run-id", "g", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in (tmp_path / "results" / "runs" / "g" / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["device_p50_ms"] > 0 and row["p50_ms"] > 0  # both timings, labelled
+        assert "cuda_events" in row["device_timer"] and "synchronize" in row["timer"]
+        assert row["max_memory_allocated_mb"] > 0
+        assert row["fingerprint"]["gpu_name"] and row["fingerprint"]["gpu_sm_count"] > 0
+        assert row["agreement"] > 95
+
+
+def test_torchao_int8_on_cuda(tiny_loaded, tmp_path):
+    pytest.importorskip("torchao")
+    from optim import BuildContext, build
+
+    loaded = tiny_loaded
+    ctx = BuildContext(loaded=loaded, device="cuda", workdir=tmp_path / "v", threads=1)
+    variant = build("torchao(int8-weight)", loaded, ctx)
+    x = torch.randn(4, 3, 32, 32)
+    reference = loaded.model.to("cuda")(x.cuda()).float().cpu()
+    out = variant(x)
+    assert (out.argmax(1) == reference.argmax(1)).float().mean() >= 0.75

@@ -1,0 +1,50 @@
+"""Dockerfile.cuda and pyproject's `gpu` extra must pin the same versions (torch-tensorrt pins one torch minor)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _pins(requirements):
+    out = {}
+    for req in requirements:
+        match = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)", req)
+        if match:
+            out[match.group(1).lower()] = match.group(2)
+    return out
+
+
+def _docker_args():
+    text = (ROOT / "Dockerfile.cuda").read_text()
+    return dict(re.findall(r"^ARG ([A-Z_]+)=(\S+)$", text, flags=re.M))
+
+
+def test_docker_pins_match_pyproject():
+    project = _pyproject()["project"]
+    base = _pins(project["dependencies"])
+    gpu = _pins(project["optional-dependencies"]["gpu"])
+    args = _docker_args()
+    assert args["TORCH_VERSION"] == base["torch"]
+    assert args["TORCHVISION_VERSION"] == base["torchvision"]
+    assert args["TORCH_TENSORRT_VERSION"] == gpu["torch-tensorrt"]
+    assert args["ONNXRUNTIME_GPU_VERSION"] == gpu["onnxruntime-gpu"]
+
+
+def test_torch_tensorrt_matches_torch_minor():
+    project = _pyproject()["project"]
+    torch_minor = ".".join(_pins(project["dependencies"])["torch"].split(".")[:2])
+    trt_minor = ".".join(_pins(project["optional-dependencies"]["gpu"])["torch-tensorrt"].split(".")[:2])
+    assert torch_minor == trt_minor
+
+
+def test_gpu_only_packages_stay_out_of_the_cpu_install():
+    deps = " ".join(_pyproject()["project"]["dependencies"]).lower()
+    assert "tensorrt" not in deps and "onnxruntime-gpu" not in deps
