@@ -192,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         base, cand, out_dir = run_ab(ab)
         result = compare(base, cand, cfg, args.allow_machine_mismatch)
         result.extra.append(
-            f"A/B mode: {args.ab} (base) vs working tree (head), {args.rounds} alternating round(s), samples pooled per side."
+            f"A/B mode: {args.ab} (base) vs working tree (head), {args.rounds} alternating round(s), "
+            "samples pooled per side."
         )
         summary = Path(args.summary) if args.summary else out_dir / SUMMARY_NAME
         return report(result, summary, Path(args.json_out) if args.json_out else None)

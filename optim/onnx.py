@@ -94,11 +94,12 @@ def export_checked(
     notes = export_onnx(module, example, path, cfg)
     session = create_session(path, "cpu", ctx.threads)
     max_images = QUICK_PARITY_IMAGES if ctx.quick else (parity or ParityConfig()).max_images
-    batches = parity_batches(parity_loader(ctx), ctx.example_input(8), max_images)
+    loader = parity_loader(ctx)
+    batches = parity_batches(loader, ctx.example_input(8), max_images)
     output = session.get_outputs()[0].name
     parity_cfg = parity or ParityConfig()
     parity = check_parity(module, lambda x: session.run([output], {"input": x})[0], batches, parity_cfg)
-    parity["data"] = "val" if len(batches) > 1 or batches[0].shape[0] != 8 else "random"
+    parity["data"] = "random" if loader is None else "val"
     notes["parity"] = parity
     return notes
 

@@ -75,7 +75,7 @@ def ptq_x86(
         images += batch.shape[0]
     if images == 0:
         raise InputError("no calibration images: the train split is empty")
-    converted = convert_pt2e(prepared)
+    converted = strip_unused_tensors(convert_pt2e(prepared))
     return converted, {
         "quantizer": "torchao X86InductorQuantizer (PT2E)",
         "activations": "uint8 (asymmetric, per-tensor)",
@@ -102,9 +102,28 @@ def qat_convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     move_exported_model_to_eval(prepared)
-    converted = convert_pt2e(prepared)
+    converted = strip_unused_tensors(convert_pt2e(prepared))
     allow_exported_model_train_eval(converted)
     return converted
+
+
+def strip_unused_tensors(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Drop the FP32 parameters ``convert_pt2e`` leaves behind once the graph reads their INT8 copies.
+
+    Without this the saved program holds both (25 MB instead of 5 MB for resnet10t) and memory doubles.
+    """
+    used = {node.target for node in graph.graph.nodes if node.op == "get_attr"}
+    for name, _ in list(graph.named_parameters()) + list(graph.named_buffers()):
+        if name in used:
+            continue
+        owner_name, _, attr = name.rpartition(".")
+        owner = graph.get_submodule(owner_name) if owner_name else graph
+        if attr in owner._parameters:
+            del owner._parameters[attr]
+        elif attr in owner._buffers:
+            del owner._buffers[attr]
+    graph.recompile()
+    return graph
 
 
 class FrozenCompiled:

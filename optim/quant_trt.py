@@ -24,7 +24,7 @@ INSTALL_HINT = "pip install .[gpu] (torch-tensorrt, nvidia-modelopt) or build Do
 def unavailable_reason(device: str) -> str | None:
     """Why TensorRT INT8 cannot run here, or None."""
     if device != "cuda":
-        return "TensorRT INT8 runs on an NVIDIA GPU only (use --device cuda / backend x86 or ort on CPU)"
+        return f"TensorRT INT8 needs an NVIDIA GPU with TensorRT ({INSTALL_HINT}); on CPU use x86 or ort"
     if not torch.cuda.is_available():
         return "no CUDA device is visible"
     import importlib.util

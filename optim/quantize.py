@@ -558,6 +558,12 @@ def recipe_from_args(args: Any) -> str:
             raise InputError(f"--epochs must be positive, got {args.epochs}")
         extra = [] if args.epochs == DEFAULT_QAT_EPOCHS else [f"epochs={args.epochs}"]
         return f"qat({','.join([backend, *extra])})"
+    if backend == "tensorrt":
+        from optim.quant_trt import unavailable_reason
+
+        reason = unavailable_reason(args.device)
+        if reason:
+            raise MissingDependencyError(f"--backend tensorrt: {reason}")
     parts = [backend]
     if args.calib:
         parse_ptq_args([backend, f"calib={args.calib}"])  # validates the pair, one line on error

@@ -31,6 +31,9 @@ def test_torchao_int8_on_cuda(tiny_loaded, tmp_path):
     ctx = BuildContext(loaded=loaded, device="cuda", workdir=tmp_path / "v", threads=1)
     variant = build("torchao(int8-weight)", loaded, ctx)
     x = torch.randn(4, 3, 32, 32)
-    reference = loaded.model.to("cuda")(x.cuda()).float().cpu()
+    import copy
+
+    with torch.no_grad():
+        reference = copy.deepcopy(loaded.model).to("cuda")(x.cuda()).float().cpu()
     out = variant(x)
     assert (out.argmax(1) == reference.argmax(1)).float().mean() >= 0.75
