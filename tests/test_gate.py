@@ -378,6 +378,7 @@ def test_ab_mode_with_injected_bench_command(tmp_path: Path, gate):
     assert proc.returncode == 2 and proc.stderr.startswith("error: git rev-parse")
 
 
+@pytest.mark.slow
 def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, gate):
     """The default path: python -m bench --quick in both trees of a throwaway copy of optbench."""
     repo = tmp_path / "optbench"
@@ -397,3 +398,22 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
     assert len(list((out / "base").rglob("results.jsonl"))) == 1
     assert len(list((out / "head").rglob("results.jsonl"))) == 1
     assert _worktrees(repo) == 1
+
+
+def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, capsys):
+    from bench.gate_sim import main
+    from models.errors import run_cli
+
+    rows = _rows(seed=1, n=60, run_id="a") + _rows(seed=2, n=60, run_id="b") + _rows(seed=3, n=60, run_id="c")
+    samples = _write(tmp_path / "results.jsonl", rows)
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, ["--samples", str(samples), "--trials", "60", "--n-grid", "5"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "within-run: worst A/A false-alarm rate 0.0%" in out and "MET" in out
+    assert "across-runs" in out  # three recorded runs: process-to-process pairing simulated too
+    lines = [ln for ln in out.splitlines() if ln.startswith("| fp32/latency")]
+    assert any("| 5 " in ln.replace("|       5 ", "| 5 ") and "0.0%" in ln for ln in lines)  # n=5: blind
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, ["--samples", str(tmp_path / "none.jsonl")])
+    assert exc.value.code == 2
