@@ -155,7 +155,7 @@ def _verdict_for(target: str, workload, model, loaded, steps: int, try_fixes_: b
         verdict = data_verdict(loader_rate, rates["train_step_images_per_s"], "the train step")
         if try_fixes_ and worth_fixing(verdict.data_fraction):
             trials = try_fixes(workload, steps, base, log=log)
-            fixes = [(t.label, t.images_per_s) for t in trials]
+            fixes = [(t.label, t.images_per_s, t.startup_s) for t in trials]
             verdict = data_verdict(loader_rate, rates["train_step_images_per_s"], "the train step", fixes)
         verdict.measurements.update(rates)
         verdict.measurements["loader"] = base.summary()
@@ -168,12 +168,15 @@ def _verdict_for(target: str, workload, model, loaded, steps: int, try_fixes_: b
 
 
 def _fix_table(verdict) -> str:
+    """The base measurement and every fix tried, one row each (empty when no fix was tried)."""
     from tabulate import tabulate
 
     if not verdict.fixes:
         return ""
+    m = verdict.measurements
+    base = m.get("base") or {**m.get("loader", {}), "data_fraction": verdict.data_fraction}
     rows = []
-    for f in verdict.fixes:
+    for f in [{**base, "label": "as configured"}, *verdict.fixes]:
         epoch = f.get("epoch_start_ms")
         rows.append(
             [
@@ -183,7 +186,8 @@ def _fix_table(verdict) -> str:
                 "" if epoch is None else f"{epoch:.0f}",
             ]
         )
-    return tabulate(rows, headers=["fix (measured)", "data share", "img/s", "epoch start ms"], tablefmt="simple")
+    rate = "loader img/s" if "loader" in m else "img/s"
+    return tabulate(rows, headers=["measured", "data share", rate, "epoch start ms"], tablefmt="simple")
 
 
 def _build_workload(target: str, loaded, bundle, conf: dict[str, Any], args: Any, run_dir: Path):

@@ -38,6 +38,15 @@ from models.errors import run_cli
 RUN_ID = "prof"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: on a shared 2-core box two spinning OpenMP threads made steps up to 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def quick_ckpt(tmp_path_factory) -> Path:
     """An untrained test_resnet checkpoint for digits at 32 px: saved in a second, loads like any other."""
@@ -64,7 +73,7 @@ def profiled(quick_ckpt, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("profile-results")
     args = [
         "bench.profile", str(quick_ckpt), "--steps", "2", "--batch-size", "8", "--torch-schedule", "1,1,2,1",
-        "--no-fixes", "--run-id", RUN_ID,
+        "--threads", "1", "--no-fixes", "--run-id", RUN_ID,
     ]  # fmt: skip
     env = {**os.environ, "OPTBENCH_RESULTS": str(results)}
     proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=600)
@@ -169,6 +178,8 @@ def test_loop_verdict_names_the_best_measured_fix():
     assert "data loading is 63% of the train step" in verdict.summary
     assert "num_workers=2 brings it to 8% (measured: 736 img/s, 2.30x)" in verdict.summary
     assert [f["label"] for f in verdict.fixes] == ["num_workers=4", "num_workers=2"]
+    useless = loop_verdict("train", base, [LoopTiming("num_workers=2", (0.062,) * 5, (0.037,) * 5, batch_size=32)])
+    assert "none of the fixes tried helped (best: num_workers=2, 1.01x, measured)" in useless.summary
 
 
 def test_loop_verdict_compute_bound_and_invalid_timings():
@@ -185,7 +196,7 @@ def test_data_verdict_compares_loader_and_model_rates():
     assert math.isclose(serial_data_fraction(100.0, 300.0), 0.75)
     slow = data_verdict(100.0, 300.0, fixes=[("num_workers=2", 190.0), ("num_workers=4", 250.0)])
     assert slow.bound == DATA and math.isclose(slow.data_fraction, 0.75)
-    assert "num_workers=4 brings the loader to 250 img/s" in slow.summary
+    assert "num_workers=4 brings the loader to 250 img/s (measured: 2.50x) and loading to 55%" in slow.summary
     fast = data_verdict(5000.0, 200.0)
     assert fast.bound == COMPUTE and fast.data_fraction < 0.05 and "25.00x headroom" in fast.summary
 

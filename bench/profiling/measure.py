@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from bench.profiling.verdict import LoopTiming
 from bench.profiling.workloads import Batch, Workload, synchronize, with_loader_config
@@ -31,32 +32,51 @@ def worker_counts() -> tuple[int, ...]:
     return tuple(n for n in WORKER_COUNTS if n <= max(2, cpus))
 
 
-def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: int = 1) -> LoopTiming:
-    """Run ``steps`` timed steps of ``workload`` on a fresh iterator; returns per-step wait and compute seconds.
+def epoch_start(loader: DataLoader) -> float:
+    """Seconds to the first batch of a second epoch: worker start-up plus one batch (what ``persistent_workers`` saves).
 
-    The first iterator warms up (worker spawn, lazy init, optimizer state); then a second iterator is opened
-    and its first batch timed as ``startup_s``: what every epoch start costs (``persistent_workers`` removes
-    most of it). The timed steps restart the loader when an epoch ends, as a training loop does.
+    Measured on a copy of the loader over a subset of ``batch_size x workers`` samples, so the first epoch is
+    drained completely (as in training) before the second starts: an abandoned epoch would make a persistent
+    loader wait for its in-flight batches and look slower than it is.
+    """
+    workers = max(1, loader.num_workers)
+    n = min(len(loader.dataset), int(loader.batch_size or 1) * workers)  # type: ignore[arg-type]
+    probe = DataLoader(
+        Subset(loader.dataset, range(n)),
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers,
+        collate_fn=loader.collate_fn,
+    )
+    for _ in probe:  # first epoch, drained
+        pass
+    start = time.perf_counter()
+    iterator = iter(probe)
+    next(iterator)
+    elapsed = time.perf_counter() - start
+    for _ in iterator:
+        pass
+    del iterator, probe
+    return elapsed
+
+
+def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: int = 1) -> LoopTiming:
+    """Run ``steps`` timed steps of ``workload``; returns per-step wait and compute seconds and the epoch start.
+
+    The first batch of the iterator and ``warmup`` compute calls on it are not timed (worker spawn, lazy
+    init, optimizer state); the timed steps restart the loader when an epoch ends, as a training loop does.
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     loader, compute, device = workload.loader, workload.compute, workload.device
+    startup = epoch_start(loader)
     iterator = iter(loader)
     batch = workload.move(next(iterator))
     for _ in range(warmup):
         if compute is not None:
             compute(batch)
     synchronize(device)
-    del iterator, batch
-
-    start = time.perf_counter()
-    iterator = iter(loader)
-    batch = workload.move(next(iterator))
-    synchronize(device)
-    startup = time.perf_counter() - start
-    if compute is not None:
-        compute(batch)
-        synchronize(device)
 
     waits: list[float] = []
     computes: list[float] = []

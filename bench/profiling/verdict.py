@@ -16,6 +16,9 @@ from typing import Any
 DATA_BOUND_FRACTION = 0.5
 # At or below this the input pipeline is negligible: compute-bound, no fixes are worth trying.
 COMPUTE_BOUND_FRACTION = 0.2
+# A fix must be at least this much faster (images/s) to be reported as helping; below it is noise.
+HELPS = 1.05
+NO_FIX_HINT = "the CPU may be saturated: try lighter decoding (pre-resized images) or a machine with more cores"
 
 DATA, COMPUTE, MIXED = "data-bound", "compute-bound", "mixed"
 
@@ -138,10 +141,13 @@ def loop_verdict(target: str, base: LoopTiming, fixes: Sequence[LoopTiming] = ()
     best = _best(fixes)
     if best is not None:
         speedup = best.images_per_s / base.images_per_s if base.images_per_s > 0 else math.nan
-        text += (
-            f"; {best.label} brings it to {_pct(best.data_fraction)} "
-            f"(measured: {best.images_per_s:.0f} img/s, {speedup:.2f}x)"
-        )
+        if speedup >= HELPS:
+            text += (
+                f"; {best.label} brings it to {_pct(best.data_fraction)} "
+                f"(measured: {best.images_per_s:.0f} img/s, {speedup:.2f}x)"
+            )
+        else:
+            text += f"; none of the fixes tried helped (best: {best.label}, {speedup:.2f}x, measured); {NO_FIX_HINT}"
     elif bound == COMPUTE:
         text += "; the input pipeline keeps up, so speed up the model (see python -m bench for variants)"
     return Verdict(
@@ -170,12 +176,12 @@ def data_verdict(
     loader_img_s: float,
     model_img_s: float,
     model_label: str = "the train step",
-    fixes: Sequence[tuple[str, float]] = (),
+    fixes: Sequence[tuple[str, float] | tuple[str, float, float | None]] = (),
 ) -> Verdict:
     """Verdict of the ``data`` target: the loader's images/s alone against what the model consumes.
 
     A loader slower than the model starves it (data-bound); ``fixes`` are (change, loader images/s) pairs
-    measured on the spot.
+    measured on the spot, optionally with a third item: the epoch start in seconds.
     """
     fraction = serial_data_fraction(loader_img_s, model_img_s)
     bound = classify(fraction)
@@ -185,16 +191,26 @@ def data_verdict(
         f"({headroom:.2f}x headroom); run one after the other, loading would be {_pct(fraction)} of the time: {bound}"
     )
     fix_rows = []
-    for label, rate in fixes:
+    for label, rate, *rest in fixes:
+        epoch = rest[0] if rest else None
         fix_rows.append(
-            {"label": label, "images_per_s": rate, "data_fraction": serial_data_fraction(rate, model_img_s)}
+            {
+                "label": label,
+                "images_per_s": rate,
+                "data_fraction": serial_data_fraction(rate, model_img_s),
+                "epoch_start_ms": None if epoch is None else 1e3 * epoch,
+            }
         )
     if fix_rows:
         best = max(fix_rows, key=lambda r: r["images_per_s"])
-        text += (
-            f"; {best['label']} brings the loader to {best['images_per_s']:.0f} img/s "
-            f"(measured: {best['images_per_s'] / loader_img_s:.2f}x) and loading to {_pct(best['data_fraction'])}"
-        )
+        speedup = best["images_per_s"] / loader_img_s
+        if speedup >= HELPS:
+            text += (
+                f"; {best['label']} brings the loader to {best['images_per_s']:.0f} img/s "
+                f"(measured: {speedup:.2f}x) and loading to {_pct(best['data_fraction'])}"
+            )
+        else:
+            text += f"; none of the fixes tried helped (best: {best['label']}, {speedup:.2f}x, measured); {NO_FIX_HINT}"
     return Verdict(
         target="data",
         bound=bound,
