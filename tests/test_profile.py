@@ -180,6 +180,9 @@ def test_loop_verdict_names_the_best_measured_fix():
     assert [f["label"] for f in verdict.fixes] == ["num_workers=4", "num_workers=2"]
     useless = loop_verdict("train", base, [LoopTiming("num_workers=2", (0.062,) * 5, (0.037,) * 5, batch_size=32)])
     assert "none of the fixes tried helped (best: num_workers=2, 1.01x, measured)" in useless.summary
+    faster_but_waiting = LoopTiming("num_workers=2", (0.050,) * 5, (0.010,) * 5, batch_size=32)
+    text = loop_verdict("infer", base, [faster_but_waiting]).summary
+    assert "num_workers=2 is fastest (measured: 533 img/s, 1.67x), data still 83% of the step" in text
 
 
 def test_loop_verdict_compute_bound_and_invalid_timings():

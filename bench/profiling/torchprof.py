@@ -94,6 +94,8 @@ def run_torch_profiler(
         record_shapes=True,
         profile_memory=True,
         with_stack=with_stack,
+        # verbose keeps the Python stacks that export_stacks writes (without it the stacks file is empty)
+        experimental_config=torch._C._profiler._ExperimentalConfig(verbose=True) if with_stack else None,
     ) as prof:
         try:
             for _ in range(sched.total_steps):
