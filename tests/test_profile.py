@@ -298,3 +298,21 @@ def test_missing_line_profiler_names_the_extra(quick_ckpt, capsys, monkeypatch):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "line_profiler is not installed" in err and "pip install '.[profile]'" in err
+
+
+@pytest.mark.gpu
+def test_cuda_train_trace_has_kernels_and_tries_pin_memory(quick_ckpt, tmp_path):
+    env = {**os.environ, "OPTBENCH_RESULTS": str(tmp_path / "gpu")}
+    args = [
+        "bench.profile", str(quick_ckpt), "--device", "cuda", "--target", "train", "--profiler", "torch",
+        "--steps", "3", "--batch-size", "32", "--run-id", "gpu",
+    ]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out_dir = tmp_path / "gpu" / "runs" / "gpu" / "profile"
+    trace = json.loads(next((out_dir / "torch" / "train").glob("*.pt.trace.json")).read_text())
+    assert any(e.get("cat") == "kernel" for e in trace["traceEvents"])
+    assert "self CUDA time" in (out_dir / "train.torch.txt").read_text()
+    verdict = json.loads((out_dir / "verdict.json").read_text())["verdicts"][0]
+    if verdict["fixes"]:
+        assert any("pin_memory" in f["label"] for f in verdict["fixes"])
