@@ -37,7 +37,7 @@ IMPORTANCES = ("magnitude", "taylor", "bn-scale")
 ROUND_TO = 8  # channel counts stay multiples of 8: SIMD widths and tensor cores want them
 DEFAULT_FINETUNE_EPOCHS = 2
 FINETUNE_LR = 1e-3  # a fraction of the from-scratch rate: the weights are already good, only the cut is repaired
-QUICK_STEPS_PER_EPOCH = 10  # --quick / ctx.quick caps each fine-tune epoch (a smoke run, not for decisions)
+QUICK_STEPS_PER_EPOCH = 20  # --quick / ctx.quick caps each fine-tune epoch (a smoke run, not for decisions)
 TAYLOR_BATCHES = 4  # train batches whose loss gradients rank channels for importance=taylor
 NOT_FASTER_BELOW = 1.05  # measured speedups under this are reported as "not faster"
 
