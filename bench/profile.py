@@ -190,7 +190,7 @@ def _fix_table(verdict) -> str:
     return tabulate(rows, headers=["measured", "data share", rate, "epoch start ms"], tablefmt="simple")
 
 
-def _build_workload(target: str, loaded, bundle, conf: dict[str, Any], args: Any, run_dir: Path):
+def _build_workload(target: str, loaded, bundle, conf: dict[str, Any], recipe, loader_cfg, args: Any, run_dir: Path):
     from bench.profiling.workloads import data_workload, infer_workload, train_workload
 
     if target == "data":
@@ -206,9 +206,9 @@ def _build_workload(target: str, loaded, bundle, conf: dict[str, Any], args: Any
         device=args.device,
         workdir=run_dir / "variant",
         threads=conf["threads"],
-        data_factory=lambda: data.build(conf["data_spec"], loaded.info.data_config, conf["loader"], args.data_dir),
+        data_factory=lambda: data.build(conf["data_spec"], loaded.info.data_config, loader_cfg, args.data_dir),
     )
-    variant = build(conf["recipe"], loaded, ctx)
+    variant = build(recipe, loaded, ctx)
     return infer_workload(variant, bundle.val, args.device), None
 
 
@@ -256,8 +256,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run_id": run_id,
     }
     (out_dir / "profile_config.json").write_text(json.dumps(conf, indent=2))
-    conf["loader"] = loader_cfg
-    conf["recipe"] = checked["recipe"]
     for note in checked["notes"]:
         log(f"note: {note}")
     log(
@@ -270,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs: dict[str, dict[str, Any]] = {}
     for target in checked["targets"]:
         say(f"\n===== {target} =====")
-        workload, model = _build_workload(target, loaded, bundle, conf, args, out_dir)
+        workload, model = _build_workload(target, loaded, bundle, conf, checked["recipe"], loader_cfg, args, out_dir)
         for note in workload.notes:
             say(f"note: {note}")
         files: dict[str, Any] = {}
@@ -306,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if table:
             say(table)
 
-    summary = {"config": {k: v for k, v in conf.items() if k not in ("loader", "recipe")}, "outputs": outputs}
-    summary["config"]["recipe"] = str(conf["recipe"]) if conf["recipe"] else None
+    summary: dict[str, Any] = {"config": conf, "outputs": outputs}
     summary["verdicts"] = [v.to_dict() for v in verdicts]
     (out_dir / "verdict.json").write_text(json.dumps(summary, indent=2, default=str))
     (out_dir / "verdict.txt").write_text("\n".join(v.summary for v in verdicts) + "\n")
