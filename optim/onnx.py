@@ -116,6 +116,15 @@ def onnx_artifact(path: Path, steps: list[dict[str, Any]], extra_load: dict[str,
     )
 
 
+def _ort_unavailable(device: str) -> str | None:
+    """On cuda, ORT needs onnxruntime-gpu's CUDA EP; a sweep skips the recipe with this reason otherwise."""
+    if device != "cuda":
+        return None
+    from optim.onnx_runtime import cuda_unavailable_reason
+
+    return cuda_unavailable_reason()
+
+
 @register_step(
     "ort",
     accepts=[MODULE],
@@ -124,6 +133,7 @@ def onnx_artifact(path: Path, steps: list[dict[str, Any]], extra_load: dict[str,
     usage=f"ort[(opset=N,slim=1|0)]  (opset default {DEFAULT_OPSET})",
     description="export to ONNX (dynamo, TorchScript fallback), slim, parity-check vs eager; run with ONNX Runtime",
     default_recipes={"cpu": ["ort"], "cuda": ["ort"]},
+    available=_ort_unavailable,
 )
 def ort_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """FP32 ONNX export checked against eager; the finalizer turns it into an ORT session."""

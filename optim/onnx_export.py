@@ -141,7 +141,13 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, cfg: Expor
         notes["warning"] = errors[0] + "; used the TorchScript exporter instead"
     onnx.checker.check_model(str(path))
     if cfg.slim:
-        notes.update(slim_onnx(path))
+        import importlib.util
+
+        if importlib.util.find_spec("onnxslim") is None:  # optional polish: say so, do not fail the export
+            notes["slim"] = False
+            notes["slim_warning"] = "onnxslim is not installed (pip install onnxslim); graph left as exported"
+        else:
+            notes.update(slim_onnx(path))
     notes["export_s"] = round(time.perf_counter() - start, 3)
     notes["versions"] = _onnx_versions()
     notes["onnx_bytes"] = path.stat().st_size

@@ -223,20 +223,28 @@ def run_producer_cli(recipe: str, args: Any, prog: str, fallbacks: bool) -> int:
         search_s = time.perf_counter() - start
         variant = winner.variant
         if search and variant.manifest["steps"] and variant.manifest["steps"][-1].get("compiled") is False:
-            variant = _compile_winner(winner, loaded, context(winner.recipe + "-final", False))
+            variant = _compile_winner(variant, info.input_size)
         within = winner.accuracy["drop"] <= args.max_drop
         example = torch.randn(1, *info.input_size, generator=torch.Generator().manual_seed(args.seed))
         fp32_ms = _quick_latency_ms(reference, example)
         variant_ms = _quick_latency_ms(variant, example)
         manifest = variant.manifest
-        manifest["calibration"] = {
-            "split": "train (seeded subset; val is never used to calibrate)",
-            "data_spec": spec,
-            "images": calib_images,
-            "seed": args.seed,
-        }
+        if any(name in recipe for name in ("ptq", "ort-int8")):
+            manifest["calibration"] = {
+                "split": "train (seeded subset; val is never used to calibrate)",
+                "data_spec": spec,
+                "images": calib_images,
+                "seed": args.seed,
+            }
+        elif "qat" in recipe:
+            manifest["calibration"] = {
+                "split": "train",
+                "data_spec": spec,
+                "note": "QAT: ranges learned in fine-tuning",
+            }
         manifest["accuracy"] = {
             "split": "val",
+            "data_spec": spec,
             "val_images": fp32_acc["val_images"],
             "fp32_top1": round(fp32_acc["top1"], 3),
             "top1": winner.accuracy["top1"],
@@ -269,11 +277,22 @@ def run_producer_cli(recipe: str, args: Any, prog: str, fallbacks: bool) -> int:
     return 0
 
 
-def _compile_winner(winner: Candidate, loaded, ctx) -> Any:
-    """Rebuild the chosen x86 recipe with compilation on (same seed and calibration: the same graph)."""
-    from optim.variant import build
+def _compile_winner(variant, input_size) -> Any:
+    """Compile the chosen x86 graph (candidates were compared uncompiled: the PT2E graph computes the same)."""
+    from optim.quant_pt2e import compile_frozen
 
-    return build(winner.recipe, loaded, ctx)
+    compiled, seconds = compile_frozen(variant.artifact.module, [(1, *input_size)])
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return compiled(x)
+
+    variant.predict = predict
+    variant.manifest["steps"][-1].update(
+        {"compiled": True, "compile": "torch.compile + inductor freezing", "compile_s": round(seconds, 3)}
+    )
+    variant.manifest["build_s"] = round(variant.manifest.get("build_s", 0) + seconds, 4)
+    return variant
 
 
 def _save_atomically(variant, out: Path, scratch: Path) -> Path:
@@ -289,11 +308,12 @@ def _save_atomically(variant, out: Path, scratch: Path) -> Path:
 
 def _print_report(prog: str, variant, info, winner: Candidate, tried: list[Candidate], out: Path, max_drop: float):
     m = variant.manifest
-    acc, lat, cal = m["accuracy"], m["latency_quick"], m["calibration"]
+    acc, lat, cal = m["accuracy"], m["latency_quick"], m.get("calibration") or {}
     size = m.get("size_mb") or 0.0
-    print(f"{variant.name}: {info.arch} on {cal['data_spec']} ({prog}; calibration: {cal['images']} train images)")
+    calibrated = f"; calibration: {cal['images']} train images" if "images" in cal else ""
+    print(f"{variant.name}: {info.arch} on {m['accuracy']['data_spec']} ({prog}{calibrated})")
     ratio = m["size_fp32_mb"] / size if size else float("nan")
-    print(f"  size     {m['size_fp32_mb']:.3f} MB -> {size:.3f} MB ({ratio:.1f}x smaller on disk)")
+    print(f"  size     {m['size_fp32_mb']:.3f} MB -> {size:.3f} MB on disk ({ratio:.2f}x smaller)")
     verdict = "within budget" if acc["within_budget"] else "OVER BUDGET"
     print(
         f"  top-1    {acc['fp32_top1']:.2f}% -> {acc['top1']:.2f}% ({-acc['drop']:+.2f} points, budget {max_drop:g}: "

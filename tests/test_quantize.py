@@ -116,7 +116,7 @@ def test_dynamic_quantizes_linear_layers_only_and_loads_back(tiny_loaded, tmp_pa
     ctx = _ctx(tiny_loaded, tmp_path)
     variant = build("dynamic", tiny_loaded, ctx)
     quantized = [n for n, m in variant.artifact.module.named_modules() if ".quantized." in type(m).__module__]
-    assert quantized == ["fc"]  # resnet10t's only Linear; the convolutions stay FP32
+    assert {n.split(".")[0] for n in quantized} == {"fc"}  # resnet10t's only Linear; the convolutions stay FP32
     step = variant.manifest["steps"][-1]
     assert "ConvNets gain little" in step["note"] and 0 < step["linear_weight_share"] < 0.5
     assert _agreement(variant, tiny_loaded, ctx.data.val) >= AGREEMENT
