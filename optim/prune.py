@@ -340,7 +340,15 @@ def finetune(model: nn.Module, teacher: nn.Module | None, cfg: PruneConfig, ctx:
     )
     for param in model.parameters():
         param.requires_grad_(True)
-    result = train(model, bundle.train, None, train_cfg, teacher=teacher if cfg.distill > 0 else None, desc="fine-tune")
+    result = train(
+        model,
+        bundle.train,
+        None,
+        train_cfg,
+        teacher=teacher if cfg.distill > 0 else None,
+        device=ctx.device,
+        desc="fine-tune",
+    )
     model.eval()
     return {
         "epochs": cfg.finetune_epochs,
@@ -496,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = recipe_step(cfg)
     loaded = models.load(resolve_checkpoint(args.ckpt))
     out = Path(args.out) if args.out else default_out_dir(recipe)
-    ctx = cli_context(loaded, args, out / "work")
+    ctx = cli_context(loaded, args, out)
     variant = build(recipe, loaded, ctx)
     entry = variant.manifest["steps"][-1]
     if not args.no_eval and loaded.info.has_weights:

@@ -1,0 +1,110 @@
+"""torch.compile variants: argument parsing, Inductor state restored, parity with eager and reload from disk.
+
+torch.compile on a shared 2-core box is slow, so the whole file compiles twice: once in-process (build) and
+once in a fresh process (load from disk, which reuses the variant's Inductor cache).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from models.errors import InputError
+from optim import BuildContext, build, parse
+from optim.compile import CompileConfig, bf16_note, inductor_settings, parse_compile_args
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((), {}),
+        (("max-autotune",), {"mode": "max-autotune"}),
+        (("bf16",), {"bf16": True}),
+        (("default", "no-freezing"), {"mode": "default", "freezing": False}),
+        (("freezing", "bf16"), {"freezing": True, "bf16": True}),
+    ],
+)
+def test_parse_compile_args(args, expected):
+    parsed = parse_compile_args(args)
+    parsed.pop("step_text")
+    assert parsed == expected
+
+
+@pytest.mark.parametrize("recipe", ["compile(fast)", "compile(default,max-autotune)", "compile(freezing,no-freezing)"])
+def test_bad_compile_arguments_fail_at_parse(recipe):
+    with pytest.raises(InputError) as err:
+        parse(recipe)
+    assert recipe in str(err.value)
+
+
+def test_freezing_defaults_by_device():
+    assert CompileConfig().resolved_freezing("cpu") is True
+    assert CompileConfig().resolved_freezing("cuda") is False
+    assert CompileConfig(freezing=False).resolved_freezing("cpu") is False
+
+
+def test_inductor_settings_restore_global_state(tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    before = inductor_config.freezing
+    with inductor_settings(tmp_path / "cache", freezing=not before):
+        assert inductor_config.freezing is (not before)
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
+    assert inductor_config.freezing is before
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+
+
+def test_bf16_note_matches_cpu_flags():
+    from bench.fingerprint import cpu_info
+
+    native = bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["cpu_flags"]))
+    assert (bf16_note("cpu") is None) is native
+
+
+def test_compile_matches_eager_and_reloads_in_new_process(tiny_loaded, tmp_path):
+    workdir = tmp_path / "variant"
+    ctx = BuildContext(loaded=tiny_loaded, device="cpu", workdir=workdir, threads=torch.get_num_threads())
+    variant = build("compile", tiny_loaded, ctx)
+    entry = variant.manifest["steps"][-1]
+    assert entry["config"]["freezing"] is True and entry["compile_s"] > 0
+    assert (workdir / "inductor-cache").is_dir()
+
+    x = torch.randn(4, *tiny_loaded.info.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        eager = tiny_loaded.model(x)
+    compiled = variant(x)
+    # Freezing folds BatchNorm into the convolutions and Inductor fuses and reorders FP32 arithmetic: logits
+    # (magnitude ~10) move by float32 rounding, ~1e-5 relative. 1e-3 absolute leaves margin and is still far
+    # below any real bug (a wrong layer or dropped op shifts logits by >0.1 and changes predictions).
+    torch.testing.assert_close(compiled, eager, atol=1e-3, rtol=1e-3)
+    assert (compiled.argmax(1) == eager.argmax(1)).all()
+
+    variant.save(workdir)
+    assert variant.manifest["load"]["kind"] == "compile" and "rebuild" in variant.manifest["load"]["note"]
+    torch.save(x, tmp_path / "x.pt")
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from optim import Variant
+        v = Variant.load({str(workdir)!r})
+        x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+        torch.save(v(x), {str(tmp_path / "y.pt")!r})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), eager, atol=1e-3, rtol=1e-3)
+
+
+def test_cli_rejects_unknown_mode(cli):
+    proc = cli(["optim.compile", "--mode", "turbo"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown compile mode 'turbo'; choose one of: default, max-autotune, reduce-overhead"
+    ]
