@@ -107,7 +107,8 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
         elif c.metric == "top1":
             comparisons.append(compare_top1(b, c, cfg.top1_budget_for(c.bench_id, c.device)))
         else:
-            comparisons.append(compare_timing(b, c, cfg.threshold_for(c.bench_id, c.device), cfg.alpha))
+            threshold = cfg.threshold_for(c.bench_id, c.device)
+            comparisons.append(compare_timing(b, c, threshold, cfg.alpha, cfg.run_alpha))
     order = {"latency": 0, "throughput": 1, "time": 2, "top1": 3}
     comparisons.sort(key=lambda c: (c.device, c.bench_id.rsplit("/", 1)[0], order.get(c.metric, 9)))
     return GateResult(
@@ -134,7 +135,10 @@ def _config_text(cfg: GateConfig) -> str:
         else ""
     )
     budget = cfg.top1_override if cfg.top1_override is not None else cfg.top1_budget
-    return f"threshold {thr * 100:g}% ({src}{extra}), alpha {cfg.alpha:g}, top-1 budget {budget:g} pt"
+    return (
+        f"threshold {thr * 100:g}% ({src}{extra}), alpha {cfg.alpha:g}, run-level alpha {cfg.run_alpha:g}, "
+        f"top-1 budget {budget:g} pt"
+    )
 
 
 def config_from_args(args) -> GateConfig:

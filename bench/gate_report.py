@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.gate_stats import FAILING, IMPROVED, INCONCLUSIVE, TEST_NAME, Comparison
+from bench.gate_stats import FAILING, IMPROVED, INCONCLUSIVE, RUN_TEST_NAME, TEST_NAME, Comparison
 
 HEADERS = [
     "benchmark",
@@ -112,7 +112,7 @@ def headline(result: GateResult) -> str:
 
 def method_line(result: GateResult) -> str:
     return (
-        f"Regression = change past the limit AND {TEST_NAME} p < {result.alpha:g}; "
+        f"Regression = change past the limit AND {TEST_NAME} p < {result.alpha:g} AND {RUN_TEST_NAME}; "
         f"top-1 = drop beyond the budget in points (no test: one deterministic number). "
         f"Settings: {result.config_source}."
     )

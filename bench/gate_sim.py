@@ -27,7 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.gate_inputs import Series, load_file, merge
-from bench.gate_stats import DEFAULT_ALPHA, REGRESSION, compare_timing, min_attainable_p, min_samples_for
+from bench.gate_stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_RUN_ALPHA,
+    REGRESSION,
+    compare_timing,
+    min_attainable_p,
+    min_samples_for,
+)
 from models.errors import ArgumentParser, InputError, run_cli
 
 
@@ -59,8 +66,9 @@ def _series(runs: Sequence[np.ndarray], template: Series) -> Series:
     )
 
 
-def _flagged(base: list[np.ndarray], cand: list[np.ndarray], s: Series, threshold: float, alpha: float) -> bool:
-    return compare_timing(_series(base, s), _series(cand, s), threshold, alpha).verdict == REGRESSION
+def _flagged(base: list[np.ndarray], cand: list[np.ndarray], s: Series, rule: tuple[float, float, float]) -> bool:
+    threshold, alpha, run_alpha = rule
+    return compare_timing(_series(base, s), _series(cand, s), threshold, alpha, run_alpha).verdict == REGRESSION
 
 
 def simulate(
@@ -73,6 +81,7 @@ def simulate(
     rounds: int,
     rng: np.random.Generator,
     mode: str,
+    run_alpha: float = DEFAULT_RUN_ALPHA,
 ) -> SimResult | None:
     """Run ``trials`` A/A and ``trials`` slowdown comparisons on resampled runs of one benchmark."""
     runs = [np.asarray(r, dtype=np.float64) for r in s.runs() if len(r) >= 2]
@@ -92,8 +101,9 @@ def simulate(
             base = [rng.choice(runs[i], n) for i in pick[:rounds]]
             cand = [rng.choice(runs[i], n) for i in pick[rounds:]]
             cand_slow = cand
-        aa += _flagged(base, cand, s, threshold, alpha)
-        slow += _flagged(base, [c * (1 + slowdown) for c in cand_slow], s, threshold, alpha)
+        rule = (threshold, alpha, run_alpha)
+        aa += _flagged(base, cand, s, rule)
+        slow += _flagged(base, [c * (1 + slowdown) for c in cand_slow], s, rule)
     return SimResult(s.bench_id, s.device, mode, n, rounds, len(runs), trials, aa / trials, slow / trials)
 
 
@@ -115,6 +125,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--scenarios", default="latency,throughput", help="scenarios to simulate (default latency,throughput)"
     )
+    p.add_argument("--run-alpha", default=str(DEFAULT_RUN_ALPHA), help="run-level Welch t level (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -138,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     threshold = parse_threshold(args.threshold, "--threshold")
     alpha = parse_alpha(args.alpha, "--alpha")
+    run_alpha = parse_alpha(args.run_alpha, "--run-alpha")
     slowdown = parse_threshold(args.slowdown, "--slowdown")
     if args.trials < 1 or args.rounds < 1 or (args.n is not None and args.n < 2):
         raise InputError("--trials and --rounds must be >= 1 and --n >= 2")
@@ -161,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_default = args.n or int(np.median([len(r) for r in s.runs()]))
         for mode in ("within-run", "across-runs"):
             for n in [n_default, *[g for g in grid if g != n_default]]:
-                r = simulate(s, n, args.trials, threshold, alpha, slowdown, args.rounds, rng, mode)
+                r = simulate(s, n, args.trials, threshold, alpha, slowdown, args.rounds, rng, mode, run_alpha)
                 if r is not None:
                     r.default_n = n == n_default
                     results.append(r)
@@ -181,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print(f"samples: {', '.join(map(str, files))}")
     print(
-        f"rule: ratio past {threshold * 100:g}% AND one-sided Mann-Whitney U p < {alpha:g}; "
+        f"rule: ratio past {threshold * 100:g}% AND one-sided Mann-Whitney U p < {alpha:g} (AND run-level Welch "
+        f"p < {run_alpha:g} when rounds >= 2); "
         f"injected slowdown {slowdown * 100:g}% more time per call; seed {args.seed}"
     )
     print(
@@ -202,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     blind = [r for r in results if r.default_n and min_attainable_p(r.n * r.rounds, r.n * r.rounds) >= alpha]
-    for r in blind:
+    for r in {(r.bench_id, r.n): r for r in blind}.values():
         print(
             f"blind: {r.bench_id} with {r.n} samples per side cannot reach p < {alpha:g} at all; the quick suite "
             f"must collect >= {min_samples_for(alpha)} (more for power)"

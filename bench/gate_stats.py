@@ -24,7 +24,9 @@ import numpy as np
 from bench.gate_inputs import Series
 
 DEFAULT_ALPHA = 0.001
+DEFAULT_RUN_ALPHA = 0.01
 TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"
+RUN_TEST_NAME = "one-sided Welch t on log run medians (when both sides have >= 2 runs)"
 
 REGRESSION = "REGRESSION"
 IMPROVED = "improved"
@@ -56,6 +58,7 @@ class Comparison:
     n_baseline: int = 0
     n_candidate: int = 0
     note: str = ""
+    p_runs: float | None = None  # run-level p (Welch t on log run medians) when both sides pooled >= 2 runs
 
     @property
     def failing(self) -> bool:
@@ -73,7 +76,10 @@ def mann_whitney_one_sided(worse: np.ndarray, better: np.ndarray) -> float:
 
 def min_attainable_p(n1: int, n2: int) -> float:
     """The smallest one-sided p an exact rank test can give: 1 / C(n1 + n2, n1). Below alpha or the gate is blind."""
-    return 1.0 / math.comb(n1 + n2, n1) if n1 and n2 else 1.0
+    if not n1 or not n2:
+        return 1.0
+    log_comb = math.lgamma(n1 + n2 + 1) - math.lgamma(n1 + 1) - math.lgamma(n2 + 1)
+    return math.exp(-log_comb)
 
 
 def min_samples_for(alpha: float) -> int:
@@ -84,9 +90,32 @@ def min_samples_for(alpha: float) -> int:
     return n
 
 
-def compare_timing(base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_ALPHA) -> Comparison:
+def run_level_p(worse_runs: list[list[float]], better_runs: list[list[float]]) -> float | None:
+    """p of "runs of ``worse`` are slower" from Welch's t on the log of each run's median; None below 2 runs a side.
+
+    Samples inside one process share its fate (thread placement, memory layout, a neighbour), so the rank test
+    on pooled samples sees process-to-process drift as a "significant" shift. Run medians are independent
+    draws of that drift; this test asks whether the shift stands out from it.
+    """
+    if len(worse_runs) < 2 or len(better_runs) < 2:
+        return None
+    from scipy.stats import ttest_ind
+
+    a = np.log([np.median(r) for r in worse_runs])
+    b = np.log([np.median(r) for r in better_runs])
+    if a.std() == 0 and b.std() == 0:  # identical runs (synthetic data): the sign of the shift decides
+        return 0.0 if a.mean() > b.mean() else 1.0
+    return float(ttest_ind(a, b, equal_var=False, alternative="greater").pvalue)
+
+
+def compare_timing(
+    base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_ALPHA, run_alpha: float = DEFAULT_RUN_ALPHA
+) -> Comparison:
     """Ratio of the headline metric plus the rank test on per-call times (the test runs on time per call for
-    both metrics: throughput is a monotone function of it, so the ranks and the p-value are the same)."""
+    both metrics: throughput is a monotone function of it, so the ranks and the p-value are the same).
+
+    When both sides pool >= 2 runs (A/B rounds), the shift must also be significant at the run level
+    (:func:`run_level_p` < ``run_alpha``): an intersection-union test, so its level is the larger of the two."""
     b = np.asarray(base.samples_ms, dtype=np.float64)
     c = np.asarray(cand.samples_ms, dtype=np.float64)
     bv, cv = base.metric_value(), cand.metric_value()
@@ -96,16 +125,24 @@ def compare_timing(base: Series, cand: Series, threshold: float, alpha: float = 
     higher = cand.higher_is_better
     worse_ratio = ratio < 1 - threshold if higher else ratio > 1 + threshold
     better_ratio = ratio > 1 + threshold if higher else ratio < 1 - threshold
+    base_runs, cand_runs = base.runs(), cand.runs()
     notes = []
+    p_runs = None
     if worse_ratio:
         p = p_slower
-        verdict = REGRESSION if p < alpha else INCONCLUSIVE
+        p_runs = run_level_p(cand_runs, base_runs)
+        significant = p < alpha and (p_runs is None or p_runs < run_alpha)
+        verdict = REGRESSION if significant else INCONCLUSIVE
     elif better_ratio:
         p = p_faster
-        verdict = IMPROVED if p < alpha else INCONCLUSIVE
+        p_runs = run_level_p(base_runs, cand_runs)
+        significant = p < alpha and (p_runs is None or p_runs < run_alpha)
+        verdict = IMPROVED if significant else INCONCLUSIVE
     else:
         p = p_slower if (ratio < 1) == higher else p_faster
         verdict = UNCHANGED
+    if p_runs is not None:
+        notes.append(f"runs {len(base_runs)} vs {len(cand_runs)}: run-level p {p_runs:.2g} (needs < {run_alpha:g})")
     floor = min_attainable_p(len(b), len(c))
     if floor >= alpha:
         notes.append(
@@ -129,6 +166,7 @@ def compare_timing(base: Series, cand: Series, threshold: float, alpha: float = 
         n_baseline=len(b),
         n_candidate=len(c),
         note="; ".join(notes),
+        p_runs=p_runs,
     )
 
 

@@ -417,3 +417,32 @@ def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, ca
     with pytest.raises(SystemExit) as exc:
         run_cli(main, ["--samples", str(tmp_path / "none.jsonl")])
     assert exc.value.code == 2
+
+
+def test_run_level_guard_absorbs_process_to_process_drift():
+    """Pooled A/B rounds: a drift between processes is not a regression unless it stands out from the runs."""
+    from bench.gate_inputs import Series
+    from bench.gate_stats import compare_timing
+
+    rng = np.random.default_rng(3)
+
+    def side(run_levels, shift=1.0):
+        runs = [rng.lognormal(np.log(10.0 * level * shift), 0.03, 100) for level in run_levels]
+        return Series(
+            "v",
+            "latency",
+            "cpu",
+            "latency",
+            samples_ms=np.concatenate(runs).tolist(),
+            sessions=len(runs),
+            chunks=[len(r) for r in runs],
+        )
+
+    # Same code, but one base process landed fast and one head process slow: pooled medians differ by ~10%.
+    base, head = side([0.85, 0.95, 1.0]), side([1.0, 1.05, 1.25])
+    drift = compare_timing(base, head, 0.05)
+    assert drift.ratio > 1.05 and drift.p_value < 1e-6  # the sample-level test alone would fail the PR
+    assert drift.verdict == "inconclusive" and drift.p_runs > 0.01 and "run-level p" in drift.note
+    # A real 30% slowdown on top of mild process noise is caught at both levels.
+    real = compare_timing(side([1.0, 1.02, 0.98]), side([1.01, 0.99, 1.0], shift=1.3), 0.05)
+    assert real.verdict == "REGRESSION" and real.p_runs < 0.01
