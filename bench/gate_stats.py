@@ -6,9 +6,14 @@ bad direction AND a one-sided Mann-Whitney U test on the raw per-call samples mu
 a neighbour on the runner), so a t-test on means is driven by outliers; the rank test needs no distribution,
 and one-sided at 0.001 equals the two-sided p < 0.002 that asv (the one common tool that tests statistically)
 uses. The ratio condition guards against the opposite failure: with hundreds of samples a 0.5% shift is
-"significant" but not worth failing a pull request; and because samples inside one process are not
-independent (a slow process is slow for all its samples), the test alone would over-react to
-process-to-process drift that the threshold absorbs.
+"significant" but not worth failing a pull request.
+
+Samples inside one process are not independent (a process whose threads landed on SMT siblings is slow
+for all its samples), and runs of the same code in fresh processes differ by about 10-15% even on an idle
+machine, far more than the rank test on pooled samples expects. So when both sides pool >= 2 runs (A/B
+rounds), the shift must also stand out from the run-to-run spread: one-sided Welch t on the log of each
+run's median at ``run_alpha`` (0.01). With one run a side that spread cannot be estimated; the report
+then rests on the threshold alone, which is why CI gates in A/B mode and not against a stored run.
 
 Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
 test: it fails when it drops by more than the variant's budget in points.
