@@ -39,6 +39,7 @@ SENSITIVITY_IMAGES = 64
 # INT8 vs its own PT2E simulation: integer kernels round differently, so only near-ties may flip.
 INT8_PARITY = ParityConfig(atol=0.5, rtol=0.1, min_cosine=0.99, min_agreement=97.0)
 PT2E_FILE = "model.pt2"
+GPU_INSTALL_HINT = "on an NVIDIA GPU machine: pip install .[gpu] or build Dockerfile.cuda"
 
 
 def default_backend(device: str = "cpu") -> str:
@@ -333,27 +334,24 @@ def load_pt2e_x86(directory: Path, manifest: dict[str, Any], device: str) -> Var
 # ---------------------------------------------------------------- TensorRT
 
 
-def build_tensorrt(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Artifact:
-    from optim.quant_trt import ptq_tensorrt, unavailable_reason
+def tensorrt_reason(device: str) -> str | None:
+    """Why ptq(tensorrt) cannot run here, always naming how to get TensorRT."""
+    from optim.tensorrt import missing_reason
 
-    reason = unavailable_reason(ctx.device)
+    reason = missing_reason(device, "int8")
+    if reason and "pip install" not in reason:
+        reason += f" ({GPU_INSTALL_HINT})"
+    return reason
+
+
+def build_tensorrt(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Artifact:
+    """The same code as ``trt(int8)`` (optim.tensorrt): ModelOpt calibration on train images, Torch-TensorRT engine."""
+    from optim.tensorrt import trt_step
+
+    reason = tensorrt_reason(ctx.device)
     if reason:
         raise MissingDependencyError(f"ptq(tensorrt): {reason}")
-    module = _eager_module(artifact, "ptq(tensorrt)")
-    max_batch = int(ctx.options.get("throughput_batch", 128))
-    compiled, notes = ptq_tensorrt(module, ctx.example_input(1), calib_batches(ctx), max_batch)
-
-    def prepare(x: torch.Tensor) -> torch.Tensor:
-        return x.to("cuda", non_blocking=True).float().contiguous()
-
-    entry = {"step": args["step_text"], "config": _config(args), **notes}
-    return Artifact(
-        kind=RUNTIME,
-        module=None,
-        predict=_graph_predict(compiled),
-        prepare_input=prepare,
-        steps=[*artifact.steps, entry],
-    )
+    return trt_step(artifact, ctx, precision="int8", step_text=args["step_text"])
 
 
 # ---------------------------------------------------------------- steps
@@ -379,7 +377,7 @@ PTQ_USAGE = "ptq(x86|ort|tensorrt[,calib=minmax|entropy|percentile|histogram][,k
     parse_args=parse_ptq_args,
     usage=PTQ_USAGE,
     description="static INT8 post-training quantization calibrated on train images (x86 PT2E, ORT QDQ, TensorRT)",
-    default_recipes={"cpu": ["ptq(x86)", "ptq(ort)"], "cuda": ["ptq(tensorrt)"]},
+    default_recipes={"cpu": ["ptq(x86)", "ptq(ort)"]},  # on cuda the sweep runs trt(int8), the same build
 )
 def ptq_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Dispatch on the backend; ``ptq`` without one picks the machine's best (see :func:`default_backend`)."""
@@ -557,9 +555,7 @@ def recipe_from_args(args: Any) -> str:
         extra = [] if args.epochs == DEFAULT_QAT_EPOCHS else [f"epochs={args.epochs}"]
         return f"qat({','.join([backend, *extra])})"
     if backend == "tensorrt":
-        from optim.quant_trt import unavailable_reason
-
-        reason = unavailable_reason(args.device)
+        reason = tensorrt_reason(args.device)
         if reason:
             raise MissingDependencyError(f"--backend tensorrt: {reason}")
     parts = [backend]
