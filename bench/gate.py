@@ -109,6 +109,14 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
         else:
             threshold = cfg.threshold_for(c.bench_id, c.device)
             comparisons.append(compare_timing(b, c, threshold, cfg.alpha, cfg.run_alpha))
+    single = [b for b, c in comparable if b.metric != "top1" and min(b.sessions, c.sessions) < 2]
+    extra = []
+    if single:
+        extra.append(
+            "Caveat: one run on at least one side, so run-to-run spread (10-15% between fresh processes of the same "
+            "code, measured on an idle 16-core box) cannot be told apart from a code change; prefer --ab with "
+            "--rounds >= 3, or a threshold above that spread."
+        )
     order = {"latency": 0, "throughput": 1, "time": 2, "top1": 3}
     comparisons.sort(key=lambda c: (c.device, c.bench_id.rsplit("/", 1)[0], order.get(c.metric, 9)))
     return GateResult(
@@ -118,6 +126,7 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
         alpha=cfg.alpha,
         config_source=_config_text(cfg),
         machine_note=machine_note,
+        extra=extra,
     )
 
 
