@@ -61,6 +61,14 @@ def set_threads(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS"):
         os.environ[var] = str(threads)
     torch.set_num_threads(threads)
+    # Pin the process to as many CPUs as it has threads: the scheduler then cannot move the measurement
+    # around (one source of process-to-process spread); with threads == all CPUs this changes nothing.
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if threads < len(cpus):
+            os.sched_setaffinity(0, cpus[:threads])
+    except (AttributeError, OSError):
+        pass
 
 
 def reference_path(job: Job, info) -> Path:
