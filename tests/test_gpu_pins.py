@@ -36,6 +36,7 @@ def test_docker_pins_match_pyproject():
     assert args["TORCHVISION_VERSION"] == base["torchvision"]
     assert args["TORCH_TENSORRT_VERSION"] == gpu["torch-tensorrt"]
     assert args["ONNXRUNTIME_GPU_VERSION"] == gpu["onnxruntime-gpu"]
+    assert args["MODELOPT_VERSION"] == gpu["nvidia-modelopt"]
 
 
 def test_torch_tensorrt_matches_torch_minor():
