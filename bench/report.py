@@ -225,7 +225,10 @@ def write_reports(
     files["tensorboard"] = trackers["tensorboard"]
     if wandb_requested(wandb_enabled):
         try:
-            trackers["wandb"] = log_wandb(run_dir, df, conf, answer, best_within_budget(df, device), files, fp)
+            first = min((str(r.get("timestamp")) for r in rows if r.get("timestamp")), default="")
+            key = f"{run_dir.resolve()}|{first}"
+            best = best_within_budget(df, device)
+            trackers["wandb"] = log_wandb(run_dir, df, conf, answer, best, files, fp, run_key=key)
             files["wandb"] = trackers["wandb"]["dir"]
         except Exception as exc:  # noqa: BLE001 - the sweep's files are written; say why W&B has nothing
             trackers["wandb_error"] = f"{type(exc).__name__}: {exc}"

@@ -127,12 +127,18 @@ def log_wandb(
     best: pd.Series | None,
     files: dict[str, Path],
     fingerprint: dict[str, Any],
+    run_key: str = "",
 ) -> dict[str, Any]:
     """One W&B run per sweep: config, the leaderboard table, the best variant's metrics, the plot, the files.
 
     Without an API key (and no ``WANDB_MODE``) it runs offline under ``<run_dir>/wandb`` and says how to
-    upload it with ``wandb sync``. Returns where the run lives and in which mode.
+    upload it with ``wandb sync``. The W&B id is the run id plus a hash of ``run_key`` (the sweep's first
+    row timestamp and folder): a resumed sweep continues its own W&B run, and two sweeps that reuse a
+    run id (``--run-id pr`` in CI) never write into each other's run. Returns where the run lives and in
+    which mode.
     """
+    import hashlib
+
     try:
         import wandb
     except ImportError:
@@ -159,7 +165,7 @@ def log_wandb(
     run = wandb.init(
         project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
         name=run_id,
-        id=re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:64],
+        id=re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:55] + "-" + hashlib.sha1(run_key.encode()).hexdigest()[:8],
         resume="allow",
         dir=str(run_dir),
         config=config,
