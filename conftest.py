@@ -111,7 +111,22 @@ def pytest_configure(config: pytest.Config) -> None:
         calib_size=config.getoption("calib_size"),
         accuracy=not config.getoption("no_accuracy"),
     )
+    if opts.recipes is not None:
+        _check_recipes(opts.recipes)
     config._optbench = opts  # read by bench/test_benchmarks.py (as pytest-benchmark keeps config._benchmarksession)
+
+
+def _check_recipes(text: str) -> None:
+    """Parse ``--recipes`` up front so a typo is one usage line, not a collection traceback."""
+    from models.errors import InputError
+    from optim.recipe import parse_list
+    from optim.registry import default_recipes
+
+    try:
+        if not parse_list(text, default_recipes("cpu")) and text.strip() != "all":
+            raise InputError("no recipes given")
+    except InputError as exc:
+        raise pytest.UsageError(f"--recipes: {exc}") from None
 
 
 def suite_options(config: pytest.Config) -> SuiteOptions:
