@@ -20,7 +20,18 @@ def run_pytest_bench(args: list[str], tmp_path: Path) -> subprocess.CompletedPro
 def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt, tmp_path):
     out = tmp_path / "out.json"
     proc = run_pytest_bench(
-        ["--ckpt", str(tiny_ckpt), "--recipes", "fp32,fp32-cl,fp16", "--quick", "--benchmark-json", str(out)], tmp_path
+        [
+            "--ckpt",
+            str(tiny_ckpt),
+            "--recipes",
+            "fp32,fp32-cl,fp16",
+            "--device",
+            "cpu",
+            "--quick",
+            "--benchmark-json",
+            str(out),
+        ],
+        tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 passed, 2 skipped" in proc.stdout  # fp16 is CUDA-only: skipped with the reason, not failed
