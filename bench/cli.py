@@ -14,7 +14,9 @@ DEVICES = ("cpu", "cuda")
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m bench", description="Build and benchmark deployment variants of a timm checkpoint.")
+    p = ArgumentParser(
+        prog="python -m bench", description="Build and benchmark deployment variants of a timm checkpoint."
+    )
     p.add_argument("ckpt", nargs="?", help="checkpoint (default: the embedded digits model, trained once and cached)")
     p.add_argument("--model", help="timm architecture (needed for plain state dicts and --random-init)")
     p.add_argument("--num-classes", type=int, help="class count (checked against the checkpoint)")
@@ -61,7 +63,9 @@ def _config_from_args(args: Any) -> dict[str, Any]:
         import torch
 
         if not torch.cuda.is_available():
-            raise MissingDependencyError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
+            raise MissingDependencyError(
+                "--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)"
+            )
     if args.random_init and args.ckpt:
         raise InputError("--random-init and a checkpoint exclude each other")
     if args.random_init and not args.model:
@@ -163,4 +167,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in outputs.files.items():
         print(f"{name}: {path}")
     return 0
-

@@ -21,7 +21,7 @@ def calibrated_workload(target_ms: float = 1.0) -> tuple[torch.Tensor, torch.Ten
     size = 64
     while True:
         a, b = torch.randn(size, size), torch.randn(size, size)
-        samples = run_timed(lambda: a @ b, ScenarioConfig("probe", 1, 3, 0.0, 20, 0.05, 2.0), WallTimer())
+        samples = run_timed(lambda a=a, b=b: a @ b, ScenarioConfig("probe", 1, 3, 0.0, 20, 0.05, 2.0), WallTimer())
         if summarize(samples, 1)["p50_ms"] >= target_ms or size >= 4096:
             return a, b, size
         size = int(size * 1.25)
@@ -34,7 +34,9 @@ def compare(rounds: int = 3, seconds: float = 3.0) -> dict:
     a, b, size = calibrated_workload()
     results = []
     for _ in range(rounds):  # alternate the two timers so drift hits both
-        ours = summarize(run_timed(lambda: a @ b, ScenarioConfig("latency", 1, 20, 0.5, 100, seconds, 60.0), WallTimer()), 1)
+        ours = summarize(
+            run_timed(lambda: a @ b, ScenarioConfig("latency", 1, 20, 0.5, 100, seconds, 60.0), WallTimer()), 1
+        )
         theirs = Timer("a @ b", globals={"a": a, "b": b}, num_threads=1).blocked_autorange(min_run_time=seconds)
         results.append({"ours_p50_ms": ours["p50_ms"], "torch_timer_median_ms": theirs.median * 1e3})
     ratios = [r["ours_p50_ms"] / r["torch_timer_median_ms"] for r in results]

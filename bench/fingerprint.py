@@ -77,9 +77,14 @@ def gpu_info() -> dict[str, Any]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
-        info["gpu_driver"] = out.stdout.strip().splitlines()[index] if out.returncode == 0 and out.stdout.strip() else None
+        info["gpu_driver"] = (
+            out.stdout.strip().splitlines()[index] if out.returncode == 0 and out.stdout.strip() else None
+        )
     except (OSError, subprocess.TimeoutExpired, IndexError):
         info["gpu_driver"] = None
     return info

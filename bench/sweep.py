@@ -81,7 +81,7 @@ def run_sweep(
     executor = executor or LocalProcessExecutor(log_dir=cfg.run_dir / "logs")
     done = finished_recipes(results_path, cfg.device)
     todo = [r for r in cfg.recipes if r not in done]
-    if done and progress:
+    if done:
         print(f"resuming {cfg.run_id}: {len(done)} recipes already done, {len(todo)} to go", file=sys.stderr)
     bar = tqdm(todo, desc="sweep", unit="variant", disable=not progress, file=sys.stderr)
     for recipe in bar:
@@ -97,7 +97,11 @@ def run_sweep(
             on_rows(rows)
         status = rows[0].get("status") if rows else "?"
         if progress:
-            tqdm.write(f"  {recipe}: {status}" + (f" ({rows[0].get('error') or rows[0].get('reason')})" if status != "ok" else ""), file=sys.stderr)
+            tqdm.write(
+                f"  {recipe}: {status}"
+                + (f" ({rows[0].get('error') or rows[0].get('reason')})" if status != "ok" else ""),
+                file=sys.stderr,
+            )
     return read_rows(results_path)
 
 

@@ -34,19 +34,29 @@ class ScenarioConfig:
         return asdict(self)
 
 
-def default_scenarios(quick: bool, device: str = "cpu", throughput_batch: int | None = None) -> tuple[ScenarioConfig, ...]:
+def default_scenarios(
+    quick: bool, device: str = "cpu", throughput_batch: int | None = None
+) -> tuple[ScenarioConfig, ...]:
     """Defaults near MLPerf's spirit but sized for a 2-core CI box; ``quick`` is a smoke run."""
     batch = throughput_batch or (128 if device == "cuda" else 16)
     # Sample counts sized for the regression gate: a one-sided Mann-Whitney U at p < 0.001 needs a few hundred
     # per-call latencies and tens of batches to catch a 10% slowdown (bench.gate_sim measured the power).
     if quick:
         return (
-            ScenarioConfig("latency", 1, warmup_iters=5, warmup_seconds=0.3, min_iters=200, min_seconds=1.0, max_seconds=15),
-            ScenarioConfig("throughput", batch, warmup_iters=2, warmup_seconds=0.3, min_iters=30, min_seconds=1.0, max_seconds=20),
+            ScenarioConfig(
+                "latency", 1, warmup_iters=5, warmup_seconds=0.3, min_iters=200, min_seconds=1.0, max_seconds=15
+            ),
+            ScenarioConfig(
+                "throughput", batch, warmup_iters=2, warmup_seconds=0.3, min_iters=30, min_seconds=1.0, max_seconds=20
+            ),
         )
     return (
-        ScenarioConfig("latency", 1, warmup_iters=10, warmup_seconds=1.0, min_iters=300, min_seconds=3.0, max_seconds=60),
-        ScenarioConfig("throughput", batch, warmup_iters=3, warmup_seconds=1.0, min_iters=50, min_seconds=3.0, max_seconds=60),
+        ScenarioConfig(
+            "latency", 1, warmup_iters=10, warmup_seconds=1.0, min_iters=300, min_seconds=3.0, max_seconds=60
+        ),
+        ScenarioConfig(
+            "throughput", batch, warmup_iters=3, warmup_seconds=1.0, min_iters=50, min_seconds=3.0, max_seconds=60
+        ),
     )
 
 
@@ -97,7 +107,7 @@ class CudaEventTimer:
 
 
 def run_timed(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | CudaEventTimer) -> list[float]:
-    """Warm up, then time ``fn`` until both ``min_iters`` and ``min_seconds`` are reached (capped by ``max_seconds``)."""
+    """Warm up, then time ``fn`` until both ``min_iters`` and ``min_seconds`` are reached (capped by max_seconds)."""
     warm_start = time.perf_counter()
     done = 0
     while done < cfg.warmup_iters or time.perf_counter() - warm_start < cfg.warmup_seconds:

@@ -83,6 +83,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _time_batch(variant, job: Job, scenario: ScenarioConfig, host) -> tuple[list[float], list[float] | None]:
+    """End-to-end samples (host batch in) and, on CUDA, device-only samples (CUDA events, input already there)."""
+    if job.device != "cuda":
+        return run_timed(lambda: variant.predict(variant.prepare_input(host)), scenario, WallTimer()), None
+    e2e = run_timed(lambda: variant.predict(variant.prepare_input(host)), scenario, WallTimer(cuda_synchronize))
+    ready = variant.prepare_input(host)
+    return e2e, run_timed(lambda: variant.predict(ready), scenario, CudaEventTimer())
+
+
 def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -> dict[str, Any]:
     import torch
 
@@ -90,15 +99,10 @@ def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -
     batch = scenario.batch_size
     note = None
     while True:
-        host = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(job.seed))
         try:
-            if job.device == "cuda":
-                e2e = run_timed(lambda: variant.predict(variant.prepare_input(host)), scenario, WallTimer(cuda_synchronize))
-                ready = variant.prepare_input(host)
-                device_only = run_timed(lambda: variant.predict(ready), scenario, CudaEventTimer())
-            else:
-                e2e = run_timed(lambda: variant.predict(variant.prepare_input(host)), scenario, WallTimer())
-                device_only = None
+            e2e, device_only = _time_batch(
+                variant, job, scenario, torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(job.seed))
+            )
             break
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
@@ -108,7 +112,9 @@ def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -
             batch //= 2
     row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **summarize(e2e, batch)}
     row["samples_ms"] = [round(s * 1e3, 6) for s in e2e]
-    row["timer"] = "perf_counter+cuda_synchronize (end-to-end, host batch in)" if job.device == "cuda" else "perf_counter"
+    row["timer"] = (
+        "perf_counter+cuda_synchronize (end-to-end, host batch in)" if job.device == "cuda" else "perf_counter"
+    )
     if device_only is not None:
         stats = summarize(device_only, batch)
         row.update({f"device_{k}": v for k, v in stats.items() if k != "n"})

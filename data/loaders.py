@@ -50,7 +50,11 @@ def eval_transform(data_config: Mapping[str, Any]):
     """timm's eval transform for the model's data config (resize, center crop, normalize)."""
     from timm.data import create_transform
 
-    cfg = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if k in data_config}
+    cfg = {
+        k: data_config[k]
+        for k in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+        if k in data_config
+    }
     cfg["input_size"] = tuple(cfg["input_size"])
     cfg["mean"], cfg["std"] = tuple(cfg["mean"]), tuple(cfg["std"])
     return create_transform(**cfg, is_training=False)
@@ -62,7 +66,9 @@ def _folder_datasets(root: Path, transform) -> tuple[Dataset, Dataset]:
     train_dir = root / "train"
     val_dir = next((root / name for name in VAL_DIR_NAMES if (root / name).is_dir()), None)
     if not train_dir.is_dir() or val_dir is None:
-        raise DataSpecError(f"data folder {root} needs train/ and val/ subfolders (ImageFolder layout: split/class/img)")
+        raise DataSpecError(
+            f"data folder {root} needs train/ and val/ subfolders (ImageFolder layout: split/class/img)"
+        )
     try:
         train, val = ImageFolder(str(train_dir), transform=transform), ImageFolder(str(val_dir), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:

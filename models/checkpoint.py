@@ -338,7 +338,16 @@ def library_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     versions = {}
-    for name in ("torch", "torchvision", "timm", "onnxruntime", "torchao", "torch-pruning", "tensorrt", "torch-tensorrt"):
+    for name in (
+        "torch",
+        "torchvision",
+        "timm",
+        "onnxruntime",
+        "torchao",
+        "torch-pruning",
+        "tensorrt",
+        "torch-tensorrt",
+    ):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:

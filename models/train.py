@@ -110,7 +110,11 @@ def train(
     warmup = max(1, total_steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total_steps - warmup + 1))),
+        lambda s: (
+            (s + 1) / warmup
+            if s < warmup
+            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total_steps - warmup + 1)))
+        ),
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict[str, float]] = []
@@ -119,8 +123,12 @@ def train(
         model.train()
         losses = []
         bar = tqdm(
-            train_loader, total=steps_per_epoch, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress, leave=False, file=sys.stderr,
+            train_loader,
+            total=steps_per_epoch,
+            desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
+            leave=False,
+            file=sys.stderr,
         )
         for step, (images, targets) in enumerate(bar):
             if step >= steps_per_epoch:

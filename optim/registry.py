@@ -87,9 +87,14 @@ def register_step(
         if existing is not None and existing.build is not fn:
             # `python -m optim.prune` runs the module as __main__ and load_producers() imports it again:
             # the same function registered from both names is one step, not a clash.
-            same = existing.build.__qualname__ == fn.__qualname__ and "__main__" in (existing.build.__module__, fn.__module__)
+            same = existing.build.__qualname__ == fn.__qualname__ and "__main__" in (
+                existing.build.__module__,
+                fn.__module__,
+            )
             if not same:
-                raise RuntimeError(f"recipe step {name!r} registered twice ({existing.build.__module__}, {fn.__module__})")
+                raise RuntimeError(
+                    f"recipe step {name!r} registered twice ({existing.build.__module__}, {fn.__module__})"
+                )
             if fn.__module__ == "__main__":
                 return fn
         STEPS[name] = StepSpec(

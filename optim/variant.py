@@ -66,7 +66,7 @@ class Variant:
         manifest = dict(self.manifest)
         if self.artifact is not None and self.artifact.save_hook is not None:
             manifest["load"] = self.artifact.save_hook(directory)
-        for key, path in list((self.artifact.files if self.artifact else {}).items()):
+        for path in list((self.artifact.files if self.artifact else {}).values()):
             target = directory / Path(path).name
             if Path(path).resolve() != target.resolve() and Path(path).is_file():
                 shutil.copy2(path, target)
@@ -224,4 +224,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
-

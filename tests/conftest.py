@@ -14,9 +14,9 @@ TINY_IMG = 32
 
 @pytest.fixture(autouse=True)
 def _isolated_results(tmp_path, monkeypatch):
-    """Runs write under tmp_path, never into the working tree; W&B never reaches the network."""
+    """Runs write under tmp_path, never into the working tree; W&B stays off unless a test turns it on."""
     monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # W&B tests opt in with WANDB_MODE=offline themselves
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 

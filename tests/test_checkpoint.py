@@ -69,8 +69,11 @@ def test_ema_weights_are_preferred(reference, tmp_path):
 def test_our_format_needs_no_arch_and_keeps_metadata(reference, tmp_path):
     model, x, logits = reference
     info = models.ModelInfo(
-        arch=ARCH, num_classes=CLASSES, data_config={"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
-        class_names=tuple("abcdefg"), data_spec="digits",
+        arch=ARCH,
+        num_classes=CLASSES,
+        data_config={"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3},
+        class_names=tuple("abcdefg"),
+        data_spec="digits",
     )
     path = models.save(tmp_path / "ours.pt", model, info, metrics={"val_top1": 91.0})
     raw = torch.load(path, weights_only=True)  # plain tensors and values only

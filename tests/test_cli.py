@@ -73,7 +73,9 @@ def test_device_cuda_without_gpu(cli, bad_files):
 
 
 def test_train_bad_input(cli, tmp_path):
-    assert "unknown timm architecture" in _one_line_error(cli(["models.train", "--model", "nope_net", "--out", str(tmp_path / "x.pt")]))
+    assert "unknown timm architecture" in _one_line_error(
+        cli(["models.train", "--model", "nope_net", "--out", str(tmp_path / "x.pt")])
+    )
     assert "--epochs must be positive" in _one_line_error(
         cli(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
     )
@@ -89,7 +91,9 @@ def test_one_epoch_of_training_beats_chance_by_far(cli, tmp_path):
 
 
 def test_bench_end_to_end_writes_rows_and_leaderboard(cli, tiny_ckpt, tmp_path):
-    proc = cli(["bench", str(tiny_ckpt), "--quick", "--recipes", "fp32", "--run-id", "e2e", "--no-progress", "--threads", "1"])
+    proc = cli(
+        ["bench", str(tiny_ckpt), "--quick", "--recipes", "fp32", "--run-id", "e2e", "--no-progress", "--threads", "1"]
+    )
     assert proc.returncode == 0, proc.stderr
     assert "fastest within 1-point top-1 budget on cpu: fp32" in proc.stdout
     run = tmp_path / "results" / "runs" / "e2e"

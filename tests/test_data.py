@@ -9,7 +9,13 @@ from PIL import Image
 import data
 from models.errors import DataSpecError
 
-CONFIG = {"input_size": [3, 32, 32], "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear", "crop_pct": 1.0}
+CONFIG = {
+    "input_size": [3, 32, 32],
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "interpolation": "bilinear",
+    "crop_pct": 1.0,
+}
 
 
 def test_digits_split_is_fixed_stratified_and_calibration_comes_from_train():

@@ -11,7 +11,20 @@ pytestmark = pytest.mark.gpu
 
 
 def test_cuda_sweep_reports_device_only_and_end_to_end(cli, tiny_ckpt, tmp_path):
-    proc = cli(["bench", str(tiny_ckpt), "--device", "cuda", "--quick", "--recipes", "fp32,fp16,half", "--run-id", "g", "--no-progress"])
+    proc = cli(
+        [
+            "bench",
+            str(tiny_ckpt),
+            "--device",
+            "cuda",
+            "--quick",
+            "--recipes",
+            "fp32,fp16,half",
+            "--run-id",
+            "g",
+            "--no-progress",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(x) for x in (tmp_path / "results" / "runs" / "g" / "results.jsonl").read_text().splitlines()]
     for row in rows:

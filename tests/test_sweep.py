@@ -45,10 +45,20 @@ def crashy_plugin(tmp_path, monkeypatch):
 
 
 def _config(tmp_path, ckpt, recipes):
-    scenarios = tuple(s.__class__(**{**s.to_dict(), "min_seconds": 0.1, "min_iters": 5, "warmup_seconds": 0.0}) for s in default_scenarios(True))
+    scenarios = tuple(
+        s.__class__(**{**s.to_dict(), "min_seconds": 0.1, "min_iters": 5, "warmup_seconds": 0.0})
+        for s in default_scenarios(True)
+    )
     return SweepConfig(
-        recipes=tuple(recipes), device="cpu", run_dir=tmp_path / "run", run_id="t", scenarios=scenarios,
-        ckpt=str(ckpt), data_spec="digits", threads=1, quick=True,
+        recipes=tuple(recipes),
+        device="cpu",
+        run_dir=tmp_path / "run",
+        run_id="t",
+        scenarios=scenarios,
+        ckpt=str(ckpt),
+        data_spec="digits",
+        threads=1,
+        quick=True,
     )
 
 

@@ -33,7 +33,9 @@ def test_run_until_both_minimum_count_and_duration():
 
 
 def test_max_seconds_caps_a_slow_callable():
-    cfg = ScenarioConfig("latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=1000, min_seconds=0.0, max_seconds=0.05)
+    cfg = ScenarioConfig(
+        "latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=1000, min_seconds=0.0, max_seconds=0.05
+    )
     samples = run_timed(lambda: time.sleep(0.01), cfg, WallTimer())
     assert 1 <= len(samples) < 20
 
