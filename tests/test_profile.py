@@ -244,7 +244,8 @@ def test_slow_dataset_is_data_bound_and_fixes_are_measured():
     assert any("persistent_workers" in label for label in labels) and any("channels_last" in label for label in labels)
     assert all(0.0 <= t.data_fraction <= 1.0 and t.startup_s is not None for t in trials)
     fixed = loop_verdict("train", base, trials)
-    assert "brings it to" in fixed.summary and len(fixed.fixes) == len(trials)
+    # With a sleeping dataset the best fix may cut the time yet leave the loop data-bound: both wordings are honest.
+    assert ("brings it to" in fixed.summary or "is fastest" in fixed.summary) and len(fixed.fixes) == len(trials)
     assert next(model.parameters()).is_contiguous()  # channels_last was undone after its trial
 
 
