@@ -35,6 +35,8 @@ COLUMNS = [
     "within_budget",
     "note",
 ]
+# Columns holding words, not numbers (everything else is a metric: TensorBoard logs one tag per metric).
+TEXT_COLUMNS = ("variant", "device", "status", "within_budget", "note")
 
 
 def _num(value: Any) -> float:
@@ -88,7 +90,7 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
     df = pd.DataFrame(records)
     for col in COLUMNS:
         if col not in df.columns:
-            df[col] = math.nan if col not in ("variant", "device", "status", "note", "within_budget") else ""
+            df[col] = math.nan if col not in TEXT_COLUMNS else ""
     df["note"] = df["note"].fillna("").astype(str)
     for device in df["device"].unique():
         on_device = df["device"] == device

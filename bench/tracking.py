@@ -17,25 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from bench.leaderboard import COLUMNS, TEXT_COLUMNS
 from models.errors import MissingDependencyError
 
-# One TensorBoard tag per metric; the step is the variant's position in the sweep (see the "variants" text).
-METRICS = (
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "throughput_img_s",
-    "speedup_vs_fp32",
-    "throughput_speedup_vs_fp32",
-    "top1",
-    "top5",
-    "top1_drop",
-    "agreement",
-    "size_mb",
-    "build_s",
-    "first_call_ms",
-    "peak_rss_mb",
-)
+# One TensorBoard tag per numeric leaderboard column; the step is the variant's position in the sweep.
+METRICS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 TENSORBOARD_DIR = "tensorboard"
 WANDB_PROJECT = "optbench"
 
