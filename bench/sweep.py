@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +37,9 @@ class SweepConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
     def job(self, recipe: str) -> Job:
-        return Job(
-            recipe=recipe,
-            device=self.device,
-            scenarios=self.scenarios,
-            run_dir=str(self.run_dir),
-            run_id=self.run_id,
-            ckpt=self.ckpt,
-            arch=self.arch,
-            num_classes=self.num_classes,
-            img_size=self.img_size,
-            data_spec=self.data_spec,
-            data_dir=self.data_dir,
-            threads=self.threads,
-            seed=self.seed,
-            calib_size=self.calib_size,
-            quick=self.quick,
-            accuracy=self.accuracy,
-            options=dict(self.options),
-        )
+        """The job for one recipe: every other Job field is copied from this config, so the two cannot drift."""
+        shared = {f.name: getattr(self, f.name) for f in fields(Job) if f.name not in ("recipe", "run_dir", "options")}
+        return Job(recipe=recipe, run_dir=str(self.run_dir), options=dict(self.options), **shared)
 
 
 def finished_recipes(results_path: Path, device: str) -> set[str]:
