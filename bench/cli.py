@@ -37,6 +37,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run; finished variants are skipped")
     p.add_argument("--wandb", action="store_true", help="log the sweep to Weights & Biases (offline without a key)")
     p.add_argument("--list", action="store_true", help="list recipe steps and default recipes, then exit")
+    p.add_argument(
+        "--unpaired",
+        action="store_true",
+        help="time each variant alone, one after another, instead of interleaved with the warm fp32 reference",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -106,6 +111,7 @@ def _config_from_args(args: Any) -> dict[str, Any]:
         "timeout": args.timeout,
         "run_id": run_id,
         "wandb": args.wandb,
+        "paired": not args.unpaired,
     }
 
 
@@ -158,8 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"scenarios {', '.join(f'{s.name}@b{s.batch_size}' for s in scenarios)} -> {run_dir}",
         file=sys.stderr,
     )
-    executor = LocalProcessExecutor(timeout_s=conf["timeout"], log_dir=run_dir / "logs")
-    rows = run_sweep(cfg, executor, progress=not args.no_progress)
+    if conf.get("paired", True):
+        from bench.sweep_paired import run_paired_sweep
+
+        rows = run_paired_sweep(cfg, timeout_s=conf["timeout"], progress=not args.no_progress)
+    else:
+        executor = LocalProcessExecutor(timeout_s=conf["timeout"], log_dir=run_dir / "logs")
+        rows = run_sweep(cfg, executor, progress=not args.no_progress)
     outputs = write_reports(run_dir, rows, conf, wandb_enabled=conf.get("wandb", False))
     print(outputs.table)
     print()

@@ -47,7 +47,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write the verdicts as JSON here")
     ab = p.add_argument_group("same-job A/B mode")
     ab.add_argument("--ab", metavar="BASE_REF", help="benchmark git ref BASE_REF against the working tree, alternately")
-    ab.add_argument("--rounds", type=int, default=3, help="A/B rounds: each runs base and head once (default 3)")
+    ab.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds: each times one slice of every process (default 20); with --bench-cmd, whole "
+        "runs of each side (default 3)",
+    )
+    ab.add_argument("--processes", type=int, default=2, help="measurement processes per side (default 2)")
     ab.add_argument("--recipes", default="fp32", help="recipes for the A/B quick benchmark (default fp32)")
     ab.add_argument("--ckpt", help="checkpoint both sides measure (default: the embedded default, trained once)")
     ab.add_argument("--out", help="folder for the pooled results and the summary (default: <results>/gate-ab-<time>)")
@@ -191,11 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--ab measures both sides itself; do not pass BASELINE/CANDIDATE files with it")
         from bench.gate_ab import ABConfig, run_ab
 
-        if args.rounds < 1:
+        if args.rounds is not None and args.rounds < 1:
             raise InputError(f"--rounds must be >= 1, got {args.rounds}")
         ab = ABConfig(
             base_ref=args.ab,
             rounds=args.rounds,
+            processes=args.processes,
             recipes=args.recipes,
             ckpt=args.ckpt,
             out=Path(args.out) if args.out else None,
@@ -204,10 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         base, cand, out_dir = run_ab(ab)
         result = compare(base, cand, cfg, args.allow_machine_mismatch)
-        result.extra.append(
-            f"A/B mode: {args.ab} (base) vs working tree (head), {args.rounds} alternating round(s), "
-            "samples pooled per side."
-        )
+        result.extra.append(f"A/B mode: base = {base.path}; head = {cand.path}.")
         summary = Path(args.summary) if args.summary else out_dir / SUMMARY_NAME
         return report(result, summary, Path(args.json_out) if args.json_out else None)
     if not args.baseline or not args.candidate:

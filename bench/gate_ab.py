@@ -1,13 +1,21 @@
-"""Same-job A/B: measure the base ref and the working tree alternately on one machine, then gate head vs base.
+"""Same-job A/B: measure the base ref and the working tree on one machine, then gate head vs base.
 
 Why: timings of two runner VMs differ by far more than the regressions we want to catch (26% between VMs
 against 0.3% within one job, fast_mail_parser PR 128), so a stored baseline from another runner can only
-support a loose threshold. Measured in the same job, both sides share the hardware, the neighbours and
-the thermal state. Rounds alternate the order (base-head, head-base, ...), so a drift during the job
-(a neighbour starting, the CPU heating up) hits both sides equally instead of the side that runs last.
+support a loose threshold. Measured in the same job, both sides share the hardware and the neighbours.
 
-Both sides measure the same checkpoint (resolved once and passed by path), each run writes into its own
-``OPTBENCH_RESULTS`` folder, and the samples of all rounds are pooled per side.
+Default (interleaved): for each recipe, ``--processes`` measurement processes per side are started, each
+running its own tree's code (:mod:`bench.serve`: the base from a temporary git worktree), and they are
+timed in alternating short slices for ``--rounds`` rounds (:mod:`bench.interleave`). Round r of the base
+and round r of the head saw the same machine moment, so the gate tests the per-round ratios
+(:func:`bench.gate_stats.compare_paired`). Several processes per side average out what one process's
+memory layout does to its speed (a few percent here, once 14%).
+
+With ``--bench-cmd`` (a custom benchmark), or when the base has no ``bench/serve.py``, whole benchmark
+runs alternate instead (base-head, head-base, ...), and the samples of all rounds are pooled per side.
+
+Both sides measure the same checkpoint (resolved once and passed by path), and each side's rows are
+written to its own folder under the output folder.
 """
 
 from __future__ import annotations
@@ -28,10 +36,15 @@ from models.errors import InputError
 DEFAULT_BENCH_CMD = "{python} -m bench {ckpt} --quick --recipes {recipes} --no-progress --run-id {run_id}"
 
 
+INTERLEAVED_ROUNDS = 20
+PROCESS_ROUNDS = 3
+
+
 @dataclass(frozen=True)
 class ABConfig:
     base_ref: str
-    rounds: int = 3
+    rounds: int | None = None  # interleaved rounds (default 20), or whole-run rounds with --bench-cmd (default 3)
+    processes: int = 2
     recipes: str = "fp32"
     ckpt: str | None = None
     out: Path | None = None
@@ -87,7 +100,7 @@ def _command(cfg: ABConfig, ckpt: str, run_id: str, results: Path) -> list[str]:
         ) from None
 
 
-def _run_side(cfg: ABConfig, tree: Path, side: str, round_no: int, ckpt: str, out: Path) -> list[Path]:
+def _run_side(cfg: ABConfig, tree: Path, side: str, round_no: int, ckpt: str, out: Path, rounds: int) -> list[Path]:
     """One benchmark run of one tree; returns the results.jsonl files it wrote."""
     results = out / side / f"round{round_no}"
     results.mkdir(parents=True, exist_ok=True)
@@ -98,7 +111,7 @@ def _run_side(cfg: ABConfig, tree: Path, side: str, round_no: int, ckpt: str, ou
     env["PYTHONPATH"] = str(tree) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log = out / "logs" / f"{run_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"A/B round {round_no}/{cfg.rounds}: {side} ({tree})", file=sys.stderr)
+    print(f"A/B round {round_no}/{rounds}: {side} ({tree})", file=sys.stderr)
     start = time.perf_counter()
     with open(log, "w") as fh:
         try:
@@ -119,13 +132,85 @@ def _run_side(cfg: ABConfig, tree: Path, side: str, round_no: int, ckpt: str, ou
     return files
 
 
+def _run_process_rounds(cfg: ABConfig, trees: dict[str, Path], ckpt: str, out: Path) -> dict[str, list[Path]]:
+    """Whole benchmark runs alternating base-head, head-base, ...: drift during the job hits both sides alike."""
+    rounds = cfg.rounds or PROCESS_ROUNDS
+    files: dict[str, list[Path]] = {"base": [], "head": []}
+    for round_no in range(1, rounds + 1):
+        order = ("base", "head") if round_no % 2 else ("head", "base")
+        for side in order:
+            files[side] += _run_side(cfg, trees[side], side, round_no, ckpt, out, rounds)
+    return files
+
+
+def _run_interleaved(cfg: ABConfig, trees: dict[str, Path], ckpt: str, out: Path) -> dict[str, list[Path]]:
+    """Per recipe: ``cfg.processes`` servers a side, timed in alternating slices; one results.jsonl a side."""
+    from bench.fingerprint import default_threads
+    from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
+    from bench.results_io import RESULTS_FILE, append_rows
+    from bench.timing import default_scenarios
+    from bench.worker import Job
+
+    rounds = cfg.rounds or INTERLEAVED_ROUNDS
+    # The full timing budget (3 s and 300 calls a scenario, spread over the rounds), not the quick smoke run:
+    # a slice needs several calls for its median to mean something.
+    scenarios = default_scenarios(quick=False)
+    session = f"ab-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    files = {side: out / side / RESULTS_FILE for side in trees}
+    for recipe in [r.strip() for r in cfg.recipes.split(",") if r.strip()]:
+        servers: list[MeasurementServer] = []
+        try:
+            for i in range(cfg.processes):
+                for side in ("base", "head"):
+                    job = Job(
+                        recipe=recipe,
+                        device="cpu",
+                        scenarios=scenarios,
+                        run_dir=str(out / side),
+                        run_id=f"ab-{side}-{i + 1}",
+                        ckpt=ckpt,
+                        data_spec=None,
+                        threads=default_threads(),
+                        quick=True,
+                    )
+                    name = f"{side}-{i + 1}"
+                    print(f"A/B {recipe}: starting {name} ({trees[side]})", file=sys.stderr)
+                    log = out / "logs" / f"{recipe.replace('/', '_')}-{name}.log"
+                    servers.append(
+                        MeasurementServer(
+                            name, job, log, cwd=trees[side], code_root=trees[side], timeout_s=cfg.timeout_s
+                        )
+                    )
+            print(f"A/B {recipe}: {rounds} interleaved rounds over {len(servers)} processes", file=sys.stderr)
+            interleave(servers, scenarios, PairingPlan(rounds=rounds))
+            for server in servers:
+                side, process = server.name.split("-")
+                rows = server.finish()
+                for row in rows:
+                    row["pairing"] = {
+                        "session": f"{session}-{recipe}",
+                        "side": side,
+                        "process": int(process),
+                        "rounds": rounds,
+                    }
+                append_rows(files[side], rows)
+        except ServerError as exc:
+            raise InputError(f"A/B {recipe}: {exc}") from None
+        finally:
+            for server in servers:
+                server.close()
+    return {side: [path] for side, path in files.items()}
+
+
 def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
-    """Check out ``base_ref`` into a temporary worktree, run both sides alternately, pool per side.
+    """Check out ``base_ref`` into a temporary worktree, measure both sides, pool per side.
 
     Returns (base, head, output folder). The worktree is removed afterwards even when a run fails.
     """
     from models.default import results_dir
 
+    if cfg.processes < 1:
+        raise InputError(f"--processes must be >= 1, got {cfg.processes}")
     root = repo_root()
     base_sha = _git(["rev-parse", "--verify", f"{cfg.base_ref}^{{commit}}"], root)
     out = cfg.out or results_dir() / f"gate-ab-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -135,13 +220,12 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
     tmp = Path(tempfile.mkdtemp(prefix="optbench-ab-"))
     worktree = tmp / "base"
     _git(["worktree", "add", "--detach", str(worktree), base_sha], root)
-    files: dict[str, list[Path]] = {"base": [], "head": []}
+    trees = {"base": worktree, "head": root}
     try:
-        for round_no in range(1, cfg.rounds + 1):
-            order = ("base", "head") if round_no % 2 else ("head", "base")  # ABBA...: drift hits both sides alike
-            for side in order:
-                tree = worktree if side == "base" else root
-                files[side] += _run_side(cfg, tree, side, round_no, ckpt, out)
+        interleaved = not cfg.bench_cmd and (worktree / "bench" / "serve.py").is_file()
+        if not cfg.bench_cmd and not interleaved:
+            print(f"{cfg.base_ref} has no bench/serve.py: alternating whole runs instead of slices", file=sys.stderr)
+        files = (_run_interleaved if interleaved else _run_process_rounds)(cfg, trees, ckpt, out)
     finally:
         if cfg.keep_worktree:
             print(f"kept the base worktree at {worktree}", file=sys.stderr)
@@ -153,6 +237,7 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
             subprocess.run(["git", "worktree", "prune"], cwd=root, capture_output=True, check=False)
     base = merge([load_file(p) for p in files["base"]])
     head = merge([load_file(p) for p in files["head"]])
-    base.path = f"{cfg.base_ref} ({base_sha[:10]}), {len(files['base'])} run(s) under {out / 'base'}"
-    head.path = f"working tree, {len(files['head'])} run(s) under {out / 'head'}"
+    mode = "interleaved slices" if interleaved else "alternating runs"
+    base.path = f"{cfg.base_ref} ({base_sha[:10]}), {mode}, under {out / 'base'}"
+    head.path = f"working tree, {mode}, under {out / 'head'}"
     return base, head, out

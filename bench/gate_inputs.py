@@ -45,6 +45,10 @@ class Series:
     chunks: list[int] = field(default_factory=list)  # samples per run, in order (the simulation resamples runs)
     machines: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    # Interleaved measurement (bench.interleave): the session both sides were timed in, and per run the
+    # length of each slice, so round r of every run can be put beside round r of the other side.
+    pairing: str | None = None
+    slice_lengths: list[list[int]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -81,6 +85,19 @@ class Series:
             out.append(self.samples_ms[start : start + n])
             start += n
         return out
+
+    def rounds(self) -> list[list[float]] | None:
+        """Round r of every run pooled (the side's slices that were timed in the same moment), or None when
+        the samples were not taken interleaved or the runs disagree on the number of rounds."""
+        if not self.pairing or not self.slice_lengths or len(self.slice_lengths) != len(self.runs()):
+            return None
+        from bench.paired import split
+
+        per_run = [split(run, lengths) for run, lengths in zip(self.runs(), self.slice_lengths, strict=True)]
+        counts = {len(r) for r in per_run}
+        if len(counts) != 1:
+            return None
+        return [[x for run in per_run for x in run[i]] for i in range(counts.pop())]
 
     def add_machine(self, fp: dict[str, Any] | None) -> None:
         desc = machine_desc(fp)
@@ -121,6 +138,10 @@ def _pool(store: dict[tuple[str, str, str], Series], new: Series) -> None:
             f"{new.source}: {new.bench_id} on {new.device} was measured at batch {old.batch_size} and "
             f"{new.batch_size}; compare runs with one batch size"
         )
+    if old.pairing != new.pairing or bool(old.slice_lengths) != bool(new.slice_lengths):
+        old.pairing, old.slice_lengths = None, []  # runs from different sessions cannot be paired round by round
+    else:
+        old.slice_lengths.extend(new.slice_lengths)
     old.samples_ms.extend(new.samples_ms)
     old.chunks.extend(new.chunks)
     old.sessions += new.sessions
@@ -169,6 +190,11 @@ def _rows_to_series(rows: list[dict[str, Any]], source: str) -> dict[tuple[str, 
                 chunks=[len(samples)],
                 source=source,
             )
+            lengths = row.get("slice_lengths")
+            pairing = row.get("pairing") if isinstance(row.get("pairing"), dict) else {}
+            if pairing.get("session") and isinstance(lengths, list) and sum(lengths) == len(samples):
+                s.pairing = str(pairing["session"])
+                s.slice_lengths = [[int(n) for n in lengths]]
             s.add_machine(fp)
             _pool(store, s)
         top1 = row.get("top1")

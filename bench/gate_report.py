@@ -7,7 +7,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.gate_stats import FAILING, IMPROVED, INCONCLUSIVE, RUN_TEST_NAME, TEST_NAME, Comparison
+from bench.gate_stats import (
+    FAILING,
+    IMPROVED,
+    INCONCLUSIVE,
+    PAIRED_TEST_NAME,
+    RUN_TEST_NAME,
+    TEST_NAME,
+    Comparison,
+)
 
 HEADERS = [
     "benchmark",
@@ -111,8 +119,12 @@ def headline(result: GateResult) -> str:
 
 
 def method_line(result: GateResult) -> str:
+    if any(c.note.startswith("interleaved") for c in result.comparisons):
+        test = f"{PAIRED_TEST_NAME} p < {result.alpha:g}"
+    else:
+        test = f"{TEST_NAME} p < {result.alpha:g} AND {RUN_TEST_NAME}"
     return (
-        f"Regression = change past the limit AND {TEST_NAME} p < {result.alpha:g} AND {RUN_TEST_NAME}; "
+        f"Regression = change past the limit AND {test}; "
         f"top-1 = drop beyond the budget in points (no test: one deterministic number). "
         f"Settings: {result.config_source}."
     )

@@ -14,12 +14,21 @@ Two ways to pair the sides, reported separately:
   (distinct processes) and draws n per run: adds the process-to-process noise that a gate against a stored
   baseline (rounds=1) or in A/B mode (rounds=N) faces. This is the honest figure.
 
+- ``interleaved`` (needs a recorded interleaved session of >= 2 x ``--processes`` processes of the same
+  code, e.g. from ``--record``): the A/B mode's own design. Each trial splits the session's processes into
+  a base side and a head side of ``--processes`` each and runs the paired rule
+  (:func:`bench.gate_stats.compare_paired`) on their rounds; the process effect (one process's memory
+  layout making it a few percent faster for its whole life) is in the data, not modelled.
+
 ``--n-grid 10,20,50`` repeats the slowdown trial for other sample counts, to size the quick suite.
+``--record N`` first records N interleaved sessions of ``--record-processes`` fp32 processes on this
+machine (the embedded default checkpoint unless ``--ckpt``), then simulates on them.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +44,7 @@ from bench.gate_stats import (
     min_attainable_p,
     min_samples_for,
 )
+from bench.results_io import read_rows
 from models.errors import ArgumentParser, InputError, run_cli
 
 
@@ -107,6 +117,127 @@ def simulate(
     return SimResult(s.bench_id, s.device, mode, n, rounds, len(runs), trials, aa / trials, slow / trials)
 
 
+@dataclass
+class Session:
+    """One interleaved session of one benchmark: per process, its slices (ms), in round order."""
+
+    template: Series
+    processes: list[list[np.ndarray]]
+
+
+def interleaved_sessions(rows: list[dict], scenarios: set[str]) -> list[Session]:
+    """Group rows written by bench.interleave (``pairing.session`` + ``slice_lengths``) by session and benchmark."""
+    from bench.paired import split
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        pairing = row.get("pairing") if isinstance(row.get("pairing"), dict) else None
+        if not pairing or row.get("status", "ok") != "ok" or row.get("scenario") not in scenarios:
+            continue
+        if not row.get("slice_lengths") or not row.get("samples_ms"):
+            continue
+        key = (pairing.get("session"), row.get("variant"), row.get("scenario"), row.get("device"))
+        groups.setdefault(key, []).append(row)
+    out = []
+    for (_, variant, scenario, device), members in groups.items():
+        procs = [[np.asarray(x) for x in split(r["samples_ms"], r["slice_lengths"])] for r in members]
+        rounds = min(len(p) for p in procs)
+        template = Series(
+            str(variant), str(scenario), str(device), str(scenario), batch_size=int(members[0].get("batch_size") or 1)
+        )
+        out.append(Session(template, [p[:rounds] for p in procs]))
+    return out
+
+
+def _side(procs: list[list[np.ndarray]], template: Series, factor: float, session: str) -> Series:
+    samples, chunks, lengths = [], [], []
+    for proc in procs:
+        chunks.append(sum(len(x) for x in proc))
+        lengths.append([len(x) for x in proc])
+        samples.extend(float(v) * factor for x in proc for v in x)
+    return Series(
+        template.variant,
+        template.scenario,
+        template.device,
+        template.metric,
+        samples_ms=samples,
+        batch_size=template.batch_size,
+        sessions=len(procs),
+        chunks=chunks,
+        pairing=session,
+        slice_lengths=lengths,
+    )
+
+
+def simulate_interleaved(
+    sessions: list[Session], k: int, trials: int, threshold: float, alpha: float, slowdown: float, rng
+) -> SimResult | None:
+    """A/A and slowdown trials from random k-vs-k splits of recorded interleaved sessions of one benchmark."""
+    usable = [s for s in sessions if len(s.processes) >= 2 * k]
+    if not usable:
+        return None
+    aa = slow = 0
+    for _ in range(trials):
+        sess = usable[rng.integers(len(usable))]
+        pick = rng.permutation(len(sess.processes))[: 2 * k]
+        base = [sess.processes[i] for i in pick[:k]]
+        cand = [sess.processes[i] for i in pick[k:]]
+        t = sess.template
+        b = _side(base, t, 1.0, "sim")
+        aa += compare_timing(b, _side(cand, t, 1.0, "sim"), threshold, alpha).verdict == REGRESSION
+        slow += compare_timing(b, _side(cand, t, 1 + slowdown, "sim"), threshold, alpha).verdict == REGRESSION
+    rounds = min(len(p) for s in usable for p in s.processes)
+    t = usable[0].template
+    runs = sum(len(s.processes) for s in usable)
+    return SimResult(t.bench_id, t.device, "interleaved", rounds, k, runs, trials, aa / trials, slow / trials)
+
+
+def record_sessions(count: int, processes: int, ckpt: str | None, recipe: str = "fp32") -> Path:
+    """Run ``count`` interleaved sessions of ``processes`` copies of one variant; returns their results.jsonl."""
+    from bench.fingerprint import default_threads
+    from bench.interleave import MeasurementServer, PairingPlan, interleave
+    from bench.results_io import RESULTS_FILE, append_rows
+    from bench.timing import default_scenarios
+    from bench.worker import Job
+    from models.default import ensure_default_checkpoint, results_dir
+
+    if count < 1 or processes < 2:
+        raise InputError("--record needs >= 1 session and --record-processes >= 2")
+    ckpt = ckpt or str(ensure_default_checkpoint())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = results_dir() / "runs" / f"gate-sim-{stamp}"
+    scenarios = default_scenarios(quick=False)
+    plan = PairingPlan()
+    for n in range(1, count + 1):
+        print(f"recording session {n}/{count}: {processes} x {recipe}", file=sys.stderr)
+        servers = []
+        try:
+            for i in range(processes):
+                job = Job(
+                    recipe=recipe,
+                    device="cpu",
+                    scenarios=scenarios,
+                    run_dir=str(run_dir),
+                    run_id=f"s{n}-p{i + 1}",
+                    ckpt=ckpt,
+                    data_spec=None,
+                    threads=default_threads(),
+                    quick=True,
+                    accuracy=False,
+                )
+                servers.append(MeasurementServer(f"p{i + 1}", job, run_dir / "logs" / f"s{n}-p{i + 1}.log"))
+            interleave(servers, scenarios, plan)
+            for i, server in enumerate(servers):
+                rows = server.finish()
+                for row in rows:
+                    row["pairing"] = {"session": f"{stamp}-s{n}", "process": i + 1, "rounds": plan.rounds}
+                append_rows(run_dir / RESULTS_FILE, rows)
+        finally:
+            for server in servers:
+                server.close()
+    return run_dir / RESULTS_FILE
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m bench.gate_sim", description="Estimate the gate's false-alarm rate and power.")
     p.add_argument(
@@ -127,6 +258,10 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--run-alpha", default=str(DEFAULT_RUN_ALPHA), help="run-level Welch t level (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=2, help="processes per side in interleaved mode (default 2)")
+    p.add_argument("--record", type=int, metavar="N", help="first record N interleaved sessions on this machine")
+    p.add_argument("--record-processes", type=int, default=6, help="processes per recorded session (default 6)")
+    p.add_argument("--ckpt", help="checkpoint for --record (default: the embedded default)")
     return p
 
 
@@ -161,7 +296,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"--n-grid {args.n_grid!r} is not a comma-separated list of integers") from None
         if any(g < 2 for g in grid):
             raise InputError("--n-grid values must be >= 2")
-    files = [Path(f) for f in args.samples] if args.samples else _default_samples()
+    if args.processes < 1:
+        raise InputError("--processes must be >= 1")
+    files = [Path(f) for f in args.samples] if args.samples else []
+    if args.record:
+        files.append(record_sessions(args.record, args.record_processes, args.ckpt))
+    files = files or _default_samples()
     data = merge([load_file(f) for f in files])
     scenarios = {x.strip() for x in args.scenarios.split(",")}
     series = [s for s in data.series.values() if s.status == "ok" and s.samples_ms and s.scenario in scenarios]
@@ -169,6 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"no timing samples for scenarios {sorted(scenarios)} in {', '.join(map(str, files))}")
     rng = np.random.default_rng(args.seed)
     results: list[SimResult] = []
+    all_rows = [row for f in files if f.suffix == ".jsonl" for row in read_rows(f)]
+    sessions = interleaved_sessions(all_rows, scenarios)
+    for key in sorted({(x.template.bench_id, x.template.device) for x in sessions}):
+        group = [x for x in sessions if (x.template.bench_id, x.template.device) == key]
+        r = simulate_interleaved(group, args.processes, args.trials, threshold, alpha, slowdown, rng)
+        if r is not None:
+            results.append(r)
     for s in series:
         n_default = args.n or int(np.median([len(r) for r in s.runs()]))
         for mode in ("within-run", "across-runs"):
@@ -183,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.device,
             r.mode,
             r.n,
-            r.rounds if r.mode == "across-runs" else "-",
+            r.rounds if r.mode != "within-run" else "-",
             r.runs_available,
             r.trials,
             f"{r.aa_rate * 100:.1f}%",
@@ -192,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in results
     ]
     print(f"samples: {', '.join(map(str, files))}")
+    print(
+        "interleaved rows: n/run = rounds per process, rounds = processes per side, runs = processes recorded; "
+        "rule: paired ratio past the threshold AND one-sided Wilcoxon signed-rank on round log ratios p < alpha"
+    )
     print(
         f"rule: ratio past {threshold * 100:g}% AND one-sided Mann-Whitney U p < {alpha:g} (AND run-level Welch "
         f"p < {run_alpha:g} when rounds >= 2); "
@@ -220,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"blind: {r.bench_id} with {r.n} samples per side cannot reach p < {alpha:g} at all; the quick suite "
             f"must collect >= {min_samples_for(alpha)} (more for power)"
         )
-    for mode in ("within-run", "across-runs"):
+    for mode in ("within-run", "across-runs", "interleaved"):
         rows = [r for r in results if r.default_n and r.mode == mode and r not in blind]
         if not rows:
             continue

@@ -15,6 +15,11 @@ rounds), the shift must also stand out from the run-to-run spread: one-sided Wel
 run's median at ``run_alpha`` (0.01). With one run a side that spread cannot be estimated; the report
 then rests on the threshold alone, which is why CI gates in A/B mode and not against a stored run.
 
+Interleaved A/B (``python -m bench.gate --ab``, :mod:`bench.interleave`): both sides were timed in
+alternating slices in the same session, so round r of the baseline and round r of the candidate saw the
+same machine. Then the test is a one-sided Wilcoxon signed-rank test on the per-round log ratios at
+``alpha`` (the rounds, not the calls, are the independent units), and the ratio is the median round ratio.
+
 Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
 test: it fails when it drops by more than the variant's budget in points.
 """
@@ -32,6 +37,7 @@ DEFAULT_ALPHA = 0.001
 DEFAULT_RUN_ALPHA = 0.01
 TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"
 RUN_TEST_NAME = "one-sided Welch t on log run medians (when both sides have >= 2 runs)"
+PAIRED_TEST_NAME = "one-sided Wilcoxon signed-rank on per-round log ratios (interleaved A/B)"
 
 REGRESSION = "REGRESSION"
 IMPROVED = "improved"
@@ -121,6 +127,9 @@ def compare_timing(
 
     When both sides pool >= 2 runs (A/B rounds), the shift must also be significant at the run level
     (:func:`run_level_p` < ``run_alpha``): an intersection-union test, so its level is the larger of the two."""
+    paired = compare_paired(base, cand, threshold, alpha)
+    if paired is not None:
+        return paired
     b = np.asarray(base.samples_ms, dtype=np.float64)
     c = np.asarray(cand.samples_ms, dtype=np.float64)
     bv, cv = base.metric_value(), cand.metric_value()
@@ -172,6 +181,59 @@ def compare_timing(
         n_candidate=len(c),
         note="; ".join(notes),
         p_runs=p_runs,
+    )
+
+
+def compare_paired(base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_ALPHA) -> Comparison | None:
+    """The interleaved decision (module docstring), or None when the two sides were not timed in one session."""
+    from bench import paired
+
+    if not base.pairing or base.pairing != cand.pairing:
+        return None
+    base_rounds, cand_rounds = base.rounds(), cand.rounds()
+    if base_rounds is None or cand_rounds is None:
+        return None
+    est = paired.estimate(base_rounds, cand_rounds)
+    if est is None:
+        return None
+    bv = base.metric_value()
+    higher = cand.higher_is_better
+    # The metric ratio: time per call for latency, its inverse for throughput. The two values shown are
+    # each side's own pooled figure; the ratio is the paired one, which is why it may differ from their quotient.
+    ratio = 1.0 / est.ratio if higher else est.ratio
+    cv = cand.metric_value()
+    slower, faster = est.ratio > 1 + threshold, est.ratio < 1 - threshold
+    if slower:
+        p = est.p_slower
+        verdict = REGRESSION if p < alpha else INCONCLUSIVE
+    elif faster:
+        p = est.p_faster
+        verdict = IMPROVED if p < alpha else INCONCLUSIVE
+    else:
+        p = est.p_slower if est.ratio >= 1 else est.p_faster
+        verdict = UNCHANGED
+    lo, hi = (1 / est.ci_high, 1 / est.ci_low) if higher else (est.ci_low, est.ci_high)
+    notes = [
+        f"interleaved: ratio = median of {est.rounds} round ratios (95% CI {lo:.3f}-{hi:.3f}), "
+        f"{len(base.runs())} vs {len(cand.runs())} processes"
+    ]
+    if 2.0**-est.rounds >= alpha:
+        notes.append(f"{est.rounds} rounds cannot reach p < {alpha:g}; use more --rounds")
+    return Comparison(
+        bench_id=cand.bench_id,
+        device=cand.device,
+        metric=cand.metric,
+        unit=cand.unit,
+        baseline=bv,
+        candidate=cv,
+        ratio=ratio,
+        delta=(cv - bv) if bv is not None and cv is not None else None,
+        p_value=p,
+        verdict=verdict,
+        threshold=threshold,
+        n_baseline=len(base.samples_ms),
+        n_candidate=len(cand.samples_ms),
+        note="; ".join(notes),
     )
 
 

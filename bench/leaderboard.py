@@ -24,6 +24,7 @@ COLUMNS = [
     "throughput_batch",
     "speedup_vs_fp32",
     "throughput_speedup_vs_fp32",
+    "speedup_ci95",
     "top1",
     "top5",
     "top1_drop",
@@ -36,7 +37,7 @@ COLUMNS = [
     "note",
 ]
 # Columns holding words, not numbers (everything else is a metric: TensorBoard logs one tag per metric).
-TEXT_COLUMNS = ("variant", "device", "status", "within_budget", "note")
+TEXT_COLUMNS = ("variant", "device", "status", "speedup_ci95", "within_budget", "note")
 
 
 def _num(value: Any) -> float:
@@ -73,6 +74,16 @@ def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
         rec.update(throughput_img_s=thr.get("throughput_img_s"), throughput_batch=thr.get("batch_size"))
         if "device_throughput_img_s" in thr:
             rec["device_throughput_img_s"] = thr["device_throughput_img_s"]
+    # Timed interleaved with the fp32 reference (python -m bench, default): the speedup is the median of the
+    # per-round ratios, which the machine's drift cancels out of; the quotient of two p50s does not.
+    for scenario, row in (("latency", lat), ("throughput", thr)):
+        paired = (row or {}).get("paired")
+        if isinstance(paired, dict) and _num(paired.get("time_ratio")) > 0:
+            key = "speedup_vs_fp32" if scenario == "latency" else "throughput_speedup_vs_fp32"
+            rec["_paired_" + key] = 1.0 / _num(paired["time_ratio"])
+            ci = paired.get("ci95") or []
+            if scenario == "latency" and len(ci) == 2 and _num(ci[0]) > 0 and _num(ci[1]) > 0:
+                rec["speedup_ci95"] = f"{1 / _num(ci[1]):.3g}-{1 / _num(ci[0]):.3g}"
     for key in ("top1", "top5", "agreement", "size_mb", "build_s", "first_call_ms", "peak_rss_mb", "accuracy_note"):
         if first.get(key) is not None:
             rec[key] = first[key]
@@ -104,6 +115,12 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
         df.loc[on_device, "throughput_speedup_vs_fp32"] = df.loc[on_device, "throughput_img_s"].map(_num) / _num(
             ref["throughput_img_s"]
         )
+        for key in ("speedup_vs_fp32", "throughput_speedup_vs_fp32"):
+            paired_col = "_paired_" + key
+            if paired_col in df.columns:
+                has = on_device & df[paired_col].map(_num).notna()
+                df.loc[has, key] = df.loc[has, paired_col].map(_num)
+        df.loc[on_device & (df["variant"] == REFERENCE), ["speedup_vs_fp32", "throughput_speedup_vs_fp32"]] = 1.0
         if not math.isnan(_num(ref.get("top1"))):
             df.loc[on_device, "top1_drop"] = _num(ref["top1"]) - df.loc[on_device, "top1"].map(_num)
     df["within_budget"] = [_budget_flag(r, max_drop) for r in df.to_dict("records")]
@@ -111,6 +128,7 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
     status_order = df["status"].map({"ok": 0, "failed": 1, "skipped": 2}).fillna(3)
     df = df.assign(_s=status_order, _l=df["latency_p50_ms"].map(_num).fillna(math.inf))
     df = df.sort_values(["_s", "_l", "variant"], kind="stable").drop(columns=["_s", "_l"]).reset_index(drop=True)
+    df = df.drop(columns=[c for c in df.columns if c.startswith("_paired_")])
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[COLUMNS + extra]
 
@@ -249,6 +267,7 @@ def console_table(df: pd.DataFrame) -> str:
         "latency_p99_ms",
         "throughput_img_s",
         "speedup_vs_fp32",
+        "speedup_ci95",
         "top1",
         "top1_drop",
         "size_mb",

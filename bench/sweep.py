@@ -15,6 +15,8 @@ from bench.timing import ScenarioConfig
 from bench.worker import Job
 from models.errors import InputError
 
+REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to this recipe
+
 
 @dataclass(frozen=True)
 class SweepConfig:
@@ -100,6 +102,6 @@ def validate_recipes(recipes: list[str]) -> list[str]:
             normalized.append(name)
     if not normalized:
         raise InputError("no recipes to run")
-    if "fp32" in normalized:
-        normalized.remove("fp32")
-    return ["fp32", *normalized]  # the reference for speedups, top-1 drop and agreement is always measured
+    if REFERENCE in normalized:
+        normalized.remove(REFERENCE)
+    return [REFERENCE, *normalized]  # the reference for speedups, top-1 drop and agreement is always measured

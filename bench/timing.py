@@ -106,8 +106,8 @@ class CudaEventTimer:
         return start.elapsed_time(end) / 1e3
 
 
-def run_timed(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | CudaEventTimer) -> list[float]:
-    """Warm up, then time ``fn`` until both ``min_iters`` and ``min_seconds`` are reached (capped by max_seconds)."""
+def warm_up(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | CudaEventTimer) -> int:
+    """Untimed calls until both ``warmup_iters`` and ``warmup_seconds`` are reached (capped by max_seconds)."""
     warm_start = time.perf_counter()
     done = 0
     while done < cfg.warmup_iters or time.perf_counter() - warm_start < cfg.warmup_seconds:
@@ -115,14 +115,30 @@ def run_timed(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | Cud
         done += 1
         if time.perf_counter() - warm_start > cfg.max_seconds:
             break
+    return done
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    timer: WallTimer | CudaEventTimer,
+    min_iters: int,
+    min_seconds: float,
+    max_seconds: float,
+) -> list[float]:
+    """Per-call seconds until both ``min_iters`` and ``min_seconds`` are reached, or ``max_seconds`` passed."""
     samples: list[float] = []
     start = time.perf_counter()
     while True:
         samples.append(timer.time(fn))
         elapsed = time.perf_counter() - start
-        if (len(samples) >= cfg.min_iters and elapsed >= cfg.min_seconds) or elapsed >= cfg.max_seconds:
-            break
-    return samples
+        if (len(samples) >= min_iters and elapsed >= min_seconds) or elapsed >= max_seconds:
+            return samples
+
+
+def run_timed(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | CudaEventTimer) -> list[float]:
+    """Warm up, then time ``fn`` until both ``min_iters`` and ``min_seconds`` are reached (capped by max_seconds)."""
+    warm_up(fn, cfg, timer)
+    return time_calls(fn, timer, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
 
 
 def summarize(samples_s: list[float], batch_size: int) -> dict[str, Any]:

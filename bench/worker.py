@@ -92,24 +92,18 @@ def _time_batch(variant, job: Job, scenario: ScenarioConfig, host) -> tuple[list
     return e2e, run_timed(lambda: variant.predict(ready), scenario, CudaEventTimer())
 
 
-def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -> dict[str, Any]:
+def scenario_input(job: Job, scenario: ScenarioConfig, input_size, batch: int | None = None):
+    """The host batch a scenario times: fixed by the job's seed, so every process of a run feeds the same data."""
     import torch
 
     c, h, w = input_size
-    batch = scenario.batch_size
-    note = None
-    while True:
-        try:
-            e2e, device_only = _time_batch(
-                variant, job, scenario, torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(job.seed))
-            )
-            break
-        except torch.cuda.OutOfMemoryError:
-            if batch == 1:
-                raise
-            torch.cuda.empty_cache()
-            note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
-            batch //= 2
+    return torch.randn(batch or scenario.batch_size, c, h, w, generator=torch.Generator().manual_seed(job.seed))
+
+
+def scenario_row(
+    job: Job, scenario: ScenarioConfig, batch: int, e2e: list[float], device_only: list[float] | None, note: str | None
+) -> dict[str, Any]:
+    """Percentiles, every sample, and which timer took them: one scenario's part of a result row."""
     row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **summarize(e2e, batch)}
     row["samples_ms"] = [round(s * 1e3, 6) for s in e2e]
     row["timer"] = (
@@ -124,15 +118,44 @@ def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -
     return row
 
 
-def run_job(job: Job) -> list[dict[str, Any]]:
-    """Build the job's variant in this process and measure it; raises on failure (the executor records it)."""
-    import numpy as np
+def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -> dict[str, Any]:
+    import torch
+
+    batch = scenario.batch_size
+    note = None
+    while True:
+        try:
+            e2e, device_only = _time_batch(variant, job, scenario, scenario_input(job, scenario, input_size, batch))
+            break
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            torch.cuda.empty_cache()
+            note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
+            batch //= 2
+    return scenario_row(job, scenario, batch, e2e, device_only, note)
+
+
+@dataclass
+class Prepared:
+    """A built variant in this process, ready to be timed: what measuring and finishing need."""
+
+    job: Job
+    variant: Any
+    info: Any
+    ctx: Any
+    workdir: Path
+    spec: str | None
+    first_ms: float
+    accuracy: dict[str, Any] | None = None
+
+
+def prepare(job: Job) -> Prepared:
+    """Load the checkpoint, build the job's variant and make its first call (timed apart from steady state)."""
     import torch
 
     import data
     import models
-    from bench.accuracy import evaluate_variant
-    from bench.fingerprint import fingerprint
     from optim import BuildContext, build
 
     set_threads(job.threads)
@@ -170,15 +193,23 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     first_input = torch.randn(1, c, h, w)
     sync = cuda_synchronize if job.device == "cuda" else None
     first_ms = WallTimer(sync).time(lambda: variant.predict(variant.prepare_input(first_input))) * 1e3
+    return Prepared(job, variant, info, ctx, workdir, spec, first_ms)
 
-    scenario_rows = [_measure_scenario(variant, job, s, info.input_size) for s in job.scenarios]
 
+def measure_accuracy(prep: Prepared) -> dict[str, Any]:
+    """Top-1/top-5 on val and agreement with the FP32 predictions (which the fp32 job itself writes)."""
+    import numpy as np
+
+    from bench.accuracy import evaluate_variant
+
+    if prep.accuracy is not None:
+        return prep.accuracy
+    job, info = prep.job, prep.info
     acc: dict[str, Any] = {}
-    if job.accuracy and info.has_weights and spec:
-        bundle = ctx.data
+    if job.accuracy and info.has_weights and prep.spec:
         ref_file = reference_path(job, info)
         reference = np.load(ref_file) if ref_file.is_file() else None
-        acc, preds = evaluate_variant(variant, bundle.val, reference)
+        acc, preds = evaluate_variant(prep.variant, prep.ctx.data.val, reference)
         if reference is None and job.recipe == "fp32":
             ref_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = ref_file.with_name(ref_file.name + ".tmp.npy")
@@ -187,9 +218,20 @@ def run_job(job: Job) -> list[dict[str, Any]]:
             acc["agreement"] = 100.0
     elif not info.has_weights:
         acc = {"accuracy_note": "random init: speed only, accuracy not measured"}
+    prep.accuracy = acc
+    return acc
 
+
+def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Accuracy, save the variant, and one full result row per measured scenario."""
+    import torch
+
+    from bench.fingerprint import fingerprint
+
+    job, info, variant = prep.job, prep.info, prep.variant
+    acc = measure_accuracy(prep)
     try:
-        variant.save(workdir)
+        variant.save(prep.workdir)
     except Exception as exc:  # saving is a convenience for re-benchmarking; the measurement stands without it
         variant.manifest["save_error"] = f"{type(exc).__name__}: {exc}"
     peak = {"peak_rss_mb": round(_peak_rss_mb(), 1)}
@@ -209,11 +251,11 @@ def run_job(job: Job) -> list[dict[str, Any]]:
         "num_classes": info.num_classes,
         "checkpoint": info.source,
         "checkpoint_sha256": info.sha256,
-        "data_spec": spec,
+        "data_spec": prep.spec,
         "build_s": manifest.get("build_s"),
-        "first_call_ms": round(first_ms, 3),
+        "first_call_ms": round(prep.first_ms, 3),
         "size_mb": manifest.get("size_mb"),
-        "variant_dir": str(workdir),
+        "variant_dir": str(prep.workdir),
         **acc,
         **peak,
         "threads": job.threads,
@@ -223,6 +265,12 @@ def run_job(job: Job) -> list[dict[str, Any]]:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return [{**common, **row} for row in scenario_rows]
+
+
+def run_job(job: Job) -> list[dict[str, Any]]:
+    """Build the job's variant in this process and measure it; raises on failure (the executor records it)."""
+    prep = prepare(job)
+    return finish(prep, [_measure_scenario(prep.variant, job, s, prep.info.input_size) for s in job.scenarios])
 
 
 def _safe_name(recipe: str) -> str:

@@ -390,7 +390,8 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
     _git(["commit", "-q", "-m", "base"], repo)
     (repo / "bench" / "CHANGED").write_text("head differs from base\n")
     out = tmp_path / "ab"
-    proc = gate(["--ab", "HEAD", "--rounds", "1", "--ckpt", tiny_ckpt, "--recipes", "fp32", "--out", out], repo)
+    args = ["--ab", "HEAD", "--rounds", "6", "--processes", "1", "--ckpt", tiny_ckpt, "--recipes", "fp32", "--out", out]
+    proc = gate(args, repo)
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # timings on a shared box: no verdict asserted
     v = _verdicts(proc.stdout)
     assert {"fp32/latency", "fp32/throughput", "fp32/top1"} <= set(v)

@@ -1,0 +1,168 @@
+"""Interleaved measurement: several variants, each warm in its own process, timed in alternating slices.
+
+On the 2-vCPU development VM the same resnet18 call took 37 ms in one process and 48 ms in the next, and
+an in-cache matmul swung between 51 and 80 us within seconds: the machine's speed drifts faster and
+further than the differences we want to see. Timing variants in turn for a few seconds each therefore
+compares machine moods. Here every variant stays loaded in its own process (:mod:`bench.serve`) and the
+coordinator asks each for a short slice in turn, round after round, rotating who goes first; paired
+slices see the same mood and their ratio is what :mod:`bench.paired` summarizes. Measured on that VM
+(resnet18, 60 rounds of 0.1 s): an A/A pair gave median round ratios of 0.98-1.00 over four sessions
+while the absolute p50 ranged from 38 to 56 ms; a 10% injected slowdown read 1.09-1.10.
+
+Between slices the coordinator pauses briefly so the thread pools of the side that just ran (OpenMP and
+ONNX Runtime spin-wait after work) are idle before the other side starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.timing import ScenarioConfig
+from bench.worker import Job
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS")
+
+
+class ServerError(RuntimeError):
+    """A measurement server failed or died; the message is one line fit for a ``failed`` row."""
+
+
+@dataclass(frozen=True)
+class PairingPlan:
+    """How many rounds, and how long each slice is: the scenario's timing budget spread over the rounds."""
+
+    rounds: int = 20
+    gap_s: float = 0.05
+    min_rounds: int = 5
+
+    def slice_budget(self, scenario: ScenarioConfig) -> tuple[float, int]:
+        """(seconds, calls) per slice: together the rounds give what one uninterrupted run would."""
+        return scenario.min_seconds / self.rounds, max(1, math.ceil(scenario.min_iters / self.rounds))
+
+
+class MeasurementServer:
+    """One ``python -m bench.serve`` process for one job, optionally running another checkout's code."""
+
+    def __init__(
+        self,
+        name: str,
+        job: Job,
+        log_path: Path,
+        cwd: Path | None = None,
+        code_root: Path | None = None,
+        timeout_s: float = 1800.0,
+    ) -> None:
+        self.name = name
+        self.job = job
+        self.log_path = Path(log_path)
+        self.timeout_s = timeout_s
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        for var in THREAD_VARS:  # pools are sized when the child imports torch/ORT
+            env[var] = str(job.threads)
+        root = Path(code_root) if code_root else Path(__file__).resolve().parent.parent
+        env["PYTHONPATH"] = str(root) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.serve", "--log", str(self.log_path)],
+            cwd=str(cwd or root),
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.info = self.request({"cmd": "start", "job": job.to_dict()})
+
+    def request(self, msg: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """Send one command and wait for its one-line reply; a dead or silent server raises ServerError."""
+        if self.proc.poll() is not None:
+            raise ServerError(self._died(f"exited with code {self.proc.returncode}"))
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise ServerError(self._died("closed its input")) from None
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise ServerError(f"{self.name}: no answer in {timeout_s or self.timeout_s:.0f}s (see {self.log_path})")
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    self.proc.wait(10)
+                    raise ServerError(self._died(f"exited with code {self.proc.returncode}"))
+                reply = json.loads(line)
+                if "error" in reply:
+                    self.close()
+                    raise ServerError(reply["error"])
+                return reply
+
+    def _died(self, what: str) -> str:
+        try:
+            lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        last = f": {lines[-1][:200]}" if lines else ""
+        return f"{self.name} measurement process {what}{last} (see {self.log_path})"
+
+    def slice(self, scenario: ScenarioConfig, seconds: float, calls: int) -> list[float]:
+        budget = max(120.0, 10 * seconds)
+        msg = {"cmd": "slice", "scenario": scenario.name, "seconds": seconds, "min_calls": calls}
+        return self.request(msg, budget)["samples"]
+
+    def accuracy(self) -> dict[str, Any]:
+        return self.request({"cmd": "accuracy"}).get("accuracy", {})
+
+    def finish(self) -> list[dict[str, Any]]:
+        try:
+            return self.request({"cmd": "finish"})["rows"]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def interleave(
+    servers: Sequence[MeasurementServer], scenarios: Sequence[ScenarioConfig], plan: PairingPlan
+) -> dict[str, dict[str, list[list[float]]]]:
+    """Alternate slices of every server, scenario by scenario; returns ``{server: {scenario: [slice samples]}}``.
+
+    The order rotates each round (AB, BA, ...) so neither side always runs right after the pause. A scenario
+    stops early, after at least ``plan.min_rounds`` rounds, once it has used ``max_seconds`` per server.
+    """
+    out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in servers}
+    for scenario in scenarios:
+        seconds, calls = plan.slice_budget(scenario)
+        start = time.perf_counter()
+        for r in range(plan.rounds):
+            k = r % len(servers)
+            for server in [*servers[k:], *servers[:k]]:
+                time.sleep(plan.gap_s)
+                out[server.name][scenario.name].append(server.slice(scenario, seconds, calls))
+            spent = time.perf_counter() - start
+            if r + 1 >= plan.min_rounds and spent > scenario.max_seconds * len(servers):
+                break
+    return out

@@ -1,0 +1,107 @@
+"""Statistics of interleaved measurements: one time ratio per round, and what the rounds say together.
+
+Round r holds one slice of each side, taken back to back (a few hundred milliseconds apart). The ratio of
+their medians cancels whatever the machine was doing in that moment; the rounds are then independent
+draws of the ratio. The estimate is the median round ratio, with a distribution-free 95% interval from
+order statistics, and the test is a one-sided Wilcoxon signed-rank test on the log ratios (symmetric
+noise around the true ratio is all it assumes; the exact test reaches p = 2^-n, so 20 rounds allow
+p < 1e-6 and 10 rounds p < 0.001).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_ROUNDS = 5
+
+
+def split(samples: Sequence[float], lengths: Sequence[int]) -> list[list[float]]:
+    """Pooled samples back into their slices; raises if the lengths do not add up."""
+    if sum(lengths) != len(samples):
+        raise ValueError(f"slice lengths add up to {sum(lengths)}, but there are {len(samples)} samples")
+    out, start = [], 0
+    for n in lengths:
+        out.append(list(samples[start : start + n]))
+        start += n
+    return out
+
+
+def round_ratios(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> np.ndarray:
+    """``other / reference`` per round, from the median time per call of each slice (rounds paired by index)."""
+    n = min(len(reference), len(other))
+    ratios = [
+        float(np.median(other[i]) / np.median(reference[i]))
+        for i in range(n)
+        if len(other[i]) and len(reference[i]) and np.median(reference[i]) > 0
+    ]
+    return np.asarray(ratios, dtype=np.float64)
+
+
+def median_ci95(values: np.ndarray) -> tuple[float, float]:
+    """Distribution-free 95% interval for the median from binomial order statistics (the whole range below 6)."""
+    x = np.sort(values)
+    n = x.size
+    if n < 6:
+        return float(x[0]), float(x[-1])
+    from scipy.stats import binom
+
+    lo = int(binom.ppf(0.025, n, 0.5))  # 0-based index of the lower order statistic
+    lo = max(0, lo - 1)
+    hi = n - 1 - lo
+    return float(x[lo]), float(x[hi])
+
+
+def signed_rank_p(log_ratios: np.ndarray, alternative: str) -> float:
+    """One-sided Wilcoxon signed-rank p of ``log_ratios`` > 0 (``greater``) or < 0 (``less``)."""
+    if log_ratios.size == 0:
+        return math.nan
+    if np.all(log_ratios == 0):
+        return 1.0
+    from scipy.stats import wilcoxon
+
+    return float(wilcoxon(log_ratios, alternative=alternative, zero_method="zsplit").pvalue)
+
+
+@dataclass(frozen=True)
+class PairedEstimate:
+    """``ratio`` is other/reference time per call: above 1 the other side is slower."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    rounds: int
+    p_slower: float  # other takes longer than reference
+    p_faster: float
+    round_sd: float  # spread of the log round ratios: how noisy a single round was
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {
+            "time_ratio": round(self.ratio, 5),
+            "ci95": [round(self.ci_low, 5), round(self.ci_high, 5)],
+            "rounds": self.rounds,
+            "p_slower": self.p_slower,
+            "p_faster": self.p_faster,
+            "round_log_sd": round(self.round_sd, 5),
+        }
+
+
+def estimate(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> PairedEstimate | None:
+    """The paired estimate, or None with fewer than :data:`MIN_ROUNDS` usable rounds."""
+    ratios = round_ratios(reference, other)
+    if ratios.size < MIN_ROUNDS:
+        return None
+    logs = np.log(ratios)
+    lo, hi = median_ci95(ratios)
+    return PairedEstimate(
+        ratio=float(np.median(ratios)),
+        ci_low=lo,
+        ci_high=hi,
+        rounds=int(ratios.size),
+        p_slower=signed_rank_p(logs, "greater"),
+        p_faster=signed_rank_p(logs, "less"),
+        round_sd=float(logs.std(ddof=1)),
+    )

@@ -1,0 +1,156 @@
+"""``python -m bench.serve --log FILE``: one variant held warm in its own process, timed in slices on request.
+
+Why: this VM's speed changes by 20-50% within seconds (an in-cache matmul swung between 51 and 80 us), so
+two variants timed one after the other differ by the machine's mood as much as by their code. Held in two
+processes and timed in alternating short slices, both see the same moods, and the ratio of their slice
+medians is stable where their absolute times are not (see :mod:`bench.interleave`). One process per variant
+stays the rule: the slices only alternate in time.
+
+Protocol: one JSON object per line on stdin, one reply per line on the original stdout; everything the
+libraries print goes to ``--log``. Commands, in order:
+
+- ``{"cmd": "start", "job": {...}}``: build the variant (:func:`bench.worker.prepare`), warm every scenario up.
+- ``{"cmd": "accuracy"}``: top-1 on val now (the FP32 reference writes the predictions others compare with).
+- ``{"cmd": "slice", "scenario": NAME, "seconds": S, "min_calls": K}``: time calls for S seconds and K calls.
+- ``{"cmd": "finish"}``: rows from every slice pooled (``slice_lengths`` keeps the split), then exit.
+
+Any failure answers ``{"error": "..."}`` and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, TextIO
+
+
+class _Server:
+    def __init__(self, reply: TextIO) -> None:
+        self.reply = reply
+        self.prep = None
+        self.calls: dict[str, Any] = {}  # scenario -> (timed fn, batch, note)
+        self.samples: dict[str, list[list[float]]] = {}
+
+    def send(self, payload: dict[str, Any]) -> None:
+        self.reply.write(json.dumps(payload, default=str) + "\n")
+        self.reply.flush()
+
+    def start(self, job_dict: dict[str, Any]) -> dict[str, Any]:
+        from bench.worker import Job, prepare
+
+        self.prep = prepare(Job.from_dict(job_dict))
+        for scenario in self.prep.job.scenarios:
+            self.calls[scenario.name] = self._warm(scenario)
+            self.samples[scenario.name] = []
+        return {"ok": True, "first_call_ms": self.prep.first_ms, "variant": self.prep.variant.name}
+
+    def _warm(self, scenario):
+        """Warm the scenario up once; on a GPU that runs out of memory, halve the batch as the sweep does."""
+        import torch
+
+        from bench.timing import WallTimer, cuda_synchronize, warm_up
+        from bench.worker import scenario_input
+
+        prep = self.prep
+        variant, job = prep.variant, prep.job
+        timer = WallTimer(cuda_synchronize if job.device == "cuda" else None)
+        batch, note = scenario.batch_size, None
+        while True:
+            host = scenario_input(job, scenario, prep.info.input_size, batch)
+
+            def call(host=host):
+                return variant.predict(variant.prepare_input(host))
+
+            try:
+                warm_up(call, scenario, timer)
+                return call, timer, batch, note
+            except torch.cuda.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                torch.cuda.empty_cache()
+                note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
+                batch //= 2
+
+    def slice(self, scenario: str, seconds: float, min_calls: int, warm_calls: int = 1) -> dict[str, Any]:
+        """Untimed ``warm_calls`` first (the other process just ran: caches and thread pools are cold), then time."""
+        from bench.timing import time_calls
+
+        if scenario not in self.calls:
+            raise ValueError(f"unknown scenario {scenario!r}")
+        call, timer, _, _ = self.calls[scenario]
+        for _ in range(max(0, int(warm_calls))):
+            call()
+        samples = time_calls(call, timer, max(1, int(min_calls)), float(seconds), max(60.0, 4 * float(seconds)))
+        self.samples[scenario].append(samples)
+        return {"samples": samples}
+
+    def accuracy(self) -> dict[str, Any]:
+        from bench.worker import measure_accuracy
+
+        return {"ok": True, "accuracy": measure_accuracy(self.prep)}
+
+    def finish(self) -> dict[str, Any]:
+        from bench.timing import CudaEventTimer, run_timed
+        from bench.worker import finish, scenario_input, scenario_row
+
+        prep = self.prep
+        rows = []
+        for scenario in prep.job.scenarios:
+            slices = self.samples[scenario.name]
+            if not slices:
+                continue
+            call, _, batch, note = self.calls[scenario.name]
+            device_only = None
+            if prep.job.device == "cuda":  # device-only time needs no pairing: the GPU is not shared here
+                ready = prep.variant.prepare_input(scenario_input(prep.job, scenario, prep.info.input_size, batch))
+                device_only = run_timed(lambda ready=ready: prep.variant.predict(ready), scenario, CudaEventTimer())
+            pooled = [s for chunk in slices for s in chunk]
+            row = scenario_row(prep.job, scenario, batch, pooled, device_only, note)
+            row["slice_lengths"] = [len(chunk) for chunk in slices]
+            rows.append(row)
+        return {"rows": finish(prep, rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log_path = argv[argv.index("--log") + 1] if "--log" in argv else os.devnull
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    server = _Server(reply)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+            cmd = msg.get("cmd")
+            if cmd == "start":
+                server.send(server.start(msg["job"]))
+            elif cmd == "slice":
+                server.send(
+                    server.slice(
+                        msg["scenario"], msg.get("seconds", 0.1), msg.get("min_calls", 1), msg.get("warm_calls", 1)
+                    )
+                )
+            elif cmd == "accuracy":
+                server.send(server.accuracy())
+            elif cmd == "finish":
+                server.send(server.finish())
+                return 0
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+        except BaseException as exc:  # the coordinator turns this into a failed row; nothing may escape silently
+            traceback.print_exc()
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            server.send({"error": f"{type(exc).__name__}: {message}"[:500]})
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # compiled graphs and ORT pools can hang an orderly interpreter exit; the reply is sent
