@@ -53,7 +53,7 @@ def build_parser() -> ArgumentParser:
         help="interleaved rounds: each times one slice of every process (default 20); with --bench-cmd, whole "
         "runs of each side (default 3)",
     )
-    ab.add_argument("--processes", type=int, default=2, help="measurement processes per side (default 2)")
+    ab.add_argument("--processes", type=int, default=3, help="measurement processes per side (default 3)")
     ab.add_argument("--recipes", default="fp32", help="recipes for the A/B quick benchmark (default fp32)")
     ab.add_argument("--ckpt", help="checkpoint both sides measure (default: the embedded default, trained once)")
     ab.add_argument("--out", help="folder for the pooled results and the summary (default: <results>/gate-ab-<time>)")
@@ -114,7 +114,7 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
             comparisons.append(compare_top1(b, c, cfg.top1_budget_for(c.bench_id, c.device)))
         else:
             threshold = cfg.threshold_for(c.bench_id, c.device)
-            comparisons.append(compare_timing(b, c, threshold, cfg.alpha, cfg.run_alpha))
+            comparisons.append(compare_timing(b, c, threshold, cfg.alpha, cfg.run_alpha, cfg.paired_alpha))
     single = [b for b, c in comparable if b.metric != "top1" and min(b.sessions, c.sessions) < 2]
     extra = []
     if single:
@@ -130,6 +130,7 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
         baseline=base.path,
         candidate=cand.path,
         alpha=cfg.alpha,
+        paired_alpha=cfg.paired_alpha,
         config_source=_config_text(cfg),
         machine_note=machine_note,
         extra=extra,
@@ -152,6 +153,7 @@ def _config_text(cfg: GateConfig) -> str:
     budget = cfg.top1_override if cfg.top1_override is not None else cfg.top1_budget
     return (
         f"threshold {thr * 100:g}% ({src}{extra}), alpha {cfg.alpha:g}, run-level alpha {cfg.run_alpha:g}, "
+        f"paired alpha {cfg.paired_alpha:g}, "
         f"top-1 budget {budget:g} pt"
     )
 

@@ -44,7 +44,7 @@ PROCESS_ROUNDS = 3
 class ABConfig:
     base_ref: str
     rounds: int | None = None  # interleaved rounds (default 20), or whole-run rounds with --bench-cmd (default 3)
-    processes: int = 2
+    processes: int = 3
     recipes: str = "fp32"
     ckpt: str | None = None
     out: Path | None = None

@@ -5,6 +5,7 @@
 threshold = "5%"        # timing regression threshold (ratio of medians)
 alpha = 0.001           # one-sided Mann-Whitney U level (raw samples)
 run_alpha = 0.01        # one-sided Welch t level on run medians, used when both sides pooled >= 2 runs
+paired_alpha = 0.01     # one-sided Wilcoxon signed-rank level on round ratios (interleaved A/B)
 top1_budget = 1.0       # points of top-1 a variant may lose
 
 [tool.optbench.gate.thresholds]   # fnmatch patterns on "variant/scenario" (or "device:variant/scenario")
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.gate_stats import DEFAULT_ALPHA, DEFAULT_RUN_ALPHA
+from bench.gate_stats import DEFAULT_ALPHA, DEFAULT_PAIRED_ALPHA, DEFAULT_RUN_ALPHA
 from models.errors import InputError
 
 DEFAULT_THRESHOLD = 0.05
@@ -65,6 +66,7 @@ class GateConfig:
     threshold: float = DEFAULT_THRESHOLD
     alpha: float = DEFAULT_ALPHA
     run_alpha: float = DEFAULT_RUN_ALPHA
+    paired_alpha: float = DEFAULT_PAIRED_ALPHA
     top1_budget: float = DEFAULT_TOP1_BUDGET
     thresholds: dict[str, float] = field(default_factory=dict)
     top1_budgets: dict[str, float] = field(default_factory=dict)
@@ -130,7 +132,7 @@ def load_config(pyproject: str | Path | None = None) -> GateConfig:
     if not isinstance(table, dict):
         raise InputError(f"{path}: [tool.optbench.gate] must be a table")
     where = f"{path} [tool.optbench.gate]"
-    known = {"threshold", "alpha", "run_alpha", "top1_budget", "thresholds", "top1_budgets"}
+    known = {"threshold", "alpha", "run_alpha", "paired_alpha", "top1_budget", "thresholds", "top1_budgets"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -141,6 +143,8 @@ def load_config(pyproject: str | Path | None = None) -> GateConfig:
         cfg.alpha = parse_alpha(table["alpha"], where)
     if "run_alpha" in table:
         cfg.run_alpha = parse_alpha(table["run_alpha"], where)
+    if "paired_alpha" in table:
+        cfg.paired_alpha = parse_alpha(table["paired_alpha"], where)
     if "top1_budget" in table:
         cfg.top1_budget = _budget(table["top1_budget"], where)
     for key, conv, target in (

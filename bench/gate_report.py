@@ -38,6 +38,7 @@ class GateResult:
     candidate: str
     alpha: float
     config_source: str
+    paired_alpha: float = 0.01
     machine_note: str = ""  # set when the comparison crosses machines (--allow-machine-mismatch)
     extra: list[str] = field(default_factory=list)
 
@@ -120,7 +121,7 @@ def headline(result: GateResult) -> str:
 
 def method_line(result: GateResult) -> str:
     if any(c.note.startswith("interleaved") for c in result.comparisons):
-        test = f"{PAIRED_TEST_NAME} p < {result.alpha:g}"
+        test = f"{PAIRED_TEST_NAME} p < {result.paired_alpha:g}"
     else:
         test = f"{TEST_NAME} p < {result.alpha:g} AND {RUN_TEST_NAME}"
     return (

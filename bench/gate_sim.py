@@ -38,6 +38,7 @@ import numpy as np
 from bench.gate_inputs import Series, load_file, merge
 from bench.gate_stats import (
     DEFAULT_ALPHA,
+    DEFAULT_PAIRED_ALPHA,
     DEFAULT_RUN_ALPHA,
     REGRESSION,
     compare_timing,
@@ -184,8 +185,10 @@ def simulate_interleaved(
         cand = [sess.processes[i] for i in pick[k:]]
         t = sess.template
         b = _side(base, t, 1.0, "sim")
-        aa += compare_timing(b, _side(cand, t, 1.0, "sim"), threshold, alpha).verdict == REGRESSION
-        slow += compare_timing(b, _side(cand, t, 1 + slowdown, "sim"), threshold, alpha).verdict == REGRESSION
+        aa += compare_timing(b, _side(cand, t, 1.0, "sim"), threshold, paired_alpha=alpha).verdict == REGRESSION
+        slow += (
+            compare_timing(b, _side(cand, t, 1 + slowdown, "sim"), threshold, paired_alpha=alpha).verdict == REGRESSION
+        )
     rounds = min(len(p) for s in usable for p in s.processes)
     t = usable[0].template
     runs = sum(len(s.processes) for s in usable)
@@ -258,7 +261,10 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--run-alpha", default=str(DEFAULT_RUN_ALPHA), help="run-level Welch t level (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--processes", type=int, default=2, help="processes per side in interleaved mode (default 2)")
+    p.add_argument("--processes", type=int, default=3, help="processes per side in interleaved mode (default 3)")
+    p.add_argument(
+        "--paired-alpha", default=str(DEFAULT_PAIRED_ALPHA), help="signed-rank level in interleaved mode (default 0.01)"
+    )
     p.add_argument("--record", type=int, metavar="N", help="first record N interleaved sessions on this machine")
     p.add_argument("--record-processes", type=int, default=6, help="processes per recorded session (default 6)")
     p.add_argument("--ckpt", help="checkpoint for --record (default: the embedded default)")
@@ -285,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold = parse_threshold(args.threshold, "--threshold")
     alpha = parse_alpha(args.alpha, "--alpha")
     run_alpha = parse_alpha(args.run_alpha, "--run-alpha")
+    paired_alpha = parse_alpha(args.paired_alpha, "--paired-alpha")
     slowdown = parse_threshold(args.slowdown, "--slowdown")
     if args.trials < 1 or args.rounds < 1 or (args.n is not None and args.n < 2):
         raise InputError("--trials and --rounds must be >= 1 and --n >= 2")
@@ -313,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sessions = interleaved_sessions(all_rows, scenarios)
     for key in sorted({(x.template.bench_id, x.template.device) for x in sessions}):
         group = [x for x in sessions if (x.template.bench_id, x.template.device) == key]
-        r = simulate_interleaved(group, args.processes, args.trials, threshold, alpha, slowdown, rng)
+        r = simulate_interleaved(group, args.processes, args.trials, threshold, paired_alpha, slowdown, rng)
         if r is not None:
             results.append(r)
     for s in series:
@@ -341,7 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"samples: {', '.join(map(str, files))}")
     print(
         "interleaved rows: n/run = rounds per process, rounds = processes per side, runs = processes recorded; "
-        "rule: paired ratio past the threshold AND one-sided Wilcoxon signed-rank on round log ratios p < alpha"
+        "rule: paired ratio past the threshold AND one-sided Wilcoxon signed-rank on round log ratios "
+        f"p < {paired_alpha:g}"
     )
     print(
         f"rule: ratio past {threshold * 100:g}% AND one-sided Mann-Whitney U p < {alpha:g} (AND run-level Welch "

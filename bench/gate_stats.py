@@ -18,7 +18,8 @@ then rests on the threshold alone, which is why CI gates in A/B mode and not aga
 Interleaved A/B (``python -m bench.gate --ab``, :mod:`bench.interleave`): both sides were timed in
 alternating slices in the same session, so round r of the baseline and round r of the candidate saw the
 same machine. Then the test is a one-sided Wilcoxon signed-rank test on the per-round log ratios at
-``alpha`` (the rounds, not the calls, are the independent units), and the ratio is the median round ratio.
+``paired_alpha`` (0.01: the rounds, not the calls, are the independent units, and there are only 20 of
+them), and the ratio is the median round ratio.
 
 Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
 test: it fails when it drops by more than the variant's budget in points.
@@ -35,6 +36,10 @@ from bench.gate_inputs import Series
 
 DEFAULT_ALPHA = 0.001
 DEFAULT_RUN_ALPHA = 0.01
+# The paired test's level. Its units are rounds (20 by default), whose log ratios scatter by about 0.15 on the
+# 2-vCPU VM, so p < 0.001 caught only 57% of 10% slowdowns in bench.gate_sim; at 0.01 it caught 94-98% with
+# 3 processes a side, and the 5% ratio threshold kept A/A false alarms at 0.0% (recorded sessions, see README).
+DEFAULT_PAIRED_ALPHA = 0.01
 TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"
 RUN_TEST_NAME = "one-sided Welch t on log run medians (when both sides have >= 2 runs)"
 PAIRED_TEST_NAME = "one-sided Wilcoxon signed-rank on per-round log ratios (interleaved A/B)"
@@ -120,14 +125,19 @@ def run_level_p(worse_runs: list[list[float]], better_runs: list[list[float]]) -
 
 
 def compare_timing(
-    base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_ALPHA, run_alpha: float = DEFAULT_RUN_ALPHA
+    base: Series,
+    cand: Series,
+    threshold: float,
+    alpha: float = DEFAULT_ALPHA,
+    run_alpha: float = DEFAULT_RUN_ALPHA,
+    paired_alpha: float = DEFAULT_PAIRED_ALPHA,
 ) -> Comparison:
     """Ratio of the headline metric plus the rank test on per-call times (the test runs on time per call for
     both metrics: throughput is a monotone function of it, so the ranks and the p-value are the same).
 
     When both sides pool >= 2 runs (A/B rounds), the shift must also be significant at the run level
     (:func:`run_level_p` < ``run_alpha``): an intersection-union test, so its level is the larger of the two."""
-    paired = compare_paired(base, cand, threshold, alpha)
+    paired = compare_paired(base, cand, threshold, paired_alpha)
     if paired is not None:
         return paired
     b = np.asarray(base.samples_ms, dtype=np.float64)
@@ -184,7 +194,9 @@ def compare_timing(
     )
 
 
-def compare_paired(base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_ALPHA) -> Comparison | None:
+def compare_paired(
+    base: Series, cand: Series, threshold: float, alpha: float = DEFAULT_PAIRED_ALPHA
+) -> Comparison | None:
     """The interleaved decision (module docstring), or None when the two sides were not timed in one session."""
     from bench import paired
 

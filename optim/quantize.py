@@ -31,6 +31,7 @@ if __name__ == "__main__":
     run_cli(_main)
 
 BACKENDS = ("x86", "ort", "tensorrt")
+WRAPPERS = ("cpp", "python")  # ptq(x86,wrapper=...): Inductor's C++ wrapper (default) or its Python one
 QAT_BACKENDS = ("x86", "ort")
 DEFAULT_QAT_EPOCHS = 1
 QAT_LR = 1e-4  # fine-tuning an already trained model: a tenth of the from-scratch rate
@@ -94,7 +95,9 @@ def _backend_args(step: str, args: Sequence[str], backends: Sequence[str], known
 
 def parse_ptq_args(args: Sequence[str]) -> dict[str, Any]:
     """``ptq(x86)``, ``ptq(ort,calib=entropy)``, ``ptq(ort,keep=ends+2)``, ``ptq(tensorrt)``."""
-    values = _backend_args("ptq", args, BACKENDS, {"calib": str, "keep": str, "opset": int, "slim": bool})
+    values = _backend_args(
+        "ptq", args, BACKENDS, {"calib": str, "keep": str, "opset": int, "slim": bool, "wrapper": str}
+    )
     _check_ptq_values(values)
     return values
 
@@ -112,6 +115,11 @@ def _check_ptq_values(values: dict[str, Any]) -> None:
             raise InputError("keep= is not supported with the tensorrt backend")
     if "opset" in values:
         check_opset(values["opset"])
+    if values.get("wrapper") is not None:
+        if backend != "x86":
+            raise InputError("wrapper= applies to the x86 backend only (how Inductor calls its kernels)")
+        if values["wrapper"] not in WRAPPERS:
+            raise InputError(f"wrapper must be one of {', '.join(WRAPPERS)}, got {values['wrapper']!r}")
 
 
 def _calib_choices(backend: str | None) -> tuple[str, ...]:
@@ -263,22 +271,26 @@ def build_ort_int8(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) 
 # ---------------------------------------------------------------- PT2E x86
 
 
-def x86_artifact(graph: nn.Module, ctx: BuildContext, steps: list[dict[str, Any]], notes: dict[str, Any]) -> Artifact:
+def x86_artifact(
+    graph: nn.Module, ctx: BuildContext, steps: list[dict[str, Any]], notes: dict[str, Any], wrapper: str = "cpp"
+) -> Artifact:
     """A runtime artifact around a converted PT2E graph: compiled with freezing unless the caller defers it."""
     from optim.quant_pt2e import compile_frozen, save_graph
 
     c, h, w = ctx.loaded.info.input_size
+    cpp = wrapper == "cpp"
     if ctx.options.get("defer_compile"):
         predict = _graph_predict(graph)
         notes["compiled"] = False
     else:
-        compiled, seconds = compile_frozen(graph, [(1, c, h, w)])
+        compiled, seconds = compile_frozen(graph, [(1, c, h, w)], cpp_wrapper=cpp)
         predict = _graph_predict(compiled)
-        notes.update({"compiled": True, "compile": "torch.compile + inductor freezing", "compile_s": round(seconds, 3)})
+        how = "torch.compile + inductor freezing" + (" + cpp_wrapper" if cpp else "")
+        notes.update({"compiled": True, "compile": how, "compile_s": round(seconds, 3)})
 
     def save_hook(directory: Path) -> dict[str, Any]:
         save_graph(graph, torch.randn(2, c, h, w), directory / PT2E_FILE)
-        return {"kind": "pt2e-x86", "file": PT2E_FILE, "compile": True, "input_size": [c, h, w]}
+        return {"kind": "pt2e-x86", "file": PT2E_FILE, "compile": True, "input_size": [c, h, w], "wrapper": wrapper}
 
     return Artifact(
         kind=RUNTIME,
@@ -311,7 +323,7 @@ def build_x86(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Ar
     names, keep_notes = keep_modules(module, ctx, args.get("keep"))
     graph, notes = ptq_x86(module, ctx.example_input(2), calib_batches(ctx), args.get("calib") or "histogram", names)
     entry = {"step": args["step_text"], "config": _config(args), **notes, **keep_notes}
-    return x86_artifact(graph, ctx, artifact.steps, entry)
+    return x86_artifact(graph, ctx, artifact.steps, entry, args.get("wrapper") or "cpp")
 
 
 @register_loader("pt2e-x86")
@@ -327,7 +339,7 @@ def load_pt2e_x86(directory: Path, manifest: dict[str, Any], device: str) -> Var
         raise InputError(f"{directory}: {spec['file']} is missing")
     graph = load_graph(path)
     c, h, w = spec.get("input_size") or manifest["data_config"]["input_size"]
-    compiled, _ = compile_frozen(graph, [(1, c, h, w)])
+    compiled, _ = compile_frozen(graph, [(1, c, h, w)], cpp_wrapper=spec.get("wrapper", "python") == "cpp")
     return Variant(manifest["name"], manifest["recipe"], device, _graph_predict(compiled), manifest, _cpu_input)
 
 
@@ -367,7 +379,9 @@ def _config(args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k != "step_text"}
 
 
-PTQ_USAGE = "ptq(x86|ort|tensorrt[,calib=minmax|entropy|percentile|histogram][,keep=ends|N|ends+N])"
+PTQ_USAGE = (
+    "ptq(x86|ort|tensorrt[,calib=minmax|entropy|percentile|histogram][,keep=ends|N|ends+N][,wrapper=cpp|python])"
+)
 
 
 @register_step(

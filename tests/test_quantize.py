@@ -91,12 +91,12 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: F401 - the pinned home
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer  # noqa: F401
 
-    freezing_before = inductor_config.freezing
+    freezing_before, wrapper_before = inductor_config.freezing, inductor_config.cpp_wrapper
     ctx = _ctx(tiny_loaded, tmp_path)
     variant = build("ptq(x86)", tiny_loaded, ctx)
-    assert inductor_config.freezing == freezing_before
+    assert (inductor_config.freezing, inductor_config.cpp_wrapper) == (freezing_before, wrapper_before)
     step = variant.manifest["steps"][-1]
-    assert step["compiled"] is True and step["compile"] == "torch.compile + inductor freezing"
+    assert step["compiled"] is True and step["compile"] == "torch.compile + inductor freezing + cpp_wrapper"
     assert step["quantizer"].startswith("torchao X86InductorQuantizer")
     assert step["calibration"] == {"method": "histogram", "images": 64}
     graph_ops = {str(n.target) for n in variant.artifact.module.graph.nodes if n.op == "call_function"}
@@ -107,6 +107,7 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
     saved = variant.save(tmp_path / "x86")
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["load"]["kind"] == "pt2e-x86" and (saved / "model.pt2").is_file()
+    assert manifest["load"]["wrapper"] == "cpp"  # the reload compiles the same way
     reloaded = Variant.load(saved)
     x = torch.randn(4, 3, 32, 32)
     assert torch.equal(reloaded(x).argmax(1), variant(x).argmax(1))
@@ -184,6 +185,8 @@ def test_over_budget_is_reported_never_hidden(tiny_ckpt, cli, tmp_path):
         ("ptq(x86,calib=entropy)", "calib for x86 must be one of"),
         ("ptq(ort,calib=histogram)", "calib for ort must be one of"),
         ("ptq(ort,keep=abc)", "keep must be ends"),
+        ("ptq(ort,wrapper=cpp)", "applies to the x86 backend only"),
+        ("ptq(x86,wrapper=java)", "wrapper must be one of"),
         ("qat(tensorrt)", "unknown qat backend"),
         ("qat(x86,epochs=0)", "epochs must be positive"),
         ("dynamic(1)", "takes no arguments"),
@@ -199,6 +202,7 @@ def test_recipes_and_aliases_parse():
     assert str(parse("ptq(ort,calib=entropy,keep=ends+2)")) == "ptq(ort,calib=entropy,keep=ends+2)"
     assert parse("ort-int8").steps[0].args["backend"] == "ort"
     assert parse("qat(x86,epochs=2)").steps[0].args["epochs"] == 2
+    assert parse("ptq(x86,wrapper=python)").steps[0].args["wrapper"] == "python"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,202 @@
+"""Interleaved measurement: the statistics on synthetic rounds, and real measurement processes on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import paired
+from bench.gate_inputs import Series, load_file
+from bench.gate_stats import IMPROVED, REGRESSION, UNCHANGED, compare_timing
+from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
+from bench.sweep import SweepConfig
+from bench.sweep_paired import run_paired_sweep
+from bench.timing import ScenarioConfig
+from bench.worker import Job
+
+
+def _drifting_rounds(rng, rounds: int, per_slice: int, factor: float = 1.0, drift: np.ndarray | None = None):
+    """Slices whose level drifts by up to +-30% from round to round (the VM's moods), times ``factor``."""
+    drift = drift if drift is not None else np.exp(rng.normal(0, 0.15, rounds))
+    return [list(10.0 * d * factor * rng.lognormal(0, 0.03, per_slice)) for d in drift]
+
+
+def test_median_ci_uses_binomial_order_statistics():
+    x = np.arange(1.0, 21.0)  # n = 20: the textbook 95% interval for the median is [x(6), x(15)]
+    assert paired.median_ci95(x) == (6.0, 15.0)
+    assert paired.median_ci95(np.array([3.0, 1.0, 2.0])) == (1.0, 3.0)
+
+
+def test_split_checks_lengths():
+    assert paired.split([1, 2, 3, 4, 5], [2, 3]) == [[1, 2], [3, 4, 5]]
+    with pytest.raises(ValueError, match="add up"):
+        paired.split([1, 2, 3], [1, 1])
+
+
+def test_pairing_cancels_drift_that_swamps_unpaired_comparison():
+    rng = np.random.default_rng(0)
+    drift = np.exp(rng.normal(0, 0.15, 20))
+    base = _drifting_rounds(rng, 20, 10, drift=drift)
+    slower = _drifting_rounds(rng, 20, 10, factor=1.10, drift=drift)
+    est = paired.estimate(base, slower)
+    assert est is not None and 1.07 < est.ratio < 1.13 and est.ci_low > 1.0
+    assert est.p_slower < 1e-4 and est.p_faster > 0.5
+    same = paired.estimate(base, _drifting_rounds(rng, 20, 10, drift=drift))
+    assert 0.97 < same.ratio < 1.03 and same.p_slower > 0.001
+    assert paired.estimate(base[:3], slower[:3]) is None  # too few rounds to say anything
+
+
+def _paired_series(rounds_per_proc: list[list[list[float]]], session: str, scenario="latency", batch=1) -> Series:
+    samples = [x for proc in rounds_per_proc for sl in proc for x in sl]
+    return Series(
+        "fp32",
+        scenario,
+        "cpu",
+        scenario,
+        samples_ms=samples,
+        batch_size=batch,
+        sessions=len(rounds_per_proc),
+        chunks=[sum(len(sl) for sl in proc) for proc in rounds_per_proc],
+        pairing=session,
+        slice_lengths=[[len(sl) for sl in proc] for proc in rounds_per_proc],
+    )
+
+
+def test_gate_uses_the_paired_test_for_interleaved_sides():
+    rng = np.random.default_rng(1)
+    drift = np.exp(rng.normal(0, 0.2, 20))
+    base = [_drifting_rounds(rng, 20, 8, drift=drift) for _ in range(2)]
+    slow = [_drifting_rounds(rng, 20, 8, factor=1.10, drift=drift) for _ in range(2)]
+    same = [_drifting_rounds(rng, 20, 8, drift=drift) for _ in range(2)]
+    c = compare_timing(_paired_series(base, "s1"), _paired_series(slow, "s1"), 0.05)
+    assert c.verdict == REGRESSION and c.note.startswith("interleaved") and 1.07 < c.ratio < 1.13
+    assert compare_timing(_paired_series(base, "s1"), _paired_series(same, "s1"), 0.05).verdict == UNCHANGED
+    # Throughput is judged in its own direction: 10% more time per batch is 9% fewer images per second.
+    tb, ts = _paired_series(slow, "s1", "throughput", 16), _paired_series(base, "s1", "throughput", 16)
+    c = compare_timing(tb, ts, 0.05)
+    assert c.verdict == IMPROVED and c.ratio > 1.07
+    # Sides from different sessions cannot be paired: the unpaired rank test decides.
+    c = compare_timing(_paired_series(base, "s1"), _paired_series(slow, "s2"), 0.05)
+    assert not c.note.startswith("interleaved")
+
+
+def _scenarios() -> tuple[ScenarioConfig, ...]:
+    return (
+        ScenarioConfig("latency", 1, warmup_iters=2, warmup_seconds=0.0, min_iters=10, min_seconds=0.2),
+        ScenarioConfig("throughput", 4, warmup_iters=1, warmup_seconds=0.0, min_iters=5, min_seconds=0.2),
+    )
+
+
+def _job(tmp_path: Path, ckpt: Path, recipe: str) -> Job:
+    return Job(
+        recipe=recipe,
+        device="cpu",
+        scenarios=_scenarios(),
+        run_dir=str(tmp_path / "run"),
+        run_id="t",
+        ckpt=str(ckpt),
+        data_spec="digits",
+        threads=1,
+        quick=True,
+    )
+
+
+def test_servers_time_alternating_slices_and_pool_them_into_rows(tmp_path, tiny_ckpt):
+    plan = PairingPlan(rounds=6, gap_s=0.0)
+    a = MeasurementServer("a", _job(tmp_path, tiny_ckpt, "fp32"), tmp_path / "a.log")
+    b = MeasurementServer("b", _job(tmp_path, tiny_ckpt, "fp32-cl"), tmp_path / "b.log")
+    try:
+        a.accuracy()
+        slices = interleave([a, b], _scenarios(), plan)
+        rows_a, rows_b = a.finish(), b.finish()
+    finally:
+        a.close()
+        b.close()
+    assert all(len(slices[n][s.name]) == 6 for n in ("a", "b") for s in _scenarios())
+    for row in rows_a + rows_b:
+        assert row["status"] == "ok" and sum(row["slice_lengths"]) == len(row["samples_ms"]) == row["n"]
+        assert len(row["slice_lengths"]) == 6 and min(row["slice_lengths"]) >= 2  # min_iters spread over rounds
+    assert rows_b[0]["agreement"] > 95  # the reference predictions were written by a.accuracy() first
+    est = paired.estimate(slices["a"]["latency"], slices["b"]["latency"])
+    assert est is not None and est.rounds == 6 and est.ratio > 0
+
+
+def test_a_failing_build_is_one_line_server_error(tmp_path, tiny_ckpt):
+    with pytest.raises(ServerError) as exc:
+        MeasurementServer("bad", _job(tmp_path, tiny_ckpt, "ptq(tensorrt)"), tmp_path / "bad.log")
+    assert "\n" not in str(exc.value) and ("TensorRT" in str(exc.value) or "CUDA" in str(exc.value))
+
+
+def test_paired_sweep_writes_paired_speedups_and_resumes(tmp_path, tiny_ckpt):
+    cfg = SweepConfig(
+        recipes=("fp32", "fp32-cl", "fp16"),
+        device="cpu",
+        run_dir=tmp_path / "run",
+        run_id="p",
+        scenarios=_scenarios(),
+        ckpt=str(tiny_ckpt),
+        data_spec="digits",
+        threads=1,
+        quick=True,
+    )
+    rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0))
+    by = {(r["recipe"], r["scenario"]): r for r in rows}
+    assert by[("fp16", "*")]["status"] == "skipped"  # fp16 needs CUDA: a row with the reason
+    cl = by[("fp32-cl", "latency")]
+    assert cl["paired"]["reference"] == "fp32" and cl["paired"]["rounds"] == 5 and cl["paired"]["time_ratio"] > 0
+    ref = by[("fp32", "latency")]
+    assert ref["top1"] > 80 and sum(ref["slice_lengths"]) == len(ref["samples_ms"])
+    from bench.leaderboard import build_leaderboard
+
+    board = build_leaderboard(rows).set_index("variant")
+    assert board.loc["fp32-cl", "speedup_vs_fp32"] == pytest.approx(1 / cl["paired"]["time_ratio"])
+    assert board.loc["fp32-cl", "speedup_ci95"] and board.loc["fp32", "speedup_vs_fp32"] == 1.0
+    # Resume: nothing left to do, nothing duplicated.
+    again = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0))
+    keys = [(r["recipe"], r["scenario"]) for r in again]
+    assert len(keys) == len(set(keys)) == len(rows)
+    # The gate reads the interleaved rows: samples, slices and the session survive the round trip.
+    path = tmp_path / "run" / "results.jsonl"
+    series = load_file(path).series[("fp32-cl", "latency", "cpu")]
+    assert series.pairing == "p/fp32-cl" and series.rounds() is not None and len(series.rounds()) == 5
+    assert json.loads(path.read_text().splitlines()[-1])["recipe"] == "fp32"  # the reference is written last
+
+
+def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, capsys):
+    from bench.gate_sim import main
+    from models.errors import run_cli
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for session in ("s1", "s2"):
+        drift = np.exp(rng.normal(0, 0.15, 20))
+        for proc in range(6):
+            slices = _drifting_rounds(rng, 20, 12, factor=float(np.exp(rng.normal(0, 0.01))), drift=drift)
+            rows.append(
+                {
+                    "variant": "fp32",
+                    "recipe": "fp32",
+                    "device": "cpu",
+                    "scenario": "latency",
+                    "status": "ok",
+                    "batch_size": 1,
+                    "run_id": f"{session}-{proc}",
+                    "samples_ms": [x for sl in slices for x in sl],
+                    "slice_lengths": [len(sl) for sl in slices],
+                    "pairing": {"session": session, "process": proc + 1, "rounds": 20},
+                    "fingerprint": {"cpu_model": "fake", "threads": 1},
+                }
+            )
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, ["--samples", str(path), "--trials", "200", "--scenarios", "latency"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("interleaved:"))
+    assert "worst A/A false-alarm rate 0.0%" in line and "MET" in line and "NOT MET" not in line
+    table = next(ln for ln in out.splitlines() if "| interleaved" in ln)
+    assert "| 12 " in table or "12 |" in table  # 2 sessions x 6 processes were available
