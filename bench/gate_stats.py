@@ -37,7 +37,7 @@ from bench.gate_inputs import Series
 DEFAULT_ALPHA = 0.001
 DEFAULT_RUN_ALPHA = 0.01
 # The paired test's level. Its units are rounds (20 by default), whose log ratios scatter by about 0.15 on the
-# 2-vCPU VM, so p < 0.001 caught only 57% of 10% slowdowns in bench.gate_sim; at 0.01 it caught 94-98% with
+# 2-vCPU VM, so p < 0.001 caught only 57% of 10% slowdowns in bench.gate_sim; at 0.01 it caught 96-99% with
 # 3 processes a side, and the 5% ratio threshold kept A/A false alarms at 0.0% (recorded sessions, see README).
 DEFAULT_PAIRED_ALPHA = 0.01
 TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"

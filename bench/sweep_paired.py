@@ -86,6 +86,10 @@ def run_paired_sweep(
     if done:
         print(f"resuming {cfg.run_id}: {len(done)} recipes already done, {len(todo)} to go", file=sys.stderr)
     start = time.perf_counter()
+    if not todo:  # nothing to pair with: no warm reference needed (a finished run resumed only re-reports)
+        if REFERENCE not in done:
+            record(fallback.run(cfg.job(REFERENCE)), start)
+        return read_rows(results_path)
     ref: MeasurementServer | None = None
     ref_note = ""
     try:

@@ -200,3 +200,34 @@ def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, 
     assert "worst A/A false-alarm rate 0.0%" in line and "MET" in line and "NOT MET" not in line
     table = next(ln for ln in out.splitlines() if "| interleaved" in ln)
     assert "| 12 " in table or "12 |" in table  # 2 sessions x 6 processes were available
+
+
+def test_repeatability_reports_cov_across_runs(tmp_path, capsys):
+    from bench.repeatability import main
+    from models.errors import run_cli
+
+    def run(folder: str, p50_fp32: float, p50_x: float, paired_ratio: float) -> Path:
+        rows = []
+        for variant, p50 in (("fp32", p50_fp32), ("x", p50_x)):
+            for scenario, batch in (("latency", 1), ("throughput", 16)):
+                row = {"variant": variant, "recipe": variant, "device": "cpu", "scenario": scenario, "status": "ok"}
+                row.update(p50_ms=p50 * batch, batch_size=batch, throughput_img_s=1e3 / p50)
+                if variant == "x":
+                    row["paired"] = {"time_ratio": paired_ratio, "ci95": [paired_ratio * 0.9, paired_ratio * 1.1]}
+                rows.append(row)
+        d = tmp_path / folder
+        d.mkdir()
+        (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d
+
+    a, b = run("a", 10.0, 5.0, 0.5), run("b", 13.0, 6.5, 0.5)  # the machine 30% slower, the ratio unchanged
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, [str(a), str(b)])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| x "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "18.4%" and cells[4] == "0.0%"  # p50 moved with the machine; the paired speedup did not
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, [str(a)])
+    assert exc.value.code == 2
