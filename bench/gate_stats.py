@@ -175,23 +175,7 @@ def compare_timing(
         )
     if base.batch_size != cand.batch_size:
         notes.append(f"batch {base.batch_size} vs {cand.batch_size}")
-    return Comparison(
-        bench_id=cand.bench_id,
-        device=cand.device,
-        metric=cand.metric,
-        unit=cand.unit,
-        baseline=bv,
-        candidate=cv,
-        ratio=ratio,
-        delta=(cv - bv) if bv is not None and cv is not None else None,
-        p_value=p,
-        verdict=verdict,
-        threshold=threshold,
-        n_baseline=len(b),
-        n_candidate=len(c),
-        note="; ".join(notes),
-        p_runs=p_runs,
-    )
+    return _timing_comparison(base, cand, bv, cv, ratio, p, verdict, threshold, notes, p_runs)
 
 
 def compare_paired(
@@ -231,6 +215,21 @@ def compare_paired(
     ]
     if 2.0**-est.rounds >= alpha:
         notes.append(f"{est.rounds} rounds cannot reach p < {alpha:g}; use more --rounds")
+    return _timing_comparison(base, cand, bv, cv, ratio, p, verdict, threshold, notes)
+
+
+def _timing_comparison(
+    base: Series,
+    cand: Series,
+    bv: float | None,
+    cv: float | None,
+    ratio: float,
+    p: float,
+    verdict: str,
+    threshold: float,
+    notes: list[str],
+    p_runs: float | None = None,
+) -> Comparison:
     return Comparison(
         bench_id=cand.bench_id,
         device=cand.device,
@@ -246,6 +245,7 @@ def compare_paired(
         n_baseline=len(base.samples_ms),
         n_candidate=len(cand.samples_ms),
         note="; ".join(notes),
+        p_runs=p_runs,
     )
 
 

@@ -48,30 +48,24 @@ class _Server:
 
     def _warm(self, scenario):
         """Warm the scenario up once; on a GPU that runs out of memory, halve the batch as the sweep does."""
-        import torch
-
         from bench.timing import WallTimer, cuda_synchronize, warm_up
-        from bench.worker import scenario_input
+        from bench.worker import halve_on_oom, scenario_input
 
         prep = self.prep
         variant, job = prep.variant, prep.job
         timer = WallTimer(cuda_synchronize if job.device == "cuda" else None)
-        batch, note = scenario.batch_size, None
-        while True:
+
+        def attempt(batch: int):
             host = scenario_input(job, scenario, prep.info.input_size, batch)
 
-            def call(host=host):
+            def call():
                 return variant.predict(variant.prepare_input(host))
 
-            try:
-                warm_up(call, scenario, timer)
-                return call, timer, batch, note
-            except torch.cuda.OutOfMemoryError:
-                if batch == 1:
-                    raise
-                torch.cuda.empty_cache()
-                note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
-                batch //= 2
+            warm_up(call, scenario, timer)
+            return call
+
+        call, batch, note = halve_on_oom(scenario.batch_size, attempt)
+        return call, timer, batch, note
 
     def slice(self, scenario: str, seconds: float, min_calls: int, warm_calls: int = 1) -> dict[str, Any]:
         """Untimed ``warm_calls`` first (the other process just ran: caches and thread pools are cold), then time."""

@@ -11,13 +11,15 @@ import os
 import resource
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.timing import CudaEventTimer, ScenarioConfig, WallTimer, cuda_synchronize, run_timed, summarize
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,21 +120,29 @@ def scenario_row(
     return row
 
 
-def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -> dict[str, Any]:
+def halve_on_oom(batch: int, attempt: Callable[[int], T]) -> tuple[T, int, str | None]:
+    """``attempt(batch)``; when the GPU runs out of memory, halve the batch and try again (down to 1).
+
+    Returns (result, the batch that worked, a note for the row when it is not the one asked for)."""
     import torch
 
-    batch = scenario.batch_size
     note = None
     while True:
         try:
-            e2e, device_only = _time_batch(variant, job, scenario, scenario_input(job, scenario, input_size, batch))
-            break
+            return attempt(batch), batch, note
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
             torch.cuda.empty_cache()
             note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
             batch //= 2
+
+
+def _measure_scenario(variant, job: Job, scenario: ScenarioConfig, input_size) -> dict[str, Any]:
+    def attempt(batch: int):
+        return _time_batch(variant, job, scenario, scenario_input(job, scenario, input_size, batch))
+
+    (e2e, device_only), batch, note = halve_on_oom(scenario.batch_size, attempt)
     return scenario_row(job, scenario, batch, e2e, device_only, note)
 
 
