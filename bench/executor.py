@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.worker import SCHEMA_VERSION, Job, child_main
+from bench.worker import SCHEMA_VERSION, Job, child_main, safe_name
 
 
 class Executor(Protocol):
@@ -55,7 +55,7 @@ class LocalProcessExecutor:
     def run(self, job: Job) -> list[dict[str, Any]]:
         log_dir = self.log_dir or Path(job.run_dir) / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{job.recipe}-{job.device}")[:100]
+        safe = safe_name(f"{job.recipe}-{job.device}", 100)
         log_path = log_dir / f"{safe}.log"
         fd, result_path = tempfile.mkstemp(prefix="optbench-", suffix=".json")
         os.close(fd)

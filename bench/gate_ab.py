@@ -149,7 +149,7 @@ def _run_interleaved(cfg: ABConfig, trees: dict[str, Path], ckpt: str, out: Path
     from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
     from bench.results_io import RESULTS_FILE, append_rows
     from bench.timing import default_scenarios
-    from bench.worker import Job
+    from bench.worker import Job, safe_name
 
     rounds = cfg.rounds or INTERLEAVED_ROUNDS
     # The full timing budget (3 s and 300 calls a scenario, spread over the rounds), not the quick smoke run:
@@ -175,7 +175,7 @@ def _run_interleaved(cfg: ABConfig, trees: dict[str, Path], ckpt: str, out: Path
                     )
                     name = f"{side}-{i + 1}"
                     print(f"A/B {recipe}: starting {name} ({trees[side]})", file=sys.stderr)
-                    log = out / "logs" / f"{recipe.replace('/', '_')}-{name}.log"
+                    log = out / "logs" / f"{safe_name(recipe)}-{name}.log"
                     servers.append(
                         MeasurementServer(
                             name, job, log, cwd=trees[side], code_root=trees[side], timeout_s=cfg.timeout_s

@@ -125,7 +125,9 @@ def _log_path(log_dir: Path | None, recipe: str, device: str) -> Path | None:
     """Where :class:`bench.executor.LocalProcessExecutor` wrote the job's output."""
     if log_dir is None:
         return None
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{recipe}-{device}")[:100]
+    from bench.worker import safe_name
+
+    safe = safe_name(f"{recipe}-{device}", 100)
     return Path(log_dir) / f"{safe}.log"
 
 

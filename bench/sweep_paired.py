@@ -26,6 +26,7 @@ from bench.executor import LocalProcessExecutor, status_row
 from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
 from bench.results_io import RESULTS_FILE, append_rows, read_rows
 from bench.sweep import REFERENCE, SweepConfig, finished_recipes
+from bench.worker import safe_name
 
 
 def _paired_info(ref_slices: list[list[float]], slices: list[list[float]]) -> dict[str, Any] | None:
@@ -41,7 +42,7 @@ def _measure_against(
 ) -> list[dict[str, Any]]:
     """Build ``recipe`` in its own process, interleave it with the reference, return its rows with ``paired``."""
     job = cfg.job(recipe)
-    log = cfg.run_dir / "logs" / f"{''.join(ch if ch.isalnum() or ch in '-_.' else '_' for ch in recipe)}.log"
+    log = cfg.run_dir / "logs" / f"{safe_name(recipe)}.log"
     server = MeasurementServer(recipe, job, log, timeout_s=timeout_s)
     try:
         slices = interleave([ref, server], job.scenarios, plan)

@@ -115,13 +115,13 @@ class Suite:
         return self._bundle
 
     def context(self, recipe: str, device: str):
-        from bench.worker import _safe_name
+        from bench.worker import safe_name
         from optim import BuildContext
 
         return BuildContext(
             loaded=self.loaded,
             device=device,
-            workdir=self.workdir / _safe_name(recipe) / device,
+            workdir=self.workdir / safe_name(recipe) / device,
             threads=self.threads,
             seed=self.seed,
             quick=self.quick,

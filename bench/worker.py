@@ -182,7 +182,7 @@ def prepare(job: Job) -> Prepared:
             raise models.InputError("this recipe needs data; pass --data")
         return data.build(spec, info.data_config, loader_cfg, job.data_dir)
 
-    workdir = Path(job.run_dir) / "variants" / _safe_name(job.recipe) / job.device
+    workdir = Path(job.run_dir) / "variants" / safe_name(job.recipe) / job.device
     ctx = BuildContext(
         loaded=loaded,
         device=job.device,
@@ -283,8 +283,9 @@ def run_job(job: Job) -> list[dict[str, Any]]:
     return finish(prep, [_measure_scenario(prep.variant, job, s, prep.info.input_size) for s in job.scenarios])
 
 
-def _safe_name(recipe: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in recipe)[:80]
+def safe_name(text: str, limit: int = 80) -> str:
+    """A recipe (``prune(0.5)+ort-int8``) as a file or folder name: every path needs the same spelling."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:limit]
 
 
 def child_main(job_dict: dict[str, Any], result_path: str, log_path: str) -> None:
