@@ -330,14 +330,14 @@ def test_variant(benchmark, variants: VariantCache, suite: Suite, device: str, r
     import torch
 
     from bench.timing import CudaEventTimer, run_timed, summarize
+    from bench.worker import host_batch
 
     built = variants.get(recipe, device)
     if built.error:
         pytest.fail(f"{recipe} on {device} failed to build earlier in this session: {built.error}", pytrace=False)
     variant = built.variant
     cfg = suite.scenario(scenario, device)
-    c, h, w = suite.loaded.info.input_size
-    host = torch.randn(cfg.batch_size, c, h, w, generator=torch.Generator().manual_seed(suite.seed))
+    host = host_batch(suite.loaded.info.input_size, cfg.batch_size, suite.seed, device)
     call = _timed_call(variant, host, device)
     warmup_rounds, rounds = _rounds(call, cfg)
 

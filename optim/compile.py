@@ -1,4 +1,4 @@
-"""``torch.compile`` variants: ``compile``, ``compile(max-autotune)``, ``compile(bf16)``; ``python -m optim.compile``.
+"""``torch.compile`` variants: ``compile``, ``compile(max-autotune,bf16)``, ...; ``python -m optim.compile``.
 
 On CPU, Inductor *freezing* (weights folded into the graph as constants, convolution weights pre-packed for
 oneDNN) is what makes compile pay off: plain ``torch.compile`` measured 1.0-1.1x eager at batch 1 here, freezing
@@ -49,6 +49,16 @@ class CompileConfig:
     mode: str = "default"
     freezing: bool | None = None
     bf16: bool = False
+    fp16: bool = False
+    # max-autotune also benchmarks Triton convolution templates against cuDNN: on resnet50@224 (H100) that took
+    # over 5 minutes per batch size. ``cudnn-convs`` keeps convolutions on ATen (cuDNN/oneDNN) and tunes the rest.
+    cudnn_convs: bool = False
+
+    def autocast(self) -> torch.dtype | None:
+        """The autocast dtype this config asks for (None: keep what the step before chose)."""
+        if self.bf16:
+            return torch.bfloat16
+        return torch.float16 if self.fp16 else None
 
     def resolved_freezing(self, device: str) -> bool:
         return (device == "cpu") if self.freezing is None else self.freezing
@@ -56,6 +66,8 @@ class CompileConfig:
     def validate(self) -> CompileConfig:
         if self.mode not in MODES:
             raise InputError(f"unknown compile mode {self.mode!r}; choose one of: {', '.join(MODES)}")
+        if self.bf16 and self.fp16:
+            raise InputError("bf16 and fp16 are both autocast dtypes: choose one")
         return self
 
 
@@ -75,11 +87,16 @@ def parse_compile_args(args: Sequence[str]) -> dict[str, Any]:
             if "freezing" in values:
                 raise InputError("freezing given twice")
             values["freezing"] = token == "freezing"
-        elif token == "bf16":
-            values["bf16"] = True
+        elif token == "cudnn-convs":
+            values["cudnn_convs"] = True
+        elif token in ("bf16", "fp16"):
+            if token in values:
+                raise InputError(f"{token} given twice")
+            values[token] = True
         else:
             raise InputError(
-                f"unknown compile argument {arg!r}; known: {', '.join(MODES)}, freezing, no-freezing, bf16"
+                f"unknown compile argument {arg!r}; known: {', '.join(MODES)}, "
+                "freezing, no-freezing, bf16, fp16, cudnn-convs"
             )
     CompileConfig(**values).validate()
     values["step_text"] = f"compile({','.join(args)})" if args else "compile"
@@ -100,15 +117,29 @@ def bf16_note(device: str) -> str | None:
     return "this CPU has no avx512_bf16/AMX: BF16 runs through conversions and is likely slower than FP32"
 
 
+def fp16_note(device: str) -> str | None:
+    """FP16 autocast is a GPU feature; on a CPU without AMX-FP16/avx512_fp16 it is emulated and slow."""
+    if device == "cuda":
+        return None
+    from bench.fingerprint import cpu_info
+
+    if set(cpu_info()["cpu_flags"]) & {"avx512_fp16", "amx_fp16"}:
+        return None
+    return "this CPU has no avx512_fp16/AMX-FP16: FP16 autocast is likely much slower than FP32"
+
+
 @contextlib.contextmanager
-def inductor_settings(cache_dir: Path, freezing: bool) -> Iterator[None]:
-    """Inductor's cache dir and freezing for the duration of a call; global state is restored on exit."""
+def inductor_settings(cache_dir: Path, freezing: bool, cudnn_convs: bool = False) -> Iterator[None]:
+    """Inductor's cache dir, freezing and conv backends for the duration of a call; global state is restored."""
     import torch._inductor.config as inductor_config
 
     previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
     try:
-        with inductor_config.patch(freezing=freezing):
+        patch: dict[str, Any] = {"freezing": freezing}
+        if cudnn_convs:
+            patch["max_autotune_conv_backends"] = "ATEN"
+        with inductor_config.patch(patch):
             yield
     finally:
         if previous is None:
@@ -134,8 +165,11 @@ def compile_runtime(
     freezing = cfg.resolved_freezing(device)
     if isinstance(target, torch.nn.Module):
         target.eval()
-    compiled = torch.compile(target, mode=None if cfg.mode == "default" else cfg.mode)
-    dtype = torch.bfloat16 if cfg.bf16 else autocast_dtype
+    # dynamic=False: each batch size gets its own static graph (recompiled once in warm-up). Left automatic,
+    # the second batch size would turn the batch dimension symbolic, and max-autotune tunes kernels and CUDA
+    # graphs for concrete shapes; deployments serve fixed batch sizes anyway.
+    compiled = torch.compile(target, mode=None if cfg.mode == "default" else cfg.mode, dynamic=False)
+    dtype = cfg.autocast() or autocast_dtype
     if isinstance(target, torch.nn.Module):
         inner, prepare = module_runtime(compiled, device, memory_format, dtype, input_dtype)
     else:  # a loaded runtime's predict function (e.g. a saved graph variant): it prepares its own inputs
@@ -148,7 +182,7 @@ def compile_runtime(
             return x
 
     def predict(x: Any) -> torch.Tensor:
-        with inductor_settings(cache_dir, freezing):
+        with inductor_settings(cache_dir, freezing, cfg.cudnn_convs):
             return inner(x)
 
     return predict, prepare, compiled
@@ -197,9 +231,17 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
     accepts=[MODULE, GRAPH],
     produces=RUNTIME,
     parse_args=parse_compile_args,
-    usage="compile[(default|max-autotune|reduce-overhead][,freezing|no-freezing][,bf16])]",
-    description="torch.compile (Inductor); freezing on by default on CPU, bf16 = autocast; first call compiles",
-    default_recipes={"cpu": ["compile", "compile(bf16)"], "cuda": ["compile", "compile(max-autotune)"]},
+    usage="compile[(default|max-autotune|reduce-overhead][,freezing|no-freezing][,bf16|fp16][,cudnn-convs])]",
+    description="torch.compile (Inductor), static shapes; freezing on by default on CPU; bf16/fp16 = autocast",
+    default_recipes={
+        "cpu": ["compile", "compile(bf16)"],
+        "cuda": [
+            "compile",
+            "compile(fp16)",
+            "compile(reduce-overhead,fp16)",
+            "compile(max-autotune,fp16,cudnn-convs)",
+        ],
+    },
 )
 def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Compile the module; the first call (where Inductor compiles) is made here and timed as ``compile_s``."""
@@ -209,6 +251,8 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         raise InputError("compile needs a module or graph from the step before it")
     notes = []
     if cfg.bf16 and (note := bf16_note(ctx.device)):
+        notes.append(note)
+    if cfg.fp16 and (note := fp16_note(ctx.device)):
         notes.append(note)
     if cfg.mode == "reduce-overhead" and ctx.device != "cuda":
         notes.append("reduce-overhead uses CUDA graphs; on CPU it behaves like default")
@@ -249,7 +293,7 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         predict=predict,
         prepare_input=prepare,
         memory_format=artifact.memory_format,
-        autocast_dtype=torch.bfloat16 if cfg.bf16 else artifact.autocast_dtype,
+        autocast_dtype=cfg.autocast() or artifact.autocast_dtype,
         input_dtype=artifact.input_dtype,
         steps=[*artifact.steps, entry],
         files=dict(artifact.files),
@@ -264,7 +308,13 @@ def load_compiled(directory: Path, manifest: dict[str, Any], device: str) -> Var
 
     spec = manifest["load"]
     raw = dict(spec.get("config") or {})
-    cfg = CompileConfig(mode=raw.get("mode", "default"), freezing=raw.get("freezing"), bf16=bool(raw.get("bf16")))
+    cfg = CompileConfig(
+        mode=raw.get("mode", "default"),
+        freezing=raw.get("freezing"),
+        bf16=bool(raw.get("bf16")),
+        fp16=bool(raw.get("fp16")),
+        cudnn_convs=bool(raw.get("cudnn_convs")),
+    )
     cache_dir = directory / spec.get("cache_dir", CACHE_DIR)
     if "inner" in spec:
         inner = spec["inner"]
@@ -300,7 +350,9 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="Inductor freezing (default: on for CPU, off for CUDA)",
     )
-    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (fast with avx512_bf16/AMX)")
+    dtype = p.add_mutually_exclusive_group()
+    dtype.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (fast with avx512_bf16/AMX, GPUs)")
+    dtype.add_argument("--fp16", action="store_true", help="autocast to float16 (GPUs)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="variant directory (default: results/variants/<recipe>)")
@@ -313,6 +365,10 @@ def recipe_text(cfg: CompileConfig) -> str:
         parts.append("freezing" if cfg.freezing else "no-freezing")
     if cfg.bf16:
         parts.append("bf16")
+    if cfg.fp16:
+        parts.append("fp16")
+    if cfg.cudnn_convs:
+        parts.append("cudnn-convs")
     return f"compile({','.join(parts)})" if parts else "compile"
 
 
@@ -328,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"unknown device {args.device!r}; choose one of: cpu, cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
-    cfg = CompileConfig(mode=args.mode, freezing=args.freezing, bf16=args.bf16).validate()
+    cfg = CompileConfig(mode=args.mode, freezing=args.freezing, bf16=args.bf16, fp16=args.fp16).validate()
     recipe = recipe_text(cfg)
     loaded = models.load(resolve_checkpoint(args.ckpt))
     out = Path(args.out) if args.out else default_out_dir(recipe)
@@ -360,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "b1_compiled_ms": ms["compiled"],
     }
     variant.save(out)
-    print(f"{recipe}: {loaded.info.arch} on {args.device}, freezing={entry['config']['freezing']}, bf16={cfg.bf16}")
+    freezing = entry["config"]["freezing"]
+    print(f"{recipe}: {loaded.info.arch} on {args.device}, freezing={freezing}, bf16={cfg.bf16}, fp16={cfg.fp16}")
     print(f"  compile (first call) {entry['compile_s']:.1f}s; Inductor cache {entry['inductor_cache']}")
     speedup = ms["eager"] / ms["compiled"]
     print(f"  batch 1: eager {ms['eager']:.2f} ms -> compiled {ms['compiled']:.2f} ms ({speedup:.2f}x, a short check)")

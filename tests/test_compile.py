@@ -27,6 +27,8 @@ from optim.compile import CompileConfig, bf16_note, inductor_settings, parse_com
         (("bf16",), {"bf16": True}),
         (("default", "no-freezing"), {"mode": "default", "freezing": False}),
         (("freezing", "bf16"), {"freezing": True, "bf16": True}),
+        (("max-autotune", "fp16"), {"mode": "max-autotune", "fp16": True}),
+        (("max-autotune", "cudnn-convs"), {"mode": "max-autotune", "cudnn_convs": True}),
     ],
 )
 def test_parse_compile_args(args, expected):
@@ -35,7 +37,10 @@ def test_parse_compile_args(args, expected):
     assert parsed == expected
 
 
-@pytest.mark.parametrize("recipe", ["compile(fast)", "compile(default,max-autotune)", "compile(freezing,no-freezing)"])
+@pytest.mark.parametrize(
+    "recipe",
+    ["compile(fast)", "compile(default,max-autotune)", "compile(freezing,no-freezing)", "compile(bf16,fp16)"],
+)
 def test_bad_compile_arguments_fail_at_parse(recipe):
     with pytest.raises(InputError) as err:
         parse(recipe)
@@ -58,6 +63,10 @@ def test_inductor_settings_restore_global_state(tmp_path, monkeypatch):
         assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache")
     assert inductor_config.freezing is before
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+    backends = inductor_config.max_autotune_conv_backends
+    with inductor_settings(tmp_path / "cache", freezing=before, cudnn_convs=True):
+        assert inductor_config.max_autotune_conv_backends == "ATEN"
+    assert inductor_config.max_autotune_conv_backends == backends
 
 
 def test_bf16_note_matches_cpu_flags():
@@ -65,6 +74,24 @@ def test_bf16_note_matches_cpu_flags():
 
     native = bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["cpu_flags"]))
     assert (bf16_note("cpu") is None) is native
+
+
+def test_each_batch_size_gets_its_own_static_graph(tmp_path):
+    """Two batch sizes must not turn the batch dimension symbolic: max-autotune and CUDA graphs want fixed shapes."""
+    from torch._dynamo.utils import counters
+
+    from optim.compile import compile_runtime
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
+    predict, prepare, _ = compile_runtime(model, "cpu", CompileConfig(freezing=False), tmp_path / "cache")
+    counters.clear()
+    for batch in (1, 2, 3, 2):
+        x = torch.randn(batch, 8)
+        with torch.inference_mode():
+            expected = model(x)
+        torch.testing.assert_close(predict(prepare(x)), expected)
+    # Automatic dynamic shapes would compile batch 1, then one symbolic graph for 2 and 3: two graphs.
+    assert counters["stats"]["unique_graphs"] == 3
 
 
 def test_compile_matches_eager_and_reloads_in_new_process(tiny_loaded, tmp_path):
