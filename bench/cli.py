@@ -42,6 +42,12 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="time each variant alone, one after another, instead of interleaved with the warm fp32 reference",
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved rounds per variant and scenario (default 60); the timing budget is split over them",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -64,6 +70,11 @@ def _config_from_args(args: Any) -> dict[str, Any]:
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.max_drop < 0:
         raise InputError(f"--max-drop must be >= 0, got {args.max_drop:g}")
+    from bench.paired import MIN_ROUNDS
+    from bench.sweep_paired import SWEEP_PLAN
+
+    if args.rounds is not None and args.rounds < MIN_ROUNDS:
+        raise InputError(f"--rounds must be >= {MIN_ROUNDS} (fewer rounds say nothing), got {args.rounds}")
     if args.device == "cuda":
         import torch
 
@@ -112,6 +123,7 @@ def _config_from_args(args: Any) -> dict[str, Any]:
         "run_id": run_id,
         "wandb": args.wandb,
         "paired": not args.unpaired,
+        "rounds": args.rounds or SWEEP_PLAN.rounds,
     }
 
 
@@ -165,9 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     if conf.get("paired", True):
-        from bench.sweep_paired import run_paired_sweep
+        import dataclasses
 
-        rows = run_paired_sweep(cfg, timeout_s=conf["timeout"], progress=not args.no_progress)
+        from bench.sweep_paired import SWEEP_PLAN, run_paired_sweep
+
+        plan = dataclasses.replace(SWEEP_PLAN, rounds=conf.get("rounds") or SWEEP_PLAN.rounds)
+        rows = run_paired_sweep(cfg, timeout_s=conf["timeout"], progress=not args.no_progress, plan=plan)
     else:
         executor = LocalProcessExecutor(timeout_s=conf["timeout"], log_dir=run_dir / "logs")
         rows = run_sweep(cfg, executor, progress=not args.no_progress)

@@ -44,6 +44,7 @@ def bad_files(tmp_path_factory):
         (["{root}/plain.pt", "--model", "resnet10t", "--recipes", "fp32,warp-speed"], "unknown recipe step"),
         (["{root}/plain.pt", "--model", "resnet10t", "--device", "tpu"], "unknown device"),
         (["{root}/plain.pt", "--model", "resnet10t", "--threads", "0"], "--threads must be positive"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--rounds", "2"], "--rounds must be >= 5"),
         (["--resume", "no-such-run"], "cannot resume"),
         (["--bogus-flag"], "unrecognized arguments"),
     ],
