@@ -126,19 +126,36 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
     df["within_budget"] = [_budget_flag(r, max_drop) for r in df.to_dict("records")]
     df["note"] = [_explain(r, max_drop) for r in df.to_dict("records")]
     status_order = df["status"].map({"ok": 0, "failed": 1, "skipped": 2}).fillna(3)
-    # Order by the time each variant would take at fp32's pace: its own p50 when timed alone (the same number),
-    # fp32's p50 over the paired speedup when timed interleaved (see _fastest for why).
-    paced = df["latency_p50_ms"].map(_num)
-    for device in df["device"].unique():
-        ref = df[(df["device"] == device) & (df["variant"] == REFERENCE) & (df["status"] == "ok")]
-        if not ref.empty:
-            on = (df["device"] == device) & df["speedup_vs_fp32"].map(_num).gt(0)
-            paced[on] = _num(ref.iloc[0]["latency_p50_ms"]) / df.loc[on, "speedup_vs_fp32"].map(_num)
-    df = df.assign(_s=status_order, _l=paced.fillna(math.inf))
+    df = df.assign(_s=status_order, _l=paced(df, "latency").fillna(math.inf))
     df = df.sort_values(["_s", "_l", "variant"], kind="stable").drop(columns=["_s", "_l"]).reset_index(drop=True)
     df = df.drop(columns=[c for c in df.columns if c.startswith("_paired_")])
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[COLUMNS + extra]
+
+
+def paced(df: pd.DataFrame, scenario: str) -> pd.Series:
+    """Batch-1 p50 (``latency``) or img/s (``throughput``) at fp32's pace: fp32's figure scaled by the speedup.
+
+    Timed alone, this is each variant's own figure (its speedup is fp32's figure over its own). Timed
+    interleaved, the speedup was measured against fp32 at the same moments, while the absolute figures were
+    taken minutes apart on a machine whose speed drifts: ordering and plotting by the paced figure keeps every
+    output in the order the paired speedups give (see ``_fastest``).
+    """
+    column, speedup = (
+        ("latency_p50_ms", "speedup_vs_fp32")
+        if scenario == "latency"
+        else ("throughput_img_s", "throughput_speedup_vs_fp32")
+    )
+    out = df[column].map(_num)
+    for device in df["device"].unique():
+        ref = df[(df["device"] == device) & (df["variant"] == REFERENCE) & (df["status"] == "ok")]
+        if ref.empty or math.isnan(_num(ref.iloc[0][column])):
+            continue
+        on = (df["device"] == device) & df[speedup].map(_num).gt(0)
+        factor = df.loc[on, speedup].map(_num)
+        base = _num(ref.iloc[0][column])
+        out[on] = base / factor if scenario == "latency" else base * factor
+    return out
 
 
 def _budget_flag(rec: dict[str, Any], max_drop: float) -> str:
