@@ -30,8 +30,9 @@ from bench.worker import safe_name
 
 # The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 20 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
 # which its false-alarm and power figures were measured with). Per-round noise on the 2-vCPU VM stayed the same
-# with shorter slices (log-ratio SD 0.07-0.11 either way), so three times the rounds cut the spread of the median
-# across three default sweeps from 4.9% / 3.7% to 2.5% / 2.1% (latency / throughput speedup) in the same 8 minutes.
+# with shorter slices (log-ratio SD 0.07-0.11 either way), so three times the rounds cut the median CoV of the paired
+# speedups across default sweeps from 4.8% / 3.7% (3 runs, 20 rounds) to 3.4% / 2.7% (5 runs, 60 rounds; latency /
+# throughput) in the same 8 minutes. What is left is mostly each variant's one process.
 SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.02)
 
 
