@@ -192,16 +192,14 @@ def _measured(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
 
 
 def _fastest(pool: pd.DataFrame) -> pd.Series:
-    """Highest speedup over fp32 on one device (lowest p50 otherwise); exact ties broken by p90, then smaller
-    artifact, then name (deterministic).
+    """Lowest batch-1 p50 at fp32's pace (:func:`paced`); exact ties broken by p90, then smaller artifact, then name.
 
-    Unpaired, the speedup is fp32's p50 over the variant's, so both orders agree. Interleaved, the speedup was
-    measured against fp32 at the same moments while the p50s were taken minutes apart on a machine whose speed
-    drifts (fp32 itself read 80-100 ms in three pairings of one resnet50 sweep), so the speedup decides.
+    Unpaired, that is each variant's own p50. Interleaved, the speedup was measured against fp32 at the same
+    moments while the p50s were taken minutes apart on a machine whose speed drifts (fp32 itself read 80-100 ms
+    in three pairings of one resnet50 sweep), so the speedup decides. fp32 is always in the pool when the
+    speedups exist (its top-1 drop is 0), so the pace is known.
     """
-    speed = pool["speedup_vs_fp32"].map(_num)
-    one_device = pool["device"].nunique() == 1
-    key = -speed if one_device and speed.notna().all() else pool["latency_p50_ms"].map(_num)
+    key = paced(pool, "latency")
     pool = pool.assign(
         _p50=key,
         _p90=pool["latency_p90_ms"].map(_num).fillna(math.inf),
