@@ -48,6 +48,13 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="interleaved rounds per variant and scenario (default 60); the timing budget is split over them",
     )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="measurement processes per variant, the rounds spread over them (default: 2 on CPU where the saved "
+        "variant loads without compiling again, else 1)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -66,7 +73,7 @@ def _config_from_args(args: Any) -> dict[str, Any]:
 
     if args.device not in DEVICES:
         raise InputError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICES)}")
-    for name in ("num_classes", "img_size", "threads", "batch_size", "calib_size", "timeout"):
+    for name in ("num_classes", "img_size", "threads", "batch_size", "calib_size", "timeout", "replicas"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.max_drop < 0:
         raise InputError(f"--max-drop must be >= 0, got {args.max_drop:g}")
@@ -124,6 +131,7 @@ def _config_from_args(args: Any) -> dict[str, Any]:
         "wandb": args.wandb,
         "paired": not args.unpaired,
         "rounds": args.rounds or SWEEP_PLAN.rounds,
+        "replicas": args.replicas,
     }
 
 
@@ -182,7 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.sweep_paired import SWEEP_PLAN, run_paired_sweep
 
         plan = dataclasses.replace(SWEEP_PLAN, rounds=conf.get("rounds") or SWEEP_PLAN.rounds)
-        rows = run_paired_sweep(cfg, timeout_s=conf["timeout"], progress=not args.no_progress, plan=plan)
+        # A run configured before --replicas existed was measured with one process a side: resume it so.
+        replicas = conf.get("replicas", 1)
+        rows = run_paired_sweep(
+            cfg, timeout_s=conf["timeout"], progress=not args.no_progress, plan=plan, replicas=replicas
+        )
     else:
         executor = LocalProcessExecutor(timeout_s=conf["timeout"], log_dir=run_dir / "logs")
         rows = run_sweep(cfg, executor, progress=not args.no_progress)

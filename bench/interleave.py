@@ -61,7 +61,10 @@ class MeasurementServer:
         cwd: Path | None = None,
         code_root: Path | None = None,
         timeout_s: float = 1800.0,
+        load_dir: str | Path | None = None,
+        start: bool = True,
     ) -> None:
+        """Spawn the process and, with ``start``, build (or load) the variant; else call :meth:`start` later."""
         self.name = name
         self.job = job
         self.log_path = Path(log_path)
@@ -81,7 +84,21 @@ class MeasurementServer:
             text=True,
             bufsize=1,
         )
-        self.info = self.request({"cmd": "start", "job": job.to_dict()})
+        self.info: dict[str, Any] = {}
+        if start:
+            self.start(load_dir)
+
+    def start(self, load_dir: str | Path | None = None) -> dict[str, Any]:
+        """Build the job's variant (or, as a replica, load what another server saved there) and warm it up."""
+        msg: dict[str, Any] = {"cmd": "start", "job": self.job.to_dict()}
+        if load_dir is not None:
+            msg["load"] = str(load_dir)
+        self.info = self.request(msg)
+        return self.info
+
+    def wait_ready(self) -> None:
+        """Return once the process has imported its libraries (it does so before reading any command)."""
+        self.request({"cmd": "ping"})
 
     def request(self, msg: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         """Send one command and wait for its one-line reply; a dead or silent server raises ServerError."""
@@ -145,24 +162,106 @@ class MeasurementServer:
                 self.proc.wait(10)
 
 
-def interleave(
-    servers: Sequence[MeasurementServer], scenarios: Sequence[ScenarioConfig], plan: PairingPlan
-) -> dict[str, dict[str, list[list[float]]]]:
-    """Alternate slices of every server, scenario by scenario; returns ``{server: {scenario: [slice samples]}}``.
+class Replicas:
+    """Several processes of one variant measured as one side: each round times one of them.
 
-    The order rotates each round (AB, BA, ...) so neither side always runs right after the pause. A scenario
-    stops early, after at least ``plan.min_rounds`` rounds, once it has used ``max_seconds`` per server.
+    Why: a process is one draw. On the 2-vCPU VM six fp32 processes of the same model settled 1-3% apart
+    (SD) for as long as they lived, and that offset, not the round-to-round noise, was most of what still
+    moved a variant's paired speedup from one sweep to the next. Spreading a side's rounds over K processes
+    averages K such offsets at the price of starting K - 1 more processes; the timing budget is unchanged.
     """
-    out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in servers}
+
+    def __init__(self, name: str, servers: Sequence[MeasurementServer]) -> None:
+        if not servers:
+            raise ValueError("a side needs at least one process")
+        self.name = name
+        self.servers = list(servers)
+        self.dropped: dict[int, str] = {}  # process index -> why it was dropped (never 0: the first is the side)
+        self.picked: dict[str, list[int]] = {}  # scenario -> which process took each round of the last interleave
+        self.history: dict[str, list[tuple[int, list[float]]]] = {}  # scenario -> every (process, slice), in order
+
+    @property
+    def first(self) -> MeasurementServer:
+        """The process that built the variant: its build time, first call and accuracy stand for the side."""
+        return self.servers[0]
+
+    def alive(self) -> bool:
+        return self.first.proc.poll() is None
+
+    def live(self) -> list[MeasurementServer]:
+        return [s for i, s in enumerate(self.servers) if i not in self.dropped]
+
+    def take_slice(self, pick: int, scenario: ScenarioConfig, seconds: float, calls: int) -> tuple[int, list[float]]:
+        """One slice from process ``pick``, or from the next live one if it was dropped.
+
+        A second process that fails is dropped with the reason and the slice is taken from another: the
+        first process failing is the side failing, and raises.
+        """
+        while True:
+            if pick in self.dropped:
+                live = [i for i in range(len(self.servers)) if i not in self.dropped]
+                pick = next((i for i in live if i > pick), live[0])
+            try:
+                samples = self.servers[pick].slice(scenario, seconds, calls)
+            except ServerError as exc:
+                if pick == 0:
+                    raise
+                self.dropped[pick] = str(exc)
+                self.servers[pick].close()
+                continue
+            self.history.setdefault(scenario.name, []).append((pick, samples))
+            return pick, samples
+
+    def drop(self, index: int, why: str) -> None:
+        self.dropped[index] = why
+        self.servers[index].close()
+
+    def notes(self) -> list[str]:
+        """One line per process dropped on the way (its slices until then are kept)."""
+        names = {i: self.servers[i].name for i in self.dropped}
+        return [f"{names[i]} dropped ({why}); its slices until then are kept" for i, why in self.dropped.items()]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+def _as_side(server: MeasurementServer | Replicas) -> Replicas:
+    return server if isinstance(server, Replicas) else Replicas(server.name, [server])
+
+
+def interleave(
+    servers: Sequence[MeasurementServer | Replicas], scenarios: Sequence[ScenarioConfig], plan: PairingPlan
+) -> dict[str, dict[str, list[list[float]]]]:
+    """Alternate slices of every side, scenario by scenario; returns ``{side: {scenario: [slice samples]}}``.
+
+    The order rotates each round (AB, BA, ...) so neither side always runs right after the pause. A side
+    with several processes (:class:`Replicas`) gives each round to one of them. The choice changes per
+    block of ``len(sides)`` rounds, so every order occurs with every choice, and the sides' choices are
+    nested, so every combination of processes meets equally often (2 x 2, blocks of two rounds: (0,0),
+    (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round. A scenario stops early,
+    after at least ``plan.min_rounds`` rounds, once it has used ``max_seconds`` per side.
+    """
+    sides = [_as_side(s) for s in servers]
+    out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in sides}
+    strides, stride = [], 1
+    for side in sides:
+        strides.append(stride)
+        stride *= len(side.servers)
     for scenario in scenarios:
         seconds, calls = plan.slice_budget(scenario)
+        for side in sides:
+            side.picked[scenario.name] = []
         start = time.perf_counter()
         for r in range(plan.rounds):
-            k = r % len(servers)
-            for server in [*servers[k:], *servers[:k]]:
+            k, block = r % len(sides), r // len(sides)
+            for i in [*range(k, len(sides)), *range(k)]:
+                side = sides[i]
                 time.sleep(plan.gap_s)
-                out[server.name][scenario.name].append(server.slice(scenario, seconds, calls))
+                pick, samples = side.take_slice((block // strides[i]) % len(side.servers), scenario, seconds, calls)
+                out[side.name][scenario.name].append(samples)
+                side.picked[scenario.name].append(pick)
             spent = time.perf_counter() - start
-            if r + 1 >= plan.min_rounds and spent > scenario.max_seconds * len(servers):
+            if r + 1 >= plan.min_rounds and spent > scenario.max_seconds * len(sides):
                 break
     return out

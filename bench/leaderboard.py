@@ -74,6 +74,7 @@ def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
         rec.update(throughput_img_s=thr.get("throughput_img_s"), throughput_batch=thr.get("batch_size"))
         if "device_throughput_img_s" in thr:
             rec["device_throughput_img_s"] = thr["device_throughput_img_s"]
+    process_notes: list[str] = []
     # Timed interleaved with the fp32 reference (python -m bench, default): the speedup is the median of the
     # per-round ratios, which the machine's drift cancels out of; the quotient of two p50s does not.
     for scenario, row in (("latency", lat), ("throughput", thr)):
@@ -84,12 +85,37 @@ def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
             ci = paired.get("ci95") or []
             if scenario == "latency" and len(ci) == 2 and _num(ci[0]) > 0 and _num(ci[1]) > 0:
                 rec["speedup_ci95"] = f"{1 / _num(ci[1]):.3g}-{1 / _num(ci[0]):.3g}"
+            if disagreement := _process_disagreement(paired, scenario):
+                process_notes.append(disagreement)
     for key in ("top1", "top5", "agreement", "size_mb", "build_s", "first_call_ms", "peak_rss_mb", "accuracy_note"):
         if first.get(key) is not None:
             rec[key] = first[key]
     notes = [r["note"] for r in ok if r.get("note")]
-    rec["note"] = "; ".join(notes)
+    rec["note"] = "; ".join([*dict.fromkeys(notes), *process_notes])
     return rec
+
+
+# A variant's processes disagree "for real" when their round ratios differ at this level (bench.paired).
+PROCESS_DIFFER_ALPHA = 0.01
+
+
+def _process_disagreement(paired: dict[str, Any], scenario: str) -> str | None:
+    """A note when the variant's measurement processes read speedups that the rounds' noise cannot explain.
+
+    The 95% interval comes from the rounds, which share each process's lasting offset; it cannot show this.
+    """
+    ratios = [_num(r) for r in paired.get("process_time_ratios") or []]
+    ratios = [r for r in ratios if r > 0]
+    p = _num(paired.get("process_p"))
+    if len(ratios) < 2 or math.isnan(p) or p >= PROCESS_DIFFER_ALPHA:
+        return None
+    speeds = ", ".join(f"{1 / r:.3g}x" for r in ratios)
+    spread = (max(ratios) / min(ratios) - 1) * 100
+    where = "batch 1" if scenario == "latency" else "throughput"
+    return (
+        f"its {len(ratios)} processes read {speeds} at {where} ({spread:.0f}% apart, p={p:.2g}): "
+        "less certain than its interval"
+    )
 
 
 def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> pd.DataFrame:

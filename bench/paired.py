@@ -105,3 +105,20 @@ def estimate(reference: Sequence[Sequence[float]], other: Sequence[Sequence[floa
         p_faster=signed_rank_p(logs, "less"),
         round_sd=float(logs.std(ddof=1)),
     )
+
+
+def processes_differ_p(groups: Sequence[np.ndarray]) -> float:
+    """p-value that the round ratios of several processes of one variant come from one distribution.
+
+    Kruskal-Wallis on the log ratios (Mann-Whitney for two processes): a small p says the processes
+    settled at different speeds, beyond what the round-to-round noise explains. NaN with fewer than three
+    rounds in a process.
+    """
+    logs = [np.log(np.asarray(g, dtype=np.float64)) for g in groups]
+    if len(logs) < 2 or any(g.size < 3 for g in logs):
+        return math.nan
+    if all(np.all(g == logs[0][0]) for g in logs):
+        return 1.0
+    from scipy.stats import kruskal
+
+    return float(kruskal(*logs).pvalue)

@@ -10,6 +10,11 @@ Protocol: one JSON object per line on stdin, one reply per line on the original 
 libraries print goes to ``--log``. Commands, in order:
 
 - ``{"cmd": "start", "job": {...}}``: build the variant (:func:`bench.worker.prepare`), warm every scenario up.
+  With ``"load": DIR`` the variant is loaded from the directory another server saved it to (a replica).
+- ``{"cmd": "ping"}``: answers once the libraries every variant needs are imported (done before reading
+  commands, so a coordinator can import in a second process while the first is still idle).
+- ``{"cmd": "save"}``: save the variant to its directory now (so a replica can load it); the reply says
+  where, whether loading it compiles again, and why it could not be saved if so.
 - ``{"cmd": "accuracy"}``: top-1 on val now (the FP32 reference writes the predictions others compare with).
 - ``{"cmd": "slice", "scenario": NAME, "seconds": S, "min_calls": K}``: time calls for S seconds and K calls.
 - ``{"cmd": "finish"}``: rows from every slice pooled (``slice_lengths`` keeps the split), then exit.
@@ -37,14 +42,28 @@ class _Server:
         self.reply.write(json.dumps(payload, default=str) + "\n")
         self.reply.flush()
 
-    def start(self, job_dict: dict[str, Any]) -> dict[str, Any]:
+    def start(self, job_dict: dict[str, Any], load_dir: str | None = None) -> dict[str, Any]:
         from bench.worker import Job, prepare
 
-        self.prep = prepare(Job.from_dict(job_dict))
+        self.prep = prepare(Job.from_dict(job_dict), load_dir)
         for scenario in self.prep.job.scenarios:
             self.calls[scenario.name] = self._warm(scenario)
             self.samples[scenario.name] = []
-        return {"ok": True, "first_call_ms": self.prep.first_ms, "variant": self.prep.variant.name}
+        batches = {name: call[2] for name, call in self.calls.items()}
+        return {"ok": True, "first_call_ms": self.prep.first_ms, "variant": self.prep.variant.name, "batches": batches}
+
+    def save(self) -> dict[str, Any]:
+        from bench.worker import save_variant
+        from optim.variant import loading_compiles
+
+        problem = save_variant(self.prep)
+        manifest = self.prep.variant.manifest
+        return {
+            "ok": True,
+            "dir": None if problem else str(self.prep.workdir),
+            "save_problem": problem,
+            "load_compiles": loading_compiles(manifest),
+        }
 
     def _warm(self, scenario):
         """Warm the scenario up once; on a GPU that runs out of memory, halve the batch as the sweep does."""
@@ -107,6 +126,19 @@ class _Server:
         return {"rows": finish(prep, rows)}
 
 
+def _import_libraries() -> None:
+    """Import torch and timm now (about 6 s on the 2-vCPU VM, most of a process's start-up).
+
+    A sweep starts a variant's second process beside the first and waits for both to be ready before the
+    first builds: the two imports then overlap each other instead of the build or the timing.
+    """
+    try:
+        import timm  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:  # the start command reports what is missing, as one line
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     log_path = argv[argv.index("--log") + 1] if "--log" in argv else os.devnull
@@ -115,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     server = _Server(reply)
+    _import_libraries()
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -122,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             msg = json.loads(line)
             cmd = msg.get("cmd")
             if cmd == "start":
-                server.send(server.start(msg["job"]))
+                server.send(server.start(msg["job"], msg.get("load")))
+            elif cmd == "ping":
+                server.send({"ok": True})
+            elif cmd == "save":
+                server.send(server.save())
             elif cmd == "slice":
                 server.send(
                     server.slice(

@@ -7,6 +7,10 @@ p-values (:mod:`bench.paired`), which the leaderboard uses for ``speedup_vs_fp32
 percentiles are still every sample each variant took; only the speedup changes meaning, from a quotient of
 two p50s taken minutes apart to a ratio measured at the same moments.
 
+Each side can be measured in several processes (:mod:`bench.replicas`): the first builds the variant and
+saves it, the others load the saved variant, and the rounds are spread over them, so one process's lasting
+offset no longer decides a variant's figure.
+
 The fp32 row is written last, from every slice the reference took during the sweep. If the reference
 process dies, the remaining variants are measured the unpaired way (one process each, one after another)
 and their rows say so.
@@ -23,10 +27,10 @@ import numpy as np
 
 from bench import paired
 from bench.executor import LocalProcessExecutor, status_row
-from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
+from bench.interleave import PairingPlan, Replicas, ServerError, interleave
+from bench.replicas import finish_side, spawn_side, start_side
 from bench.results_io import RESULTS_FILE, append_rows, read_rows
 from bench.sweep import REFERENCE, SweepConfig, finished_recipes
-from bench.worker import safe_name
 
 # The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 20 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
 # which its false-alarm and power figures were measured with). Per-round noise on the 2-vCPU VM stayed the same
@@ -36,32 +40,51 @@ from bench.worker import safe_name
 SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.02)
 
 
-def _paired_info(ref_slices: list[list[float]], slices: list[list[float]]) -> dict[str, Any] | None:
+def _paired_info(
+    ref_slices: list[list[float]], slices: list[list[float]], picked: list[int] | None = None
+) -> dict[str, Any] | None:
     est = paired.estimate(ref_slices, slices)
     if est is None:
         return None
     pooled = [x for chunk in ref_slices for x in chunk]
-    return {"reference": REFERENCE, **est.to_dict(), "reference_p50_ms": round(float(np.median(pooled)) * 1e3, 6)}
+    info = {"reference": REFERENCE, **est.to_dict(), "reference_p50_ms": round(float(np.median(pooled)) * 1e3, 6)}
+    if picked and len(set(picked)) > 1:
+        # Each process's own ratio, and whether they differ by more than the rounds' noise explains.
+        groups = []
+        for k in sorted(set(picked)):
+            rounds = [i for i, p in enumerate(picked) if p == k]
+            groups.append(paired.round_ratios([ref_slices[i] for i in rounds], [slices[i] for i in rounds]))
+        info["process_time_ratios"] = [round(float(np.median(g)), 5) if g.size else None for g in groups]
+        info["process_p"] = paired.processes_differ_p(groups)
+    return info
 
 
 def _measure_against(
-    ref: MeasurementServer, cfg: SweepConfig, recipe: str, plan: PairingPlan, timeout_s: float
+    ref: Replicas, cfg: SweepConfig, recipe: str, plan: PairingPlan, timeout_s: float, replicas: int | None
 ) -> list[dict[str, Any]]:
-    """Build ``recipe`` in its own process, interleave it with the reference, return its rows with ``paired``."""
+    """Build ``recipe`` in its own process(es), interleave with the reference, return its rows with ``paired``."""
     job = cfg.job(recipe)
-    log = cfg.run_dir / "logs" / f"{safe_name(recipe)}.log"
-    server = MeasurementServer(recipe, job, log, timeout_s=timeout_s)
+    side, note = start_side(spawn_side(cfg, job, replicas, timeout_s), job, replicas)
     try:
-        slices = interleave([ref, server], job.scenarios, plan)
-        rows = server.finish()
+        slices = interleave([ref, side], job.scenarios, plan)
+        rows, dropped = finish_side(side)
     finally:
-        server.close()
+        side.close()
     session = f"{cfg.run_id}/{recipe}"
     for row in rows:
-        info = _paired_info(slices[ref.name][row["scenario"]], slices[recipe][row["scenario"]])
+        scenario = row["scenario"]
+        info = _paired_info(slices[ref.name][scenario], slices[recipe][scenario], side.picked.get(scenario))
         if info:
             row["paired"] = info
-        row["pairing"] = {"session": session, "role": "variant", "rounds": plan.rounds}
+        row["pairing"] = {
+            "session": session,
+            "role": "variant",
+            "rounds": plan.rounds,
+            "processes": len(side.servers),
+            "reference_processes": len(ref.servers),
+        }
+        if text := "; ".join(x for x in (row.get("note"), note, *dropped) if x):
+            row["note"] = text
     return rows
 
 
@@ -71,8 +94,11 @@ def run_paired_sweep(
     progress: bool = True,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     plan: PairingPlan | None = None,
+    replicas: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every recipe not finished yet against a warm fp32 reference; returns all rows of the run."""
+    """Run every recipe not finished yet against a warm fp32 reference; returns all rows of the run.
+
+    ``replicas``: processes per side (None: the default in the module docstring)."""
     from tqdm import tqdm
 
     from optim.recipe import parse
@@ -98,11 +124,14 @@ def run_paired_sweep(
         if REFERENCE not in done:
             record(fallback.run(cfg.job(REFERENCE)), start)
         return read_rows(results_path)
-    ref: MeasurementServer | None = None
-    ref_note = ""
+    ref: Replicas | None = None
+    ref_note, ref_replica_note = "", None
     try:
-        ref = MeasurementServer(REFERENCE, cfg.job(REFERENCE), cfg.run_dir / "logs" / "fp32.log", timeout_s=timeout_s)
-        ref.accuracy()  # writes the FP32 predictions every other variant's agreement is measured against
+        ref_job = cfg.job(REFERENCE)
+        # reference=True: the first process writes the FP32 predictions every variant's agreement is measured against
+        ref, ref_replica_note = start_side(spawn_side(cfg, ref_job, replicas, timeout_s), ref_job, replicas, True)
+        if ref_replica_note:
+            print(f"fp32 reference: {ref_replica_note}", file=sys.stderr)
     except ServerError as exc:
         ref = None
         ref_note = f"fp32 reference failed ({exc}); measured unpaired"
@@ -123,11 +152,12 @@ def run_paired_sweep(
                     row["note"] = "; ".join(x for x in (row.get("note"), ref_note) if x)
             else:
                 try:
-                    rows = _measure_against(ref, cfg, recipe, plan, timeout_s)
+                    rows = _measure_against(ref, cfg, recipe, plan, timeout_s, replicas)
                 except ServerError as exc:
-                    if ref.proc.poll() is None:
+                    if ref.alive():
                         rows = [status_row(job, "failed", str(exc))]
                     else:  # the reference died, not the variant: measure it (and the rest) unpaired
+                        ref.close()
                         ref, ref_note = None, f"fp32 reference process died ({exc}); measured unpaired"
                         rows = fallback.run(job)
                         for row in rows:
@@ -141,9 +171,14 @@ def run_paired_sweep(
         if ref is not None:
             start = time.perf_counter()
             try:
-                rows = ref.finish()
+                rows, dropped = finish_side(ref)
+                for row in rows:
+                    if text := "; ".join(x for x in (row.get("note"), ref_replica_note, *dropped) if x):
+                        row["note"] = text
             except ServerError as exc:
                 rows = [status_row(cfg.job(REFERENCE), "failed", str(exc))]
+            finally:
+                ref.close()
             if REFERENCE not in done:
                 if not rows:  # nothing was paired (every other variant skipped or done): time fp32 alone
                     rows = fallback.run(cfg.job(REFERENCE))

@@ -168,10 +168,16 @@ class Prepared:
     spec: str | None
     first_ms: float
     accuracy: dict[str, Any] | None = None
+    saved: bool = False  # the variant directory holds this variant (saved here, or loaded from it)
 
 
-def prepare(job: Job) -> Prepared:
-    """Load the checkpoint, build the job's variant and make its first call (timed apart from steady state)."""
+def prepare(job: Job, load_dir: str | Path | None = None) -> Prepared:
+    """Load the checkpoint, build the job's variant and make its first call (timed apart from steady state).
+
+    With ``load_dir`` the variant is not built but loaded from a directory another process saved it to
+    (``Variant.load``), as a deployment loads its artifact: that is how a sweep starts a second measurement
+    process of the same variant without paying for the build again.
+    """
     import torch
 
     import data
@@ -206,14 +212,36 @@ def prepare(job: Job) -> Prepared:
     )
     if job.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    variant = build(job.recipe, loaded, ctx)
+    if load_dir is not None:
+        from optim import Variant
+
+        variant = Variant.load(load_dir, job.device)
+    else:
+        variant = build(job.recipe, loaded, ctx)
 
     # First call apart from steady state: lazy compilation and autotuning land here, not in the percentiles.
     c, h, w = info.input_size
     first_input = torch.randn(1, c, h, w)
     sync = cuda_synchronize if job.device == "cuda" else None
     first_ms = WallTimer(sync).time(lambda: variant.predict(variant.prepare_input(first_input))) * 1e3
+    if load_dir is not None:
+        return Prepared(job, variant, info, ctx, Path(load_dir), spec, first_ms, saved=True)
     return Prepared(job, variant, info, ctx, workdir, spec, first_ms)
+
+
+def save_variant(prep: Prepared) -> str | None:
+    """Save the variant to its directory once; returns why it could not be saved, or None.
+
+    Saving is a convenience (re-benchmarking, replicas): a variant that cannot be saved is still measured.
+    """
+    if prep.saved:
+        return prep.variant.manifest.get("save_error")
+    try:
+        prep.variant.save(prep.workdir)
+    except Exception as exc:
+        prep.variant.manifest["save_error"] = f"{type(exc).__name__}: {exc}"
+    prep.saved = True
+    return prep.variant.manifest.get("save_error")
 
 
 def measure_accuracy(prep: Prepared) -> dict[str, Any]:
@@ -250,10 +278,7 @@ def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str
 
     job, info, variant = prep.job, prep.info, prep.variant
     acc = measure_accuracy(prep)
-    try:
-        variant.save(prep.workdir)
-    except Exception as exc:  # saving is a convenience for re-benchmarking; the measurement stands without it
-        variant.manifest["save_error"] = f"{type(exc).__name__}: {exc}"
+    save_variant(prep)
     peak = {"peak_rss_mb": round(_peak_rss_mb(), 1)}
     if job.device == "cuda":
         peak["max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

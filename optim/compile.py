@@ -242,6 +242,7 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
             "compile(max-autotune,fp16,cudnn-convs)",
         ],
     },
+    reload_compiles=True,
 )
 def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Compile the module; the first call (where Inductor compiles) is made here and timed as ``compile_s``."""
@@ -301,7 +302,7 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
     )
 
 
-@register_loader("compile")
+@register_loader("compile", compiles=True)
 def load_compiled(directory: Path, manifest: dict[str, Any], device: str) -> Variant:
     """Rebuild a compiled variant: load the source weights (or the inner variant) and compile again."""
     import models

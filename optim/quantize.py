@@ -326,7 +326,7 @@ def build_x86(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Ar
     return x86_artifact(graph, ctx, artifact.steps, entry, args.get("wrapper") or "cpp")
 
 
-@register_loader("pt2e-x86")
+@register_loader("pt2e-x86", compiles=True)
 def load_pt2e_x86(directory: Path, manifest: dict[str, Any], device: str) -> Variant:
     """The saved quantized ExportedProgram, compiled again with freezing (compile time is paid at load)."""
     from optim.quant_pt2e import compile_frozen, load_graph
@@ -392,6 +392,7 @@ PTQ_USAGE = (
     usage=PTQ_USAGE,
     description="static INT8 post-training quantization calibrated on train images (x86 PT2E, ORT QDQ, TensorRT)",
     default_recipes={"cpu": ["ptq(x86)", "ptq(ort)"]},  # on cuda the sweep runs trt(int8), the same build
+    reload_compiles=lambda args, device: (args.get("backend") or default_backend(device)) == "x86",
 )
 def ptq_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Dispatch on the backend; ``ptq`` without one picks the machine's best (see :func:`default_backend`)."""
@@ -494,6 +495,7 @@ QAT_USAGE = "qat(x86|ort[,epochs=N][,lr=F])"
     devices=["cpu"],
     usage=QAT_USAGE,
     description="PT2E quantization-aware fine-tuning on train, then x86 Inductor or ORT QDQ",
+    reload_compiles=lambda args, device: (args.get("backend") or default_backend(device)) == "x86",
 )
 def qat_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Fake-quantized fine-tuning with the models.train loop; not in the default sweep (minutes on 2 cores)."""

@@ -42,6 +42,14 @@ class Recipe:
             devices &= step.spec.devices
         return devices
 
+    def reload_compiles(self, device: str) -> bool:
+        """Whether loading this recipe's saved variant compiles again (``torch.compile``, PT2E x86)."""
+        for step in self.steps:
+            flag = step.spec.reload_compiles
+            if flag(dict(step.args), device) if callable(flag) else flag:
+                return True
+        return False
+
     def unavailable_reason(self, device: str) -> str | None:
         """Why this recipe cannot run on ``device`` here (hardware or a missing backend), or None."""
         for step in self.steps:

@@ -48,6 +48,9 @@ class StepSpec:
     usage: str = ""
     default_recipes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device -> recipes in the default sweep
     available: Callable[[str], str | None] | None = None  # device -> reason it cannot run here, or None
+    # Whether loading a saved variant this step made compiles again ((args, device) -> bool, or a constant):
+    # a sweep does not start a second measurement process for those, it would pay the compile twice.
+    reload_compiles: Callable[[dict[str, Any], str], bool] | bool = False
 
 
 STEPS: dict[str, StepSpec] = {}
@@ -79,6 +82,7 @@ def register_step(
     usage: str = "",
     default_recipes: dict[str, Sequence[str]] | None = None,
     available: Callable[[str], str | None] | None = None,
+    reload_compiles: Callable[[dict[str, Any], str], bool] | bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn(artifact, ctx, **args) -> Artifact`` as recipe step ``name``."""
 
@@ -108,6 +112,7 @@ def register_step(
             usage=usage or name,
             default_recipes={k: tuple(v) for k, v in (default_recipes or {}).items()},
             available=available,
+            reload_compiles=reload_compiles,
         )
         return fn
 

@@ -31,14 +31,28 @@ MANIFEST = "manifest.json"
 LOADERS: dict[str, Callable[[Path, dict[str, Any], str], Variant]] = {}
 # Turns a terminal artifact of a kind into a runtime (e.g. ONNX file -> ORT session); the onnx producer adds its own.
 FINALIZERS: dict[str, Callable[[Artifact, BuildContext], Artifact]] = {}
+# Loaders that compile again (torch.compile, Inductor): loading them costs about as much as building did.
+COMPILING_LOADERS: set[str] = set()
 
 
-def register_loader(kind: str) -> Callable:
+def register_loader(kind: str, compiles: bool = False) -> Callable:
+    """Register the loader of a saved kind; ``compiles`` says loading it runs a compiler again (it is slow)."""
+
     def decorator(fn: Callable[[Path, dict[str, Any], str], Variant]) -> Callable:
         LOADERS[kind] = fn
+        if compiles:
+            COMPILING_LOADERS.add(kind)
         return fn
 
     return decorator
+
+
+def loading_compiles(manifest: dict[str, Any]) -> bool:
+    """Whether loading this saved variant compiles again, so a second copy is about as slow to start as the first."""
+    from optim.registry import load_producers
+
+    load_producers()
+    return (manifest.get("load") or {}).get("kind") in COMPILING_LOADERS
 
 
 def identity(x: Any) -> Any:

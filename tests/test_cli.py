@@ -45,6 +45,7 @@ def bad_files(tmp_path_factory):
         (["{root}/plain.pt", "--model", "resnet10t", "--device", "tpu"], "unknown device"),
         (["{root}/plain.pt", "--model", "resnet10t", "--threads", "0"], "--threads must be positive"),
         (["{root}/plain.pt", "--model", "resnet10t", "--rounds", "2"], "--rounds must be >= 5"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--replicas", "0"], "--replicas must be positive"),
         (["--resume", "no-such-run"], "cannot resume"),
         (["--bogus-flag"], "unrecognized arguments"),
     ],

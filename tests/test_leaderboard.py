@@ -123,3 +123,16 @@ def test_paced_figures_follow_the_paired_speedups(tmp_path):
     assert best_within_budget(df)["variant"] == "b"
     png = pareto_plot(df, tmp_path / "pareto.png")
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_processes_that_disagree_are_said_next_to_the_variant():
+    rows = rows_for("fp32", 10.0, 95.0) + rows_for("steady", 5.0, 95.0) + rows_for("wobbly", 5.0, 95.0)
+    # (process ratios, p that the processes' rounds differ): 10% apart but within the rounds' noise, and 10% beyond it
+    seen = {"steady": ([0.48, 0.53], 0.2), "wobbly": ([0.48, 0.53], 0.001)}
+    for r in rows:
+        if r["variant"] in seen and r["scenario"] == "latency":
+            ratios, p = seen[r["variant"]]
+            r["paired"] = {"time_ratio": 0.5, "ci95": [0.49, 0.51], "process_time_ratios": ratios, "process_p": p}
+    notes = build_leaderboard(rows, 1.0).set_index("variant")["note"]
+    assert "processes" not in notes["steady"]
+    assert "its 2 processes read 2.08x, 1.89x at batch 1 (10% apart, p=0.001)" in notes["wobbly"]

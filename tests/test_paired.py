@@ -30,6 +30,14 @@ def test_median_ci_uses_binomial_order_statistics():
     assert paired.median_ci95(np.array([3.0, 1.0, 2.0])) == (1.0, 3.0)
 
 
+def test_processes_differ_p_separates_offset_processes_from_noise():
+    rng = np.random.default_rng(0)
+    same = [np.exp(rng.normal(0, 0.09, 30)), np.exp(rng.normal(0, 0.09, 30))]
+    apart = [np.exp(rng.normal(0, 0.09, 30)), np.exp(rng.normal(0.15, 0.09, 30))]
+    assert paired.processes_differ_p(same) > 0.01 and paired.processes_differ_p(apart) < 0.01
+    assert np.isnan(paired.processes_differ_p([np.ones(2), np.ones(5)]))  # too few rounds to say
+
+
 def test_split_checks_lengths():
     assert paired.split([1, 2, 3, 4, 5], [2, 3]) == [[1, 2], [3, 4, 5]]
     with pytest.raises(ValueError, match="add up"):
@@ -142,7 +150,7 @@ def test_paired_sweep_writes_paired_speedups_and_resumes(tmp_path, tiny_ckpt):
         threads=1,
         quick=True,
     )
-    rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0))
+    rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
     by = {(r["recipe"], r["scenario"]): r for r in rows}
     assert by[("fp16", "*")]["status"] == "skipped"  # fp16 needs CUDA: a row with the reason
     cl = by[("fp32-cl", "latency")]
@@ -154,6 +162,13 @@ def test_paired_sweep_writes_paired_speedups_and_resumes(tmp_path, tiny_ckpt):
     board = build_leaderboard(rows).set_index("variant")
     assert board.loc["fp32-cl", "speedup_vs_fp32"] == pytest.approx(1 / cl["paired"]["time_ratio"])
     assert board.loc["fp32-cl", "speedup_ci95"] and board.loc["fp32", "speedup_vs_fp32"] == 1.0
+    # Two processes a side: the second loaded what the first saved, and the rounds were shared between them.
+    assert cl["pairing"]["processes"] == 2 and cl["pairing"]["reference_processes"] == 2
+    assert len(cl["paired"]["process_time_ratios"]) == 2 and all(r > 0 for r in cl["paired"]["process_time_ratios"])
+    assert len(cl["process_samples"]) == 2 and sum(cl["process_samples"]) == cl["n"] == len(cl["samples_ms"])
+    assert len(ref["process_samples"]) == 2 and sum(ref["slice_lengths"]) == ref["n"]
+    assert (tmp_path / "run" / "logs" / "fp32-cl-2.log").is_file()
+    assert (tmp_path / "run" / "variants" / "fp32-cl" / "cpu" / "manifest.json").is_file()
     # Resume: nothing left to do, nothing duplicated.
     again = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0))
     keys = [(r["recipe"], r["scenario"]) for r in again]

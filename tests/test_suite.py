@@ -92,7 +92,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
     args = ["bench", str(tiny_ckpt), "--recipes", "fp32,fp32-cl", "--quick", "--run-id", "r1", "--no-progress"]
-    first = cli([*args, "--rounds", "6"])
+    first = cli([*args, "--rounds", "6", "--replicas", "2"])  # --quick alone would use one process a side
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "results" / "runs" / "r1"
     results = run_dir / "results.jsonl"
@@ -109,6 +109,7 @@ def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
     assert "fastest within 1-point top-1 budget on cpu:" in first.stdout
     cl = [r for r in rows if r["variant"] == "fp32-cl"]
     assert all(r["pairing"]["rounds"] == 6 and len(r["slice_lengths"]) == 6 for r in cl)
+    assert all(r["pairing"]["processes"] == 2 and len(r["process_samples"]) == 2 for r in cl)  # --replicas 2
 
     # Simulate a kill while fp32-cl was being written: its rows gone, a torn half line left behind.
     kept = [json.dumps(r) for r in rows if r["variant"] == "fp32"]
@@ -122,7 +123,8 @@ def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
     assert len(keys) == len(set(keys)) == 4
     assert sorted(r["timestamp"] for r in rows if r["variant"] == "fp32") == fp32_stamps  # not measured again
     assert "fp32-cl" in (run_dir / "leaderboard.csv").read_text()
-    assert all(r["pairing"]["rounds"] == 6 for r in rows if r["variant"] == "fp32-cl")  # resume keeps --rounds
+    resumed_cl = [r for r in rows if r["variant"] == "fp32-cl"]
+    assert all(r["pairing"]["rounds"] == 6 and r["pairing"]["processes"] == 2 for r in resumed_cl)  # kept on resume
 
 
 @pytest.mark.slow

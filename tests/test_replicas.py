@@ -1,0 +1,176 @@
+"""Several measurement processes per side: how rounds are spread over them and how their rows are pooled."""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+
+import pytest
+
+from bench.interleave import PairingPlan, Replicas, ServerError, interleave
+from bench.replicas import merge_replica_rows, replica_count
+from bench.sweep import SweepConfig
+from bench.sweep_paired import run_paired_sweep
+from bench.timing import ScenarioConfig
+
+
+class _Proc:
+    def poll(self):
+        return None
+
+
+class FakeServer:
+    """Answers slices with its name's constant, and remembers the order it was asked in."""
+
+    def __init__(self, name: str, value: float, log: list[str]) -> None:
+        self.name, self.value, self.log, self.proc = name, value, log, _Proc()
+
+    def slice(self, scenario, seconds, calls):
+        self.log.append(self.name)
+        return [self.value] * calls
+
+    def close(self) -> None:
+        pass
+
+
+def _side(name: str, count: int, log: list[str], value: float = 1.0) -> Replicas:
+    return Replicas(name, [FakeServer(f"{name}{k}", value, log) for k in range(count)])
+
+
+def _rounds(sides, rounds: int):
+    log: list[str] = []
+    for side in sides:
+        for server in side.servers:
+            server.log = log
+    scenario = ScenarioConfig("latency", 1, min_iters=rounds, min_seconds=0.0, max_seconds=60.0)
+    out = interleave(sides, [scenario], PairingPlan(rounds=rounds, gap_s=0.0))
+    return out, [log[len(sides) * r] for r in range(rounds)]  # who went first in each round
+
+
+def test_rounds_meet_every_combination_of_processes_in_both_orders():
+    ref, var = _side("ref", 2, []), _side("var", 2, [])
+    out, firsts = _rounds([ref, var], 16)
+    assert len(out["ref"]["latency"]) == len(out["var"]["latency"]) == 16  # one slice per side and round
+    combos = list(zip(ref.picked["latency"], var.picked["latency"], strict=True))
+    for combo in itertools.product((0, 1), (0, 1)):
+        rounds = [r for r, c in enumerate(combos) if c == combo]
+        assert len(rounds) == 4, combo
+        # Within a combination, each side goes first (right after the pause) as often as second.
+        assert sorted(firsts[r][:3] for r in rounds) == ["ref", "ref", "var", "var"], combo
+
+
+def test_one_reference_two_variant_processes_keeps_order_and_process_apart():
+    ref, var = _side("ref", 1, []), _side("var", 2, [])
+    _, firsts = _rounds([ref, var], 8)
+    for k in (0, 1):
+        rounds = [r for r, p in enumerate(var.picked["latency"]) if p == k]
+        assert len(rounds) == 4 and sum(firsts[r] == f"var{k}" for r in rounds) == 2  # first in half its rounds
+
+
+class DyingServer(FakeServer):
+    """Answers ``lives`` slices, then fails as a dead measurement process does."""
+
+    def __init__(self, name: str, value: float, log: list[str], lives: int) -> None:
+        super().__init__(name, value, log)
+        self.lives = lives
+
+    def slice(self, scenario, seconds, calls):
+        if self.lives <= 0:
+            raise ServerError(f"{self.name} measurement process exited with code 1")
+        self.lives -= 1
+        return super().slice(scenario, seconds, calls)
+
+
+def test_a_second_process_that_dies_is_dropped_and_its_rounds_go_to_the_first():
+    log: list[str] = []
+    ref = Replicas("ref", [FakeServer("r", 1.0, log)])
+    var = Replicas("var", [FakeServer("v0", 2.0, log), DyingServer("v1", 2.0, log, lives=1)])
+    out = interleave([ref, var], [ScenarioConfig("latency", 1, min_iters=6, min_seconds=0.0)], PairingPlan(6, 0.0))
+    assert len(out["var"]["latency"]) == 6  # no round lost
+    assert var.picked["latency"] == [0, 0, 1, 0, 0, 0] and list(var.dropped) == [1]
+    assert [p for p, _ in var.history["latency"]] == var.picked["latency"]
+    assert "v1 dropped (v1 measurement process exited with code 1)" in var.notes()[0]
+    with pytest.raises(ServerError):  # the first process is the side: its death is the side's
+        interleave(
+            [Replicas("x", [DyingServer("x0", 1.0, log, lives=0)])], [ScenarioConfig("latency", 1)], PairingPlan(5)
+        )
+
+
+def test_a_single_server_is_a_side_of_one():
+    log: list[str] = []
+    out = interleave(
+        [FakeServer("a", 1.0, log), FakeServer("b", 1.0, log)],
+        [ScenarioConfig("latency", 1, min_iters=5, min_seconds=0.0)],
+        PairingPlan(rounds=5, gap_s=0.0),
+    )
+    assert log == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]
+    assert [len(out[n]["latency"]) for n in ("a", "b")] == [5, 5]
+
+
+def _row(samples_ms: list[float], **extra) -> dict:
+    return {"scenario": "latency", "batch_size": 1, "samples_ms": samples_ms, **extra}
+
+
+def test_merged_rows_pool_every_process_slices_in_the_order_they_were_taken():
+    first = [_row([1.0] * 4, build_s=7.0, top1=99.0, peak_rss_mb=300.0, p50_ms=1.0)]
+    second = [_row([3.0] * 4, build_s=None, peak_rss_mb=350.0, p50_ms=3.0)]
+    history = {"latency": [(0, [1e-3, 1e-3]), (1, [3e-3] * 3), (0, [1e-3, 1e-3]), (1, [3e-3])]}
+    (row,) = merge_replica_rows([first, second], history)
+    assert row["n"] == 8 and row["samples_ms"] == [1.0, 1.0, 3.0, 3.0, 3.0, 1.0, 1.0, 3.0]
+    assert row["p50_ms"] == pytest.approx(2.0) and row["mean_ms"] == pytest.approx(2.0)
+    assert row["slice_lengths"] == [2, 3, 2, 1] and row["slice_process"] == [0, 1, 0, 1]
+    assert row["process_samples"] == [4, 4]
+    assert row["build_s"] == 7.0 and row["top1"] == 99.0 and row["peak_rss_mb"] == 350.0
+    one = {"latency": [(0, [1e-3] * 2), (0, [1e-3] * 2)]}
+    assert merge_replica_rows([first], one) == first  # one process took every slice: its row as it is
+
+
+def test_replica_count_defaults():
+    assert replica_count("cpu", load_compiles=False, requested=None) == 2
+    assert replica_count("cpu", load_compiles=True, requested=None) == 1  # a second compile costs the build again
+    assert replica_count("cuda", load_compiles=False, requested=None) == 1
+    assert replica_count("cpu", load_compiles=True, requested=3) == 3
+    assert replica_count("cpu", load_compiles=False, requested=None, quick=True) == 1  # a smoke run
+
+
+UNLOADABLE = textwrap.dedent(
+    """
+    from optim.registry import MODULE, register_step
+
+    @register_step("unloadable-step", accepts=[MODULE], produces=MODULE)
+    def unloadable(artifact, ctx):
+        artifact.save_hook = lambda directory: {"kind": "no-such-loader"}
+        return artifact
+    """
+)
+
+
+def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_path, tiny_ckpt, monkeypatch):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "unloadable_steps.py").write_text(UNLOADABLE)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugins"))
+    monkeypatch.setenv("OPTBENCH_PLUGINS", "unloadable_steps")
+    import optim.registry as registry
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    cfg = SweepConfig(
+        recipes=("fp32", "unloadable-step"),
+        device="cpu",
+        run_dir=tmp_path / "run",
+        run_id="u",
+        scenarios=(ScenarioConfig("latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=5, min_seconds=0.1),),
+        ckpt=str(tiny_ckpt),
+        data_spec="digits",
+        threads=1,
+        quick=True,
+    )
+    try:
+        rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
+    finally:
+        registry.STEPS.pop("unloadable-step", None)
+    (row,) = [r for r in rows if r["recipe"] == "unloadable-step"]
+    assert row["status"] == "ok" and row["pairing"]["processes"] == 1  # measured anyway, in the process that built it
+    assert "could not load the saved variant" in row["note"] and "no-such-loader" in row["note"]
+    (ref,) = [r for r in rows if r["recipe"] == "fp32"]
+    assert len(ref["process_samples"]) == 2  # the reference's own second process loaded fine
