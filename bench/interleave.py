@@ -188,9 +188,6 @@ class Replicas:
     def alive(self) -> bool:
         return self.first.proc.poll() is None
 
-    def live(self) -> list[MeasurementServer]:
-        return [s for i, s in enumerate(self.servers) if i not in self.dropped]
-
     def take_slice(self, pick: int, scenario: ScenarioConfig, seconds: float, calls: int) -> tuple[int, list[float]]:
         """One slice from process ``pick``, or from the next live one if it was dropped.
 

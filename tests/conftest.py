@@ -58,3 +58,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def install_plugin(tmp_path, monkeypatch):
+    """``install_plugin(module_name, source, steps)``: a producer plug-in every command and spawned worker imports.
+
+    The steps it registers are removed afterwards, so other tests see the registry as it was.
+    """
+    import optim.registry as registry
+
+    folder = tmp_path / "plugins"
+    added: list[str] = []
+
+    def install(module: str, source: str, steps: list[str]) -> None:
+        folder.mkdir(exist_ok=True)
+        (folder / f"{module}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(folder))
+        monkeypatch.setenv("PYTHONPATH", str(folder))
+        monkeypatch.setenv("OPTBENCH_PLUGINS", module)
+        monkeypatch.setattr(registry, "_loaded", False)
+        added.extend(steps)
+
+    yield install
+    for step in added:
+        registry.STEPS.pop(step, None)

@@ -145,15 +145,8 @@ UNLOADABLE = textwrap.dedent(
 )
 
 
-def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_path, tiny_ckpt, monkeypatch):
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "unloadable_steps.py").write_text(UNLOADABLE)
-    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugins"))
-    monkeypatch.setenv("OPTBENCH_PLUGINS", "unloadable_steps")
-    import optim.registry as registry
-
-    monkeypatch.setattr(registry, "_loaded", False)
+def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_path, tiny_ckpt, install_plugin):
+    install_plugin("unloadable_steps", UNLOADABLE, ["unloadable-step"])
     cfg = SweepConfig(
         recipes=("fp32", "unloadable-step"),
         device="cpu",
@@ -165,10 +158,7 @@ def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_pat
         threads=1,
         quick=True,
     )
-    try:
-        rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
-    finally:
-        registry.STEPS.pop("unloadable-step", None)
+    rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
     (row,) = [r for r in rows if r["recipe"] == "unloadable-step"]
     assert row["status"] == "ok" and row["pairing"]["processes"] == 1  # measured anyway, in the process that built it
     assert "could not load the saved variant" in row["note"] and "no-such-loader" in row["note"]

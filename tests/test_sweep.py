@@ -30,18 +30,8 @@ PLUGIN = textwrap.dedent(
 
 
 @pytest.fixture
-def crashy_plugin(tmp_path, monkeypatch):
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "crashy_steps.py").write_text(PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path / "plugins"))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "plugins"))
-    monkeypatch.setenv("OPTBENCH_PLUGINS", "crashy_steps")
-    import optim.registry as registry
-
-    monkeypatch.setattr(registry, "_loaded", False)
-    yield
-    registry.STEPS.pop("raise-step", None)
-    registry.STEPS.pop("die-step", None)
+def crashy_plugin(install_plugin):
+    install_plugin("crashy_steps", PLUGIN, ["raise-step", "die-step"])
 
 
 def _config(tmp_path, ckpt, recipes):
