@@ -140,9 +140,9 @@ class Suite:
                 from bench.accuracy import evaluate_variant
                 from optim import build
 
-                _, fp32_preds = evaluate_variant(
-                    build("fp32", self.loaded, self.context("fp32", device)), self.data().val
-                )
+                fp32 = build("fp32", self.loaded, self.context("fp32", device))
+                batch = self.scenario("throughput", device).batch_size
+                _, fp32_preds = evaluate_variant(fp32, self.data().val, batch_size=batch)
             self._references[device] = fp32_preds
         return self._references[device]
 
@@ -211,7 +211,9 @@ class VariantCache:
         info: dict[str, Any] = {"first_call_ms": round(first_ms, 3)}
         if suite.measures_accuracy:
             reference = suite._references.get(device)
-            acc, preds = evaluate_variant(variant, suite.data().val, reference)
+            # at the throughput batch: a static-shape compiled variant compiles it anyway, and no other size
+            batch = suite.scenario("throughput", device).batch_size
+            acc, preds = evaluate_variant(variant, suite.data().val, reference, batch)
             if reference is None:
                 if recipe == "fp32":
                     suite.reference(device, preds)

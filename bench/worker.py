@@ -169,6 +169,7 @@ class Prepared:
     first_ms: float
     accuracy: dict[str, Any] | None = None
     saved: bool = False  # the variant directory holds this variant (saved here, or loaded from it)
+    eval_batch: int | None = None  # accuracy runs at this batch: the largest one timed, so nothing compiles again
 
 
 def prepare(job: Job, load_dir: str | Path | None = None) -> Prepared:
@@ -257,7 +258,7 @@ def measure_accuracy(prep: Prepared) -> dict[str, Any]:
     if job.accuracy and info.has_weights and prep.spec:
         ref_file = reference_path(job, info)
         reference = np.load(ref_file) if ref_file.is_file() else None
-        acc, preds = evaluate_variant(prep.variant, prep.ctx.data.val, reference)
+        acc, preds = evaluate_variant(prep.variant, prep.ctx.data.val, reference, prep.eval_batch)
         if reference is None and job.recipe == "fp32":
             ref_file.parent.mkdir(parents=True, exist_ok=True)
             tmp = ref_file.with_name(ref_file.name + ".tmp.npy")
@@ -315,7 +316,9 @@ def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str
 def run_job(job: Job) -> list[dict[str, Any]]:
     """Build the job's variant in this process and measure it; raises on failure (the executor records it)."""
     prep = prepare(job)
-    return finish(prep, [_measure_scenario(prep.variant, job, s, prep.info.input_size) for s in job.scenarios])
+    rows = [_measure_scenario(prep.variant, job, s, prep.info.input_size) for s in job.scenarios]
+    prep.eval_batch = max((int(row["batch_size"]) for row in rows), default=None)
+    return finish(prep, rows)
 
 
 def safe_name(text: str, limit: int = 80) -> str:

@@ -39,11 +39,14 @@ def _ctx(loaded, tmp_path, calib_size=64, **options) -> BuildContext:
 
 
 def _agreement(variant, loaded, loader) -> float:
+    """Top-1 agreement with the FP32 model, at one batch size (a static-shape compiled variant compiles each)."""
+    from bench.accuracy import fixed_batches
+
     same = total = 0
     with torch.inference_mode():
-        for images, _ in loader:
-            same += int((variant(images).argmax(1) == loaded.model(images).argmax(1)).sum())
-            total += images.shape[0]
+        for images, _, real in fixed_batches(loader, 32):
+            same += int((variant(images)[:real].argmax(1) == loaded.model(images)[:real].argmax(1)).sum())
+            total += real
     return 100.0 * same / total
 
 
@@ -95,6 +98,13 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
     ctx = _ctx(tiny_loaded, tmp_path)
     variant = build("ptq(x86)", tiny_loaded, ctx)
     assert (inductor_config.freezing, inductor_config.cpp_wrapper) == (freezing_before, wrapper_before)
+    # The build compiled batch 1; a caller's batch 1 (a normal tensor, not an inference tensor) must reuse that
+    # graph. It once failed a dispatch-key guard and compiled everything again at the first timed call.
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    variant(torch.randn(1, 3, 32, 32))
+    assert counters["stats"]["unique_graphs"] == graphs
     step = variant.manifest["steps"][-1]
     assert step["compiled"] is True and step["compile"] == "torch.compile + inductor freezing + cpp_wrapper"
     assert step["quantizer"].startswith("torchao X86InductorQuantizer")
@@ -109,7 +119,7 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
     assert manifest["load"]["kind"] == "pt2e-x86" and (saved / "model.pt2").is_file()
     assert manifest["load"]["wrapper"] == "cpp"  # the reload compiles the same way
     reloaded = Variant.load(saved)
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.randn(1, 3, 32, 32)  # the size the load compiled
     assert torch.equal(reloaded(x).argmax(1), variant(x).argmax(1))
 
 
