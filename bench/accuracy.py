@@ -2,8 +2,8 @@
 
 The pass can run at a fixed batch size (:func:`fixed_batches`): a variant compiled for static shapes
 (``compile``, ``ptq(x86)``) compiles a graph for every new batch size it sees, and the loader's batches of 32
-plus a short last one cost two more compiles (15 s each for ``ptq(x86)`` on the 2-vCPU VM) that nobody deploys. Evaluated
-at the throughput batch, which the warm-up already compiled, it costs none.
+plus a short last one cost two more compiles (15 s each for ``ptq(x86)`` on the 2-vCPU VM) that nobody
+deploys. Evaluated at the throughput batch, which the warm-up already compiled, it costs none.
 """
 
 from __future__ import annotations
