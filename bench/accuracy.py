@@ -31,8 +31,8 @@ def fixed_batches(loader, batch_size: int) -> Iterator[tuple[torch.Tensor, torch
         held_x.append(images)
         held_y.append(torch.as_tensor(target))
         count += images.shape[0]
-        while count >= batch_size:
-            x, y = torch.cat(held_x), torch.cat(held_y)
+        while count >= batch_size:  # one tensor held after the first cut: slices, not a copy per batch
+            x, y = (held_x[0], held_y[0]) if len(held_x) == 1 else (torch.cat(held_x), torch.cat(held_y))
             yield x[:batch_size], y[:batch_size], batch_size
             held_x, held_y, count = [x[batch_size:]], [y[batch_size:]], count - batch_size
     if count:
