@@ -89,9 +89,10 @@ def _agreement(preds: np.ndarray, reference: np.ndarray) -> float:
 
 
 def _evaluate(variant, val) -> tuple[dict[str, Any], np.ndarray]:
+    """Accuracy at the loader's batch size throughout: its short last batch, filled up, compiles nothing new."""
     from bench.accuracy import evaluate_variant
 
-    return evaluate_variant(variant, val)
+    return evaluate_variant(variant, val, batch_size=getattr(val, "batch_size", None))
 
 
 def _quick_latency_ms(variant, example: torch.Tensor) -> float:

@@ -83,3 +83,16 @@ def test_a_job_measures_accuracy_at_its_largest_timed_batch(tmp_path, tiny_ckpt,
     rows_plain = run_job(dataclasses.replace(job, run_id="u", run_dir=str(tmp_path / "run2"), scenarios=scenarios[:1]))
     assert calls == [12, 1]
     assert rows_plain[0]["top1"] == pytest.approx(rows[0]["top1"])
+
+
+def test_quantize_cli_evaluates_at_one_batch_size_only():
+    """A static-shape ptq(x86) variant would compile the loader's short last batch just for the accuracy pass."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from optim.quant_cli import _evaluate
+
+    images = torch.arange(72, dtype=torch.float32).reshape(72, 1, 1, 1).expand(72, 3, 2, 2).contiguous()
+    val = DataLoader(TensorDataset(images, torch.arange(72)), batch_size=32)
+    variant = _ShapeRecorder()
+    acc, preds = _evaluate(variant, val)
+    assert set(variant.sizes) == {32} and acc["val_images"] == 72 and preds.tolist() == [i % 10 for i in range(72)]
