@@ -9,8 +9,8 @@ slices see the same mood and their ratio is what :mod:`bench.paired` summarizes.
 (resnet18, 60 rounds of 0.1 s): an A/A pair gave median round ratios of 0.98-1.00 over four sessions
 while the absolute p50 ranged from 38 to 56 ms; a 10% injected slowdown read 1.09-1.10.
 
-Between slices the coordinator pauses briefly so the thread pools of the side that just ran (OpenMP and
-ONNX Runtime spin-wait after work) are idle before the other side starts.
+A side answers a slice only once its thread pools have stopped spin-waiting (:mod:`bench.quiesce`; ONNX
+Runtime's spins for about 55 ms), so the other side starts on idle CPUs; the coordinator adds a short pause.
 """
 
 from __future__ import annotations

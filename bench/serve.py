@@ -37,6 +37,7 @@ class _Server:
         self.prep = None
         self.calls: dict[str, Any] = {}  # scenario -> (timed fn, batch, note)
         self.samples: dict[str, list[list[float]]] = {}
+        self.idle_waits: dict[str, list[float]] = {}  # per scenario: seconds each slice's pools took to stop spinning
 
     def send(self, payload: dict[str, Any]) -> None:
         self.reply.write(json.dumps(payload, default=str) + "\n")
@@ -88,7 +89,12 @@ class _Server:
         return call, timer, batch, note
 
     def slice(self, scenario: str, seconds: float, min_calls: int, warm_calls: int = 1) -> dict[str, Any]:
-        """Untimed ``warm_calls`` first (the other process just ran: caches and thread pools are cold), then time."""
+        """Untimed ``warm_calls`` first (the other process just ran: caches and thread pools are cold), then time.
+
+        The reply waits until this process's thread pools stop spinning (:mod:`bench.quiesce`): the process
+        timed next must not share the CPUs with them.
+        """
+        from bench.quiesce import wait_until_idle
         from bench.timing import time_calls
 
         if scenario not in self.calls:
@@ -98,7 +104,9 @@ class _Server:
             call()
         samples = time_calls(call, timer, max(1, int(min_calls)), float(seconds), max(60.0, 4 * float(seconds)))
         self.samples[scenario].append(samples)
-        return {"samples": samples}
+        waited = wait_until_idle()
+        self.idle_waits.setdefault(scenario, []).append(waited)
+        return {"samples": samples, "idle_wait_s": waited}
 
     def accuracy(self) -> dict[str, Any]:
         from bench.worker import measure_accuracy
@@ -106,6 +114,8 @@ class _Server:
         return {"ok": True, "accuracy": measure_accuracy(self.prep)}
 
     def finish(self) -> dict[str, Any]:
+        import numpy as np
+
         from bench.timing import CudaEventTimer, run_timed
         from bench.worker import finish, scenario_input, scenario_row
 
@@ -123,6 +133,9 @@ class _Server:
             pooled = [s for chunk in slices for s in chunk]
             row = scenario_row(prep.job, scenario, batch, pooled, device_only, note)
             row["slice_lengths"] = [len(chunk) for chunk in slices]
+            waits = self.idle_waits.get(scenario.name)
+            if waits:  # how long this variant's pools spun after a slice: the reason the reply waits for them
+                row["idle_wait_ms_p50"] = round(float(np.median(waits)) * 1e3, 1)
             rows.append(row)
         return {"rows": finish(prep, rows)}
 

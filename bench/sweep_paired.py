@@ -37,7 +37,8 @@ from bench.sweep import REFERENCE, SweepConfig, finished_recipes
 # with shorter slices (log-ratio SD 0.07-0.11 either way), so three times the rounds cut the median CoV of the paired
 # speedups across default sweeps from 4.8% / 3.7% (3 runs, 20 rounds) to 3.4% / 2.7% (5 runs, 60 rounds; latency /
 # throughput) in the same 8 minutes. What is left is mostly each variant's one process.
-SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.02)
+# The pause between slices is short because each side answers only once its thread pools are idle (bench.quiesce).
+SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005)
 
 
 def _paired_info(

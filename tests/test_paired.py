@@ -127,6 +127,7 @@ def test_servers_time_alternating_slices_and_pool_them_into_rows(tmp_path, tiny_
     for row in rows_a + rows_b:
         assert row["status"] == "ok" and sum(row["slice_lengths"]) == len(row["samples_ms"]) == row["n"]
         assert len(row["slice_lengths"]) == 6 and min(row["slice_lengths"]) >= 2  # min_iters spread over rounds
+        assert 0 < row["idle_wait_ms_p50"] < 300  # each slice's reply waited for the pools to stop spinning
     assert rows_b[0]["agreement"] > 95  # the reference predictions were written by a.accuracy() first
     est = paired.estimate(slices["a"]["latency"], slices["b"]["latency"])
     assert est is not None and est.rounds == 6 and est.ratio > 0

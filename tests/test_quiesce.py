@@ -1,0 +1,87 @@
+"""Measurement processes answer only once their thread pools stop spinning (bench.quiesce)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bench.quiesce import wait_until_idle
+
+
+class FakeProcess:
+    """A process whose other threads burn the whole of each slot for ``busy_slots`` slots, then stop."""
+
+    def __init__(self, busy_slots: int) -> None:
+        self.busy_slots, self.cpu, self.wall, self.sleeps = busy_slots, 0.0, 0.0, 0
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.wall += seconds
+        if self.sleeps <= self.busy_slots:
+            self.cpu += seconds
+
+
+def _wait(proc: FakeProcess, **kwargs) -> float:
+    return wait_until_idle(cpu_clock=lambda: proc.cpu, sleep=proc.sleep, wall_clock=lambda: proc.wall, **kwargs)
+
+
+def test_waits_until_a_slot_passes_without_spinning():
+    proc = FakeProcess(busy_slots=11)  # about 55 ms: ONNX Runtime's pool after its last call on the dev VM
+    waited = _wait(proc, slot_s=0.005)
+    assert proc.sleeps == 12  # eleven busy slots, then the quiet one that ends the wait
+    assert waited == pytest.approx(0.060)
+
+
+def test_an_idle_process_waits_one_slot():
+    proc = FakeProcess(busy_slots=0)
+    assert _wait(proc, slot_s=0.005) == pytest.approx(0.005) and proc.sleeps == 1
+
+
+def test_a_process_that_never_settles_is_given_up_on():
+    proc = FakeProcess(busy_slots=10**6)
+    waited = _wait(proc, max_s=0.1, slot_s=0.005)
+    assert waited == pytest.approx(0.1) and proc.sleeps == 20
+
+
+def _matmul_session(threads: int):
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).random((512, 512), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256, 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256, 512])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _cpu_share(seconds: float) -> float:
+    before = time.process_time()
+    time.sleep(seconds)
+    return (time.process_time() - before) / seconds
+
+
+def test_onnx_runtime_pool_is_quiet_once_the_wait_returns():
+    session = _matmul_session(threads=2)
+    x = np.ones((256, 512), dtype=np.float32)
+
+    def burst() -> None:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.05:
+            session.run(None, {"x": x})
+
+    burst()
+    if _cpu_share(0.02) < 0.3:
+        pytest.skip("this onnxruntime's pool does not spin after Run here: nothing to wait for")
+    burst()
+    waited = wait_until_idle()
+    assert waited < 0.25  # it settled rather than hitting the cap
+    assert _cpu_share(0.02) < 0.2  # the next process to be timed gets the CPUs to itself
