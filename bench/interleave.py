@@ -227,6 +227,11 @@ def _as_side(server: MeasurementServer | Replicas) -> Replicas:
     return server if isinstance(server, Replicas) else Replicas(server.name, [server])
 
 
+def went_first(round_index: int, side_index: int, sides: int) -> bool:
+    """Whether side ``side_index`` took the first slice of round ``round_index`` (as :func:`interleave` rotates)."""
+    return round_index % sides == side_index
+
+
 def interleave(
     servers: Sequence[MeasurementServer | Replicas], scenarios: Sequence[ScenarioConfig], plan: PairingPlan
 ) -> dict[str, dict[str, list[list[float]]]]:

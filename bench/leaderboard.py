@@ -87,6 +87,8 @@ def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 rec["speedup_ci95"] = f"{1 / _num(ci[1]):.3g}-{1 / _num(ci[0]):.3g}"
             if disagreement := _process_disagreement(paired, scenario):
                 process_notes.append(disagreement)
+            if disturbed := _order_dependence(paired, scenario):
+                process_notes.append(disturbed)
     for key in ("top1", "top5", "agreement", "size_mb", "build_s", "first_call_ms", "peak_rss_mb", "accuracy_note"):
         if first.get(key) is not None:
             rec[key] = first[key]
@@ -115,6 +117,26 @@ def _process_disagreement(paired: dict[str, Any], scenario: str) -> str | None:
     return (
         f"its {len(ratios)} processes read {speeds} at {where} ({spread:.0f}% apart, p={p:.2g}): "
         "less certain than its interval"
+    )
+
+
+# A round ratio that moves by more than this with the order inside the round means one side disturbed the other.
+ORDER_EFFECT_MIN = math.log(1.10)
+
+
+def _order_dependence(paired: dict[str, Any], scenario: str) -> str | None:
+    """A note when the round ratio depends on which side went first (bench.paired.order_effect).
+
+    A fair pair reads the same in either order. Before session 6, ORT's spinning pool slowed the fp32 slice
+    that followed it, and ORT speedups read too high; this note is how such interference shows up again.
+    """
+    diff, p = _num(paired.get("order_log_diff")), _num(paired.get("order_p"))
+    if math.isnan(diff) or math.isnan(p) or p >= PROCESS_DIFFER_ALPHA or abs(diff) < ORDER_EFFECT_MIN:
+        return None
+    where = "batch 1" if scenario == "latency" else "throughput"
+    return (
+        f"its rounds at {where} read {math.exp(abs(diff)):.2f}x apart by which side went first (p={p:.2g}): "
+        "one process disturbed the other; the speedup is unreliable"
     )
 
 

@@ -122,3 +122,35 @@ def processes_differ_p(groups: Sequence[np.ndarray]) -> float:
     from scipy.stats import kruskal
 
     return float(kruskal(*logs).pvalue)
+
+
+@dataclass(frozen=True)
+class OrderEffect:
+    """How much the round ratio depends on which side went first: ``log_diff`` = median log ratio of the rounds
+    where the variant went second, minus that of the rounds where it went first; ``p`` from Mann-Whitney."""
+
+    log_diff: float
+    p: float
+
+
+def order_effect(ratios: np.ndarray, variant_first: Sequence[bool]) -> OrderEffect | None:
+    """Whether one side disturbs the other: the signature is a ratio that depends on the order within the round.
+
+    Interleaving rotates the order so that neither side always runs right after the other, and a fair pair
+    reads the same either way. Session 6 found ORT's thread pool still spinning into the fp32 reference's next
+    slice: the rounds where the variant went first read about 2x apart from the others, and the median fell
+    wherever the mix put it. None with fewer than three rounds in either order.
+    """
+    logs = np.log(np.asarray(ratios, dtype=np.float64))
+    first = np.asarray(variant_first, dtype=bool)
+    if logs.size != first.size:
+        raise ValueError(f"{logs.size} ratios but {first.size} order flags")
+    a, b = logs[~first], logs[first]
+    if a.size < 3 or b.size < 3:
+        return None
+    diff = float(np.median(a) - np.median(b))
+    if np.all(logs == logs[0]):
+        return OrderEffect(0.0, 1.0)
+    from scipy.stats import mannwhitneyu
+
+    return OrderEffect(diff, float(mannwhitneyu(a, b, alternative="two-sided").pvalue))

@@ -136,3 +136,16 @@ def test_processes_that_disagree_are_said_next_to_the_variant():
     notes = build_leaderboard(rows, 1.0).set_index("variant")["note"]
     assert "processes" not in notes["steady"]
     assert "its 2 processes read 2.08x, 1.89x at batch 1 (10% apart, p=0.001)" in notes["wobbly"]
+
+
+def test_a_speedup_that_depends_on_the_order_within_rounds_is_flagged():
+    rows = rows_for("fp32", 10.0, 95.0) + rows_for("fair", 1.0, 95.0) + rows_for("disturbed", 1.0, 95.0)
+    # (log ratio of variant-second minus variant-first rounds, its p): small and large, both "significant"
+    seen = {"fair": (0.05, 1e-4), "disturbed": (0.69, 1e-9)}
+    for r in rows:
+        if r["variant"] in seen and r["scenario"] == "latency":
+            diff, p = seen[r["variant"]]
+            r["paired"] = {"time_ratio": 0.1, "ci95": [0.09, 0.11], "order_log_diff": diff, "order_p": p}
+    notes = build_leaderboard(rows, 1.0).set_index("variant")["note"]
+    assert "went first" not in notes["fair"]  # 5%: below the 10% that counts as disturbance
+    assert "its rounds at batch 1 read 1.99x apart by which side went first (p=1e-09)" in notes["disturbed"]

@@ -38,6 +38,30 @@ def test_processes_differ_p_separates_offset_processes_from_noise():
     assert np.isnan(paired.processes_differ_p([np.ones(2), np.ones(5)]))  # too few rounds to say
 
 
+def test_order_effect_finds_rounds_that_split_by_who_went_first():
+    rng = np.random.default_rng(1)
+    first = [r % 2 == 1 for r in range(60)]  # the variant goes first in odd rounds (two sides)
+    noise = rng.normal(0.0, 0.1, 60)
+    fair = paired.order_effect(np.exp(np.log(0.125) + noise), first)
+    # The reference slowed 2x whenever it ran right after the variant: those ratios halve.
+    disturbed = paired.order_effect(np.exp(np.log(0.125) + noise - np.log(2) * np.asarray(first)), first)
+    assert fair is not None and fair.p > 0.01 and abs(fair.log_diff) < 0.1
+    assert disturbed is not None and disturbed.p < 1e-6 and disturbed.log_diff == pytest.approx(np.log(2), abs=0.1)
+    assert paired.order_effect(np.ones(4), [True, False, True, False]) is None  # too few rounds per order
+    with pytest.raises(ValueError):
+        paired.order_effect(np.ones(6), [True] * 5)
+
+
+def test_sweep_rows_carry_the_order_effect():
+    from bench.sweep_paired import _paired_info
+
+    ref = [[0.010, 0.011]] * 8
+    # Variant first in odd rounds (it is side 1 of [reference, variant]); the reference runs slow after it.
+    var = [[0.002, 0.002] if r % 2 == 0 else [0.001, 0.001] for r in range(8)]
+    info = _paired_info(ref, var)
+    assert info["order_log_diff"] == pytest.approx(np.log(2), abs=1e-3) and 0 < info["order_p"] < 0.05
+
+
 def test_split_checks_lengths():
     assert paired.split([1, 2, 3, 4, 5], [2, 3]) == [[1, 2], [3, 4, 5]]
     with pytest.raises(ValueError, match="add up"):
