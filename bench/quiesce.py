@@ -4,11 +4,12 @@ Thread pools keep spinning after their last call, so that a call following soon 
 Measured on the 2-vCPU development VM: torch's OpenMP pool spins for about 5-15 ms after its last call,
 ONNX Runtime's intra-op pool for about 55 ms (onnxruntime 1.32, defaults). The interleaved sweep paused
 20 ms between slices, so an ORT variant's pool was still spinning on one of the two vCPUs when the fp32
-reference started its slice. In six default sweeps, 20-44% of the reference's batch-1 slices that followed
-an ORT variant's slice ran at 1.5-3x the reference's usual time, against 0-3% of those that followed the
-reference's own slice or a torch variant's. The rounds then fell into two clusters by who went first, the
-median round ratio fell between them, wherever the mix put it, and ORT variants' batch-1 speedups moved by
-about 6% (CoV) from one sweep to the next.
+reference started its slice. In the A/B sweeps of sessions 5 and 6 (six recipes each), 20-60% of the
+reference's batch-1 slices that followed an ORT variant's slice ran at 1.5-3x the reference's usual time,
+against 0-3% of those that followed the reference's own slice or a torch variant's. The rounds then fell into
+two clusters by who went first and the median round ratio fell between them, wherever the mix put it: ORT
+speedups at batch 1 scattered from sweep to sweep (CoV up to 14%) and read too high (`ort` 9.6x against 8.0x
+once the wait below was in place, mean of four sweeps each).
 
 The deployed configuration is left alone (a user's ORT session spins too, and between back-to-back calls
 that spinning is part of its latency). Instead each measurement process, after its timed calls, sleeps
