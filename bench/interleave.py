@@ -227,9 +227,9 @@ def _as_side(server: MeasurementServer | Replicas) -> Replicas:
     return server if isinstance(server, Replicas) else Replicas(server.name, [server])
 
 
-def went_first(round_index: int, side_index: int, sides: int) -> bool:
-    """Whether side ``side_index`` took the first slice of round ``round_index`` (as :func:`interleave` rotates)."""
-    return round_index % sides == side_index
+def first_side(round_index: int, sides: int) -> int:
+    """The side that takes the first slice of round ``round_index``: the order rotates by one each round."""
+    return round_index % sides
 
 
 def interleave(
@@ -256,7 +256,7 @@ def interleave(
             side.picked[scenario.name] = []
         start = time.perf_counter()
         for r in range(plan.rounds):
-            k, block = r % len(sides), r // len(sides)
+            k, block = first_side(r, len(sides)), r // len(sides)
             for i in [*range(k, len(sides)), *range(k)]:
                 side = sides[i]
                 time.sleep(plan.gap_s)

@@ -30,14 +30,15 @@ def split(samples: Sequence[float], lengths: Sequence[int]) -> list[list[float]]
     return out
 
 
-def round_ratios(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> np.ndarray:
-    """``other / reference`` per round, from the median time per call of each slice (rounds paired by index)."""
+def usable_rounds(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the rounds that give a ratio: both slices hold samples (rounds paired by index)."""
     n = min(len(reference), len(other))
-    ratios = [
-        float(np.median(other[i]) / np.median(reference[i]))
-        for i in range(n)
-        if len(other[i]) and len(reference[i]) and np.median(reference[i]) > 0
-    ]
+    return [i for i in range(n) if len(other[i]) and len(reference[i]) and np.median(reference[i]) > 0]
+
+
+def round_ratios(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> np.ndarray:
+    """``other / reference`` per usable round, from the median time per call of each slice."""
+    ratios = [float(np.median(other[i]) / np.median(reference[i])) for i in usable_rounds(reference, other)]
     return np.asarray(ratios, dtype=np.float64)
 
 

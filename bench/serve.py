@@ -106,7 +106,7 @@ class _Server:
         self.samples[scenario].append(samples)
         waited = wait_until_idle()
         self.idle_waits.setdefault(scenario, []).append(waited)
-        return {"samples": samples, "idle_wait_s": waited}
+        return {"samples": samples}
 
     def accuracy(self) -> dict[str, Any]:
         from bench.worker import measure_accuracy

@@ -27,7 +27,7 @@ import numpy as np
 
 from bench import paired
 from bench.executor import LocalProcessExecutor, status_row
-from bench.interleave import PairingPlan, Replicas, ServerError, interleave, went_first
+from bench.interleave import PairingPlan, Replicas, ServerError, first_side, interleave
 from bench.replicas import finish_side, spawn_side, start_side
 from bench.results_io import RESULTS_FILE, append_rows, read_rows
 from bench.sweep import REFERENCE, SweepConfig, finished_recipes
@@ -57,16 +57,9 @@ def _paired_info(
             groups.append(paired.round_ratios([ref_slices[i] for i in rounds], [slices[i] for i in rounds]))
         info["process_time_ratios"] = [round(float(np.median(g)), 5) if g.size else None for g in groups]
         info["process_p"] = paired.processes_differ_p(groups)
-    # The variant is side 1 of [reference, variant]; rounds with an empty slice carry no ratio (as in the estimate).
-    usable = [
-        i
-        for i in range(min(len(ref_slices), len(slices)))
-        if len(slices[i]) and len(ref_slices[i]) and np.median(ref_slices[i]) > 0
-    ]
-    order = paired.order_effect(
-        paired.round_ratios([ref_slices[i] for i in usable], [slices[i] for i in usable]),
-        [went_first(i, 1, 2) for i in usable],
-    )
+    # The variant is side 1 of [reference, variant]; the flags follow the rounds round_ratios keeps.
+    usable = paired.usable_rounds(ref_slices, slices)
+    order = paired.order_effect(paired.round_ratios(ref_slices, slices), [first_side(i, 2) == 1 for i in usable])
     if order is not None:
         info["order_log_diff"], info["order_p"] = round(order.log_diff, 4), order.p
     return info

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from bench.interleave import PairingPlan, Replicas, ServerError, interleave, went_first
+from bench.interleave import PairingPlan, Replicas, ServerError, first_side, interleave
 from bench.replicas import merge_replica_rows, replica_count
 from bench.sweep import SweepConfig
 from bench.sweep_paired import run_paired_sweep
@@ -57,8 +57,8 @@ def test_rounds_meet_every_combination_of_processes_in_both_orders():
         assert len(rounds) == 4, combo
         # Within a combination, each side goes first (right after the pause) as often as second.
         assert sorted(firsts[r][:3] for r in rounds) == ["ref", "ref", "var", "var"], combo
-    # went_first describes the same rotation (the sweep's order diagnostic relies on it).
-    assert all(went_first(r, 1, 2) == firsts[r].startswith("var") for r in range(16))
+    # first_side is the rotation interleave used (the sweep's order check relies on it).
+    assert all((first_side(r, 2) == 1) == firsts[r].startswith("var") for r in range(16))
 
 
 def test_one_reference_two_variant_processes_keeps_order_and_process_apart():
