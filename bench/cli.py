@@ -52,8 +52,8 @@ def build_parser() -> ArgumentParser:
         "--replicas",
         type=int,
         default=None,
-        help="measurement processes per variant, the rounds spread over them (default: 2 on CPU where the saved "
-        "variant loads without compiling again, else 1)",
+        help="timed processes per variant, the rounds spread over them; above 1 they load what a separate builder "
+        "saved (default: 2 on CPU where the saved variant loads without compiling again, else 1: the builder)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p

@@ -88,12 +88,23 @@ class MeasurementServer:
         if start:
             self.start(load_dir)
 
-    def start(self, load_dir: str | Path | None = None) -> dict[str, Any]:
-        """Build the job's variant (or, as a replica, load what another server saved there) and warm it up."""
-        msg: dict[str, Any] = {"cmd": "start", "job": self.job.to_dict()}
+    def start(self, load_dir: str | Path | None = None, warm: bool = True) -> dict[str, Any]:
+        """Build the job's variant (or, as a replica, load what another server saved there) and warm it up.
+
+        ``warm=False``: warm each scenario up at its first slice instead (a builder that may never be timed)."""
+        self.post_start(load_dir, warm)
+        return self.started()
+
+    def post_start(self, load_dir: str | Path | None = None, warm: bool = True) -> None:
+        """Send the start command without waiting: several processes then load and warm up side by side."""
+        msg: dict[str, Any] = {"cmd": "start", "job": self.job.to_dict(), "warm": warm}
         if load_dir is not None:
             msg["load"] = str(load_dir)
-        self.info = self.request(msg)
+        self.post(msg)
+
+    def started(self) -> dict[str, Any]:
+        """Wait for the answer to :meth:`post_start`."""
+        self.info = self.answer()
         return self.info
 
     def wait_ready(self) -> None:
@@ -102,6 +113,11 @@ class MeasurementServer:
 
     def request(self, msg: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
         """Send one command and wait for its one-line reply; a dead or silent server raises ServerError."""
+        self.post(msg)
+        return self.answer(timeout_s)
+
+    def post(self, msg: dict[str, Any]) -> None:
+        """Send one command; :meth:`answer` waits for its reply."""
         if self.proc.poll() is not None:
             raise ServerError(self._died(f"exited with code {self.proc.returncode}"))
         try:
@@ -109,6 +125,9 @@ class MeasurementServer:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             raise ServerError(self._died("closed its input")) from None
+
+    def answer(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """The reply to the last command posted; a dead or silent server raises ServerError."""
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         while True:
             left = deadline - time.monotonic()
@@ -169,20 +188,24 @@ class Replicas:
     (SD) for as long as they lived, and that offset, not the round-to-round noise, was most of what still
     moved a variant's paired speedup from one sweep to the next. Spreading a side's rounds over K processes
     averages K such offsets at the price of starting K - 1 more processes; the timing budget is unchanged.
+
+    ``report``: when the timed processes all loaded the variant another process built (:mod:`bench.replicas`),
+    the builder's fields (build time, first call, accuracy), which stand for the side in its rows.
     """
 
-    def __init__(self, name: str, servers: Sequence[MeasurementServer]) -> None:
+    def __init__(self, name: str, servers: Sequence[MeasurementServer], report: dict[str, Any] | None = None) -> None:
         if not servers:
             raise ValueError("a side needs at least one process")
         self.name = name
         self.servers = list(servers)
+        self.report = report
         self.dropped: dict[int, str] = {}  # process index -> why it was dropped (never 0: the first is the side)
         self.picked: dict[str, list[int]] = {}  # scenario -> which process took each round of the last interleave
         self.history: dict[str, list[tuple[int, list[float]]]] = {}  # scenario -> every (process, slice), in order
 
     @property
     def first(self) -> MeasurementServer:
-        """The process that built the variant: its build time, first call and accuracy stand for the side."""
+        """The side's first timed process: its failure is the side's (see :meth:`take_slice`)."""
         return self.servers[0]
 
     def alive(self) -> bool:

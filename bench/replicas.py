@@ -2,18 +2,23 @@
 
 A process is one draw: on the 2-vCPU VM the same model ran a few percent faster or slower in one process
 than in the next, for the process's whole life, and that offset was most of what still moved a variant's
-paired speedup from one sweep to the next. So a side may be measured by several processes: the first
-builds the variant and saves it, the others load what it saved (as a deployment loads its artifact), and
-:func:`bench.interleave.interleave` spreads the rounds over them.
+paired speedup from one sweep to the next. So a side may be measured by several processes, over which
+:func:`bench.interleave.interleave` spreads the rounds.
 
-By default a CPU sweep uses two processes for every variant whose saved form loads without compiling
-again, and one otherwise (a compiled variant's second process would cost its compile time again); CUDA
-sweeps use one, because every process holds its own CUDA context and activations on cards as small as a
-T4's 16 GB, and so do ``--quick`` smoke runs, which are not for decisions.
+Those processes all load the variant from the directory a separate builder process saved it to, as a
+deployment loads its artifact; the builder measures accuracy while they load, then exits untimed. Why not
+let the builder time too: a process that built the variant ran 2-7% slower than processes that loaded it,
+in every one of 11 three-process tests on the VM (prune(0.5) at batch 1: median +4%; the fp32 reference
+after its accuracy run: +2%), so a builder among the timed processes biased the side by about half that.
 
-The rows: the first process built the variant, so its build time, first call, accuracy and (on CUDA)
-device-only figures stand for the variant; the end-to-end samples of all processes are pooled, because
-together they are what the rounds measured, and the percentiles are taken again over the pool.
+By default a CPU sweep times two loaded processes for every variant whose saved form loads without
+compiling again. A variant whose loading compiles again (a second compile would cost the build time
+again), CUDA sweeps (every process holds its own CUDA context and activations on cards as small as a T4's
+16 GB) and ``--quick`` smoke runs, which are not for decisions, are timed in the process that built them.
+
+The rows: the builder's build time, first call, accuracy and (on CUDA) device-only figures stand for the
+variant; the end-to-end samples of all timed processes are pooled, because together they are what the
+rounds measured, and the percentiles are taken again over the pool.
 """
 
 from __future__ import annotations
@@ -28,38 +33,40 @@ from bench.sweep import SweepConfig
 from bench.timing import summarize
 from bench.worker import Job, safe_name
 
-CPU_REPLICAS = 2  # processes per side on CPU when loading the saved variant does not compile again
+CPU_REPLICAS = 2  # timed processes per side on CPU (loaded copies) when loading the saved variant does not compile
 
 
 def default_processes(device: str, quick: bool) -> int:
-    """Processes a side gets by default: two on CPU; one on CUDA, and in ``--quick`` smoke runs."""
+    """Timed processes a side gets by default: two on CPU; one on CUDA, and in ``--quick`` smoke runs."""
     return 1 if device == "cuda" or quick else CPU_REPLICAS
 
 
 def replica_count(device: str, load_compiles: bool, requested: int | None, quick: bool = False) -> int:
-    """How many processes measure one side: ``requested`` if given, else the default described above."""
+    """How many processes time one side: ``requested`` if given, else the default described above."""
     if requested is not None:
         return max(1, int(requested))
     return 1 if load_compiles else default_processes(device, quick)
 
 
 def planned_processes(job: Job, requested: int | None) -> int:
-    """Processes to spawn for a job before it is built, from its recipe (compiling loaders get one)."""
+    """Timed processes a job will get, from its recipe before it is built (compiling loaders get one)."""
     from optim.recipe import parse
 
     return replica_count(job.device, parse(job.recipe).reload_compiles(job.device), requested, job.quick)
 
 
 def spawn_side(cfg: SweepConfig, job: Job, requested: int | None, timeout_s: float) -> list[MeasurementServer]:
-    """Spawn (without starting) the processes a side will use, and wait until all have imported torch and timm.
+    """Spawn (without starting) a side's processes, the builder first, and wait until all have imported torch.
 
-    The imports (most of a process's start-up) then run side by side, before the first process builds, so a
-    second process costs little more than loading the variant and warming it up.
+    With one timed process the builder is all; with K > 1, K more processes will load what it saves. The
+    imports (most of a process's start-up) run side by side, before the builder builds, so the loaded
+    processes cost little more than loading the variant and warming it up.
     """
     replica_job = dataclasses.replace(job, accuracy=False)
     servers = [MeasurementServer(job.recipe, job, _log(cfg, job.recipe, 1), timeout_s=timeout_s, start=False)]
     try:
-        for i in range(2, planned_processes(job, requested) + 1):
+        timed = planned_processes(job, requested)
+        for i in range(2, timed + 2 if timed > 1 else 2):
             log = _log(cfg, job.recipe, i)
             servers.append(MeasurementServer(f"{job.recipe}#{i}", replica_job, log, timeout_s=timeout_s, start=False))
         servers[0].wait_ready()
@@ -82,53 +89,68 @@ def _log(cfg: SweepConfig, recipe: str, index: int) -> Path:
     return cfg.run_dir / "logs" / f"{safe_name(recipe)}{suffix}.log"
 
 
+# Per-process fields that are not about the samples: the peak is the largest any process reached.
+_PEAKS = ("peak_rss_mb", "max_memory_allocated_mb")
+
+
 def start_side(
     servers: list[MeasurementServer], job: Job, requested: int | None, reference: bool = False
 ) -> tuple[Replicas, str | None]:
-    """Build the variant in the first process, save it, and start the others, which load what it saved.
+    """Build the variant in the first process and, if others were spawned, have them load what it saved.
 
-    Saving happens before timing only when there are other processes to load it. Returns the side and,
-    when it has fewer processes than intended, a note saying why: the measurement goes on with the
-    processes it has, since a second process is a refinement, not a reason to fail a variant.
-    ``reference``: measure the first one's accuracy before the others start (the fp32 predictions every
-    variant's agreement is measured against).
+    The loaded processes start side by side while the builder measures accuracy; then the builder exits
+    and they alone are timed. Where none can be used (the variant could not be saved, loading it compiles
+    again, or every copy failed to load) the builder is timed instead: a loaded copy is a refinement, not a
+    reason to fail a variant. Returns the side and, when it is timed differently from what was planned, a
+    note saying why. ``reference``: the builder writes the fp32 predictions every variant's agreement is
+    measured against before anything else happens.
     """
-    first, spares = servers[0], servers[1:]
-    started, note = [first], None
+    builder, spares = servers[0], servers[1:]
+    started: list[MeasurementServer] = []
+    notes: list[str] = []
+    report = None
     try:
-        first.start()
+        builder.start(warm=not spares)  # with copies to time it, the builder's warm-up would be wasted
         if reference:
-            first.accuracy()
-        saved = first.request({"cmd": "save"}) if spares else {}
-        count = replica_count(job.device, bool(saved.get("load_compiles")), requested, job.quick) if spares else 1
-        if count > 1 and not saved.get("dir"):
-            note = f"measured in one process: the variant could not be saved for a second ({saved.get('save_problem')})"
-            count = 1
-        for server in spares[: count - 1]:
-            try:
-                server.start(saved["dir"])
-            except ServerError as exc:
-                note = f"{server.name} could not load the saved variant ({exc}); measured in {len(started)}"
-                break
-            if server.info.get("batches") != first.info.get("batches"):
-                note = f"{server.name} ran at batch sizes {server.info.get('batches')}; measured in {len(started)}"
-                break
-            started.append(server)
+            builder.accuracy()
+        if spares:
+            saved = builder.request({"cmd": "save"})
+            count = replica_count(job.device, bool(saved.get("load_compiles")), requested, job.quick)
+            if count > 1 and not saved.get("dir"):
+                notes.append(f"the variant could not be saved ({saved.get('save_problem')})")
+            elif count > 1:
+                for server in spares[:count]:
+                    server.post_start(saved["dir"])
+                report = builder.request({"cmd": "report"})["fields"]  # accuracy runs while the copies load
+                for server in spares[:count]:
+                    try:
+                        server.started()
+                    except ServerError as exc:
+                        notes.append(f"{server.name} could not load the saved variant ({exc})")
+                        continue
+                    if server.info.get("batches") != builder.info.get("batches"):
+                        notes.append(f"{server.name} ran at batch sizes {server.info.get('batches')}")
+                        continue
+                    started.append(server)
+            if notes:
+                where = f"{len(started)} loaded process(es)" if started else "the process that built it"
+                notes.append(f"measured in {where}")
     except BaseException:
         for server in servers:
             server.close()
         raise
+    timed = started or [builder]
     for server in servers:
-        if server not in started:
+        if server not in timed:
             server.close()
-    return Replicas(first.name, started), note
+    return Replicas(builder.name, timed, report if started else None), "; ".join(notes) or None
 
 
 def finish_side(side: Replicas) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of the side (see :func:`merge_replica_rows`) and notes on processes dropped on the way.
 
-    The first process must finish (its rows are the variant's); another that fails to is dropped, and the
-    slices it took are still pooled.
+    The first timed process must finish; another that fails to is dropped, and the slices it took are still
+    pooled. Where loaded processes did the timing, the builder's report supplies what no timing gives.
     """
     per_process = [side.first.finish()]
     for index, server in enumerate(side.servers[1:], start=1):
@@ -138,11 +160,20 @@ def finish_side(side: Replicas) -> tuple[list[dict[str, Any]], list[str]]:
             per_process.append(server.finish())
         except ServerError as exc:
             side.drop(index, str(exc))
-    return merge_replica_rows(per_process, side.history), side.notes()
+    rows = merge_replica_rows(per_process, side.history)
+    if side.report:
+        rows = [with_builder_fields(row, side.report) for row in rows]
+    return rows, side.notes()
 
 
-# Per-process fields that are not about the samples: the peak is the largest any process reached.
-_PEAKS = ("peak_rss_mb", "max_memory_allocated_mb")
+def with_builder_fields(row: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """A loaded process's row with the builder's fields (build time, first call, accuracy, manifest, ...)."""
+    out = {**row, **report}
+    for key in _PEAKS:
+        values = [v for v in (row.get(key), report.get(key)) if v is not None]
+        if values:
+            out[key] = max(values)
+    return out
 
 
 def merge_replica_rows(

@@ -9,13 +9,16 @@ stays the rule: the slices only alternate in time.
 Protocol: one JSON object per line on stdin, one reply per line on the original stdout; everything the
 libraries print goes to ``--log``. Commands, in order:
 
-- ``{"cmd": "start", "job": {...}}``: build the variant (:func:`bench.worker.prepare`), warm every scenario up.
-  With ``"load": DIR`` the variant is loaded from the directory another server saved it to (a replica).
+- ``{"cmd": "start", "job": {...}}``: build the variant (:func:`bench.worker.prepare`), warm every scenario up
+  (``"warm": false``: at its first slice instead), pin the threads (:mod:`bench.affinity`). With
+  ``"load": DIR`` the variant is loaded from the directory another server saved it to (a replica).
 - ``{"cmd": "ping"}``: answers once the libraries every variant needs are imported (done before reading
   commands, so a coordinator can import in a second process while the first is still idle).
 - ``{"cmd": "save"}``: save the variant to its directory now (so a replica can load it); the reply says
   where, whether loading it compiles again, and why it could not be saved if so.
 - ``{"cmd": "accuracy"}``: top-1 on val now (the FP32 reference writes the predictions others compare with).
+- ``{"cmd": "report"}``: the variant's row fields that no timing gives (build time, first call, accuracy,
+  size, manifest): a builder whose variant is timed by processes that loaded it answers this and exits.
 - ``{"cmd": "slice", "scenario": NAME, "seconds": S, "min_calls": K}``: time calls for S seconds and K calls.
 - ``{"cmd": "finish"}``: rows from every slice pooled (``slice_lengths`` keeps the split), then exit.
 
@@ -43,14 +46,23 @@ class _Server:
         self.reply.write(json.dumps(payload, default=str) + "\n")
         self.reply.flush()
 
-    def start(self, job_dict: dict[str, Any], load_dir: str | None = None) -> dict[str, Any]:
+    def start(self, job_dict: dict[str, Any], load_dir: str | None = None, warm: bool = True) -> dict[str, Any]:
+        """Build or load the variant; ``warm``: warm every scenario up now (else at its first slice, if any).
+
+        A builder whose variant loaded copies will time skips the warm-up: it may never be timed.
+        """
+        from bench.affinity import pin_threads
         from bench.worker import Job, prepare
 
         self.prep = prepare(Job.from_dict(job_dict), load_dir)
         for scenario in self.prep.job.scenarios:
-            self.calls[scenario.name] = self._warm(scenario)
+            if warm:
+                self.calls[scenario.name] = self._warm(scenario)
             self.samples[scenario.name] = []
-        batches = {name: call[2] for name, call in self.calls.items()}
+        self.prep.pinning = pin_threads(self.prep.job.threads)  # built and warm: nothing compiles from here on
+        batches = {
+            s.name: self.calls[s.name][2] if s.name in self.calls else s.batch_size for s in self.prep.job.scenarios
+        }
         self.prep.eval_batch = max(batches.values(), default=None)  # warmed up already: accuracy compiles nothing
         return {"ok": True, "first_call_ms": self.prep.first_ms, "variant": self.prep.variant.name, "batches": batches}
 
@@ -98,7 +110,10 @@ class _Server:
         from bench.timing import time_calls
 
         if scenario not in self.calls:
-            raise ValueError(f"unknown scenario {scenario!r}")
+            known = {s.name: s for s in self.prep.job.scenarios}
+            if scenario not in known:
+                raise ValueError(f"unknown scenario {scenario!r}")
+            self.calls[scenario] = self._warm(known[scenario])  # started without warm-up, timed after all
         call, timer, _, _ = self.calls[scenario]
         for _ in range(max(0, int(warm_calls))):
             call()
@@ -112,6 +127,11 @@ class _Server:
         from bench.worker import measure_accuracy
 
         return {"ok": True, "accuracy": measure_accuracy(self.prep)}
+
+    def report(self) -> dict[str, Any]:
+        from bench.worker import common_fields
+
+        return {"ok": True, "fields": common_fields(self.prep)}
 
     def finish(self) -> dict[str, Any]:
         import numpy as np
@@ -169,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             msg = json.loads(line)
             cmd = msg.get("cmd")
             if cmd == "start":
-                server.send(server.start(msg["job"], msg.get("load")))
+                server.send(server.start(msg["job"], msg.get("load"), msg.get("warm", True)))
             elif cmd == "ping":
                 server.send({"ok": True})
             elif cmd == "save":
@@ -180,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                         msg["scenario"], msg.get("seconds", 0.1), msg.get("min_calls", 1), msg.get("warm_calls", 1)
                     )
                 )
+            elif cmd == "report":
+                server.send(server.report())
             elif cmd == "accuracy":
                 server.send(server.accuracy())
             elif cmd == "finish":

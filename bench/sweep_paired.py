@@ -7,9 +7,9 @@ p-values (:mod:`bench.paired`), which the leaderboard uses for ``speedup_vs_fp32
 percentiles are still every sample each variant took; only the speedup changes meaning, from a quotient of
 two p50s taken minutes apart to a ratio measured at the same moments.
 
-Each side can be measured in several processes (:mod:`bench.replicas`): the first builds the variant and
-saves it, the others load the saved variant, and the rounds are spread over them, so one process's lasting
-offset no longer decides a variant's figure.
+Each side can be measured in several processes (:mod:`bench.replicas`): a builder builds the variant and
+saves it, two or more others load the saved variant, and the rounds are spread over those, so one
+process's lasting offset no longer decides a variant's figure and the build leaves no trace in the timing.
 
 The fp32 row is written last, from every slice the reference took during the sweep. If the reference
 process dies, the remaining variants are measured the unpaired way (one process each, one after another)
@@ -88,6 +88,9 @@ def _measure_against(
             "rounds": plan.rounds,
             "processes": len(side.servers),
             "reference_processes": len(ref.servers),
+            # False: the timed processes loaded the saved variant and its builder was not timed (bench.replicas)
+            "builder_timed": side.report is None,
+            "reference_builder_timed": ref.report is None,
         }
         if text := "; ".join(x for x in (row.get("note"), note, *dropped) if x):
             row["note"] = text

@@ -170,6 +170,7 @@ class Prepared:
     accuracy: dict[str, Any] | None = None
     saved: bool = False  # the variant directory holds this variant (saved here, or loaded from it)
     eval_batch: int | None = None  # accuracy runs at this batch: the largest one timed, so nothing compiles again
+    pinning: str | None = None  # how the threads were pinned for timing (bench.affinity), None if they were not
 
 
 def prepare(job: Job, load_dir: str | Path | None = None) -> Prepared:
@@ -273,6 +274,12 @@ def measure_accuracy(prep: Prepared) -> dict[str, Any]:
 
 def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Accuracy, save the variant, and one full result row per measured scenario."""
+    common = common_fields(prep)
+    return [{**common, **row} for row in scenario_rows]
+
+
+def common_fields(prep: Prepared) -> dict[str, Any]:
+    """Accuracy, save the variant, and every field of a result row that does not depend on the scenario."""
     import torch
 
     from bench.fingerprint import fingerprint
@@ -305,17 +312,21 @@ def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str
         **acc,
         **peak,
         "threads": job.threads,
+        "thread_pinning": prep.pinning,
         "quick": job.quick,
         "manifest": {k: manifest.get(k) for k in ("steps", "artifact_kind", "versions", "notes") if k in manifest},
         "fingerprint": fingerprint(job.device, job.threads),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    return [{**common, **row} for row in scenario_rows]
+    return common
 
 
 def run_job(job: Job) -> list[dict[str, Any]]:
     """Build the job's variant in this process and measure it; raises on failure (the executor records it)."""
+    from bench.affinity import pin_threads
+
     prep = prepare(job)
+    prep.pinning = pin_threads(job.threads)
     rows = [_measure_scenario(prep.variant, job, s, prep.info.input_size) for s in job.scenarios]
     prep.eval_batch = max((int(row["batch_size"]) for row in rows), default=None)
     return finish(prep, rows)

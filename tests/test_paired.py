@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from bench import paired
-from bench.gate_inputs import Series, load_file
+from bench.gate_inputs import Series
 from bench.gate_stats import IMPROVED, REGRESSION, UNCHANGED, compare_timing
 from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
-from bench.sweep import SweepConfig
-from bench.sweep_paired import run_paired_sweep
 from bench.timing import ScenarioConfig
 from bench.worker import Job
 
@@ -161,48 +159,6 @@ def test_a_failing_build_is_one_line_server_error(tmp_path, tiny_ckpt):
     with pytest.raises(ServerError) as exc:
         MeasurementServer("bad", _job(tmp_path, tiny_ckpt, "ptq(tensorrt)"), tmp_path / "bad.log")
     assert "\n" not in str(exc.value) and ("TensorRT" in str(exc.value) or "CUDA" in str(exc.value))
-
-
-def test_paired_sweep_writes_paired_speedups_and_resumes(tmp_path, tiny_ckpt):
-    cfg = SweepConfig(
-        recipes=("fp32", "fp32-cl", "fp16"),
-        device="cpu",
-        run_dir=tmp_path / "run",
-        run_id="p",
-        scenarios=_scenarios(),
-        ckpt=str(tiny_ckpt),
-        data_spec="digits",
-        threads=1,
-        quick=True,
-    )
-    rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
-    by = {(r["recipe"], r["scenario"]): r for r in rows}
-    assert by[("fp16", "*")]["status"] == "skipped"  # fp16 needs CUDA: a row with the reason
-    cl = by[("fp32-cl", "latency")]
-    assert cl["paired"]["reference"] == "fp32" and cl["paired"]["rounds"] == 5 and cl["paired"]["time_ratio"] > 0
-    ref = by[("fp32", "latency")]
-    assert ref["top1"] > 80 and sum(ref["slice_lengths"]) == len(ref["samples_ms"])
-    from bench.leaderboard import build_leaderboard
-
-    board = build_leaderboard(rows).set_index("variant")
-    assert board.loc["fp32-cl", "speedup_vs_fp32"] == pytest.approx(1 / cl["paired"]["time_ratio"])
-    assert board.loc["fp32-cl", "speedup_ci95"] and board.loc["fp32", "speedup_vs_fp32"] == 1.0
-    # Two processes a side: the second loaded what the first saved, and the rounds were shared between them.
-    assert cl["pairing"]["processes"] == 2 and cl["pairing"]["reference_processes"] == 2
-    assert len(cl["paired"]["process_time_ratios"]) == 2 and all(r > 0 for r in cl["paired"]["process_time_ratios"])
-    assert len(cl["process_samples"]) == 2 and sum(cl["process_samples"]) == cl["n"] == len(cl["samples_ms"])
-    assert len(ref["process_samples"]) == 2 and sum(ref["slice_lengths"]) == ref["n"]
-    assert (tmp_path / "run" / "logs" / "fp32-cl-2.log").is_file()
-    assert (tmp_path / "run" / "variants" / "fp32-cl" / "cpu" / "manifest.json").is_file()
-    # Resume: nothing left to do, nothing duplicated.
-    again = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0))
-    keys = [(r["recipe"], r["scenario"]) for r in again]
-    assert len(keys) == len(set(keys)) == len(rows)
-    # The gate reads the interleaved rows: samples, slices and the session survive the round trip.
-    path = tmp_path / "run" / "results.jsonl"
-    series = load_file(path).series[("fp32-cl", "latency", "cpu")]
-    assert series.pairing == "p/fp32-cl" and series.rounds() is not None and len(series.rounds()) == 5
-    assert json.loads(path.read_text().splitlines()[-1])["recipe"] == "fp32"  # the reference is written last
 
 
 def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, capsys):

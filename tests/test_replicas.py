@@ -162,7 +162,10 @@ def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_pat
     )
     rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
     (row,) = [r for r in rows if r["recipe"] == "unloadable-step"]
-    assert row["status"] == "ok" and row["pairing"]["processes"] == 1  # measured anyway, in the process that built it
+    # Measured anyway, in the process that built it, and the row says why.
+    assert row["status"] == "ok" and row["pairing"]["processes"] == 1 and row["pairing"]["builder_timed"] is True
     assert "could not load the saved variant" in row["note"] and "no-such-loader" in row["note"]
+    assert "measured in the process that built it" in row["note"] and row["top1"] > 80
     (ref,) = [r for r in rows if r["recipe"] == "fp32"]
-    assert len(ref["process_samples"]) == 2  # the reference's own second process loaded fine
+    assert len(ref["process_samples"]) == 2  # the reference's own copies loaded fine
+    assert row["pairing"]["reference_builder_timed"] is False

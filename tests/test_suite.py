@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,19 +91,43 @@ def read_rows(path: Path) -> list[dict]:
     return read(path)
 
 
-def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
-    args = ["bench", str(tiny_ckpt), "--recipes", "fp32,fp32-cl", "--quick", "--run-id", "r1", "--no-progress"]
+def test_interleaved_sweep_writes_paired_speedups_and_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
+    args = ["bench", str(tiny_ckpt), "--recipes", "fp32,fp32-cl,fp16", "--quick", "--run-id", "r1", "--no-progress"]
     first = cli([*args, "--rounds", "6", "--replicas", "2"])  # --quick alone would use one process a side
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "results" / "runs" / "r1"
     results = run_dir / "results.jsonl"
     rows = read_rows(results)
     assert sorted((r["variant"], r["scenario"]) for r in rows) == [
+        ("fp16", "*"),  # fp16 needs CUDA: a skipped row with the reason
         ("fp32", "latency"),
         ("fp32", "throughput"),
         ("fp32-cl", "latency"),
         ("fp32-cl", "throughput"),
     ]
+    by = {(r["variant"], r["scenario"]): r for r in rows}
+    assert by[("fp16", "*")]["status"] == "skipped" and "cuda" in by[("fp16", "*")]["reason"]
+    cl, ref = by[("fp32-cl", "latency")], by[("fp32", "latency")]
+    assert cl["paired"]["reference"] == "fp32" and cl["paired"]["rounds"] == 6 and cl["paired"]["time_ratio"] > 0
+    assert ref["top1"] > 80 and sum(ref["slice_lengths"]) == len(ref["samples_ms"]) == ref["n"]
+    from bench.leaderboard import build_leaderboard
+
+    board = build_leaderboard(rows).set_index("variant")
+    assert board.loc["fp32-cl", "speedup_vs_fp32"] == pytest.approx(1 / cl["paired"]["time_ratio"])
+    assert board.loc["fp32-cl", "speedup_ci95"] and board.loc["fp32", "speedup_vs_fp32"] == 1.0
+    # Two timed processes a side, both loaded what a third built and saved; the builder only reported.
+    assert cl["pairing"]["reference_processes"] == 2 and cl["pairing"]["reference_builder_timed"] is False
+    assert cl["top1"] > 80 and cl["agreement"] > 90 and cl["build_s"] is not None  # the builder's fields
+    assert all((run_dir / "logs" / f"fp32-cl{s}.log").is_file() for s in ("", "-2", "-3"))
+    assert len(cl["paired"]["process_time_ratios"]) == 2 and all(r > 0 for r in cl["paired"]["process_time_ratios"])
+    assert sum(cl["process_samples"]) == cl["n"] == len(cl["samples_ms"]) and len(ref["process_samples"]) == 2
+    assert (run_dir / "variants" / "fp32-cl" / "cpu" / "manifest.json").is_file()
+    # The gate reads the interleaved rows: samples, slices and the session survive the round trip.
+    from bench.gate_inputs import load_file
+
+    series = load_file(results).series[("fp32-cl", "latency", "cpu")]
+    assert series.pairing == "r1/fp32-cl" and series.rounds() is not None and len(series.rounds()) == 6
+    assert json.loads(results.read_text().splitlines()[-1])["recipe"] == "fp32"  # the reference is written last
     for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "explanations.md", "pareto.png"):
         assert (run_dir / name).stat().st_size > 0, name
     assert (run_dir / "pareto.png").read_bytes().startswith(b"\x89PNG")
@@ -110,6 +135,10 @@ def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
     cl = [r for r in rows if r["variant"] == "fp32-cl"]
     assert all(r["pairing"]["rounds"] == 6 and len(r["slice_lengths"]) == 6 for r in cl)
     assert all(r["pairing"]["processes"] == 2 and len(r["process_samples"]) == 2 for r in cl)  # --replicas 2
+    assert all(r["pairing"]["builder_timed"] is False for r in cl)  # both loaded what a third process built
+    if len(os.sched_getaffinity(0)) >= 2:  # as many threads as CPUs, two or more: the timed processes pinned them
+        pins = [r["thread_pinning"] for r in rows if r["status"] == "ok"]
+        assert len(pins) == 4 and all(p.startswith("calling thread on CPU") for p in pins), pins
 
     # Simulate a kill while fp32-cl was being written: its rows gone, a torn half line left behind.
     kept = [json.dumps(r) for r in rows if r["variant"] == "fp32"]
@@ -120,7 +149,7 @@ def test_interrupted_sweep_resumes_without_duplicates(cli, tiny_ckpt, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_rows(results)
     keys = [(r["variant"], r["scenario"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 4
+    assert len(keys) == len(set(keys)) == 5
     assert sorted(r["timestamp"] for r in rows if r["variant"] == "fp32") == fp32_stamps  # not measured again
     assert "fp32-cl" in (run_dir / "leaderboard.csv").read_text()
     resumed_cl = [r for r in rows if r["variant"] == "fp32-cl"]
