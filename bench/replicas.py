@@ -167,8 +167,10 @@ def finish_side(side: Replicas) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def with_builder_fields(row: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """A loaded process's row with the builder's fields (build time, first call, accuracy, manifest, ...)."""
-    out = {**row, **report}
+    """A loaded process's row with the builder's fields (build time, first call, accuracy, manifest, ...).
+
+    How the threads were pinned stays the timed process's own."""
+    out = {**row, **{k: v for k, v in report.items() if k != "thread_pinning"}}
     for key in _PEAKS:
         values = [v for v in (row.get(key), report.get(key)) if v is not None]
         if values:

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from bench.interleave import PairingPlan, Replicas, ServerError, first_side, interleave
-from bench.replicas import merge_replica_rows, replica_count
+from bench.replicas import merge_replica_rows, replica_count, with_builder_fields
 from bench.sweep import SweepConfig
 from bench.sweep_paired import run_paired_sweep
 from bench.timing import ScenarioConfig
@@ -125,6 +125,16 @@ def test_merged_rows_pool_every_process_slices_in_the_order_they_were_taken():
     assert row["build_s"] == 7.0 and row["top1"] == 99.0 and row["peak_rss_mb"] == 350.0
     one = {"latency": [(0, [1e-3] * 2), (0, [1e-3] * 2)]}
     assert merge_replica_rows([first], one) == first  # one process took every slice: its row as it is
+
+
+def test_loaded_rows_take_the_builders_fields_and_keep_their_own_timing():
+    pinned = "calling thread on CPU 0, 3 other threads on CPU 1"
+    row = _row([1.0] * 3, p50_ms=1.0, first_call_ms=2.0, peak_rss_mb=800.0, thread_pinning=pinned)
+    report = {"build_s": 9.0, "first_call_ms": 5.0, "top1": 99.0, "peak_rss_mb": 990.0, "thread_pinning": "other"}
+    out = with_builder_fields(row, report)
+    assert out["build_s"] == 9.0 and out["first_call_ms"] == 5.0 and out["top1"] == 99.0  # the builder's
+    assert out["p50_ms"] == 1.0 and out["samples_ms"] == [1.0] * 3 and out["thread_pinning"] == pinned  # the row's
+    assert out["peak_rss_mb"] == 990.0  # the larger of the two
 
 
 def test_replica_count_defaults():
