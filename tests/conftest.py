@@ -20,6 +20,24 @@ def _isolated_results(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def _restore_cpus_and_threads():
+    """A test that runs a job in this process (bench.worker.set_threads) would leave pytest confined to that job's
+    CPUs and thread count, and every later test, and every process it starts, on one CPU: undo it after each test."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    saved = {var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS")}
+    yield
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(threads)
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """resnet10t trained for 2 epochs on digits at 32 px (about 15 s on 2 cores): real weights, real top-1."""
