@@ -238,12 +238,9 @@ class VariantCache:
 @pytest.fixture(scope="session")
 def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Load the model once, fix the thread count for the session (restored after), describe the run."""
-    import os
-
-    import torch
 
     import models
-    from bench.worker import set_threads
+    from bench.worker import set_threads, threads_restored
     from models.default import ensure_default_checkpoint
     from models.errors import InputError
 
@@ -257,36 +254,29 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         pytest.exit(f"error: {exc}", returncode=2)
     info = loaded.info
     data_spec = opts.data or info.data_spec or "digits"
-    saved_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS")}
-    saved_threads = torch.get_num_threads()
-    set_threads(opts.threads)
-    opts.suite_info = {
-        "checkpoint": info.source,
-        "checkpoint_sha256": info.sha256,
-        "model": info.arch,
-        "num_classes": info.num_classes,
-        "img_size": info.input_size[1],
-        "data_spec": data_spec,
-        "accuracy": opts.accuracy and info.has_weights,
-    }
-    yield Suite(
-        loaded=loaded,
-        data_spec=data_spec,
-        data_dir=opts.data_dir,
-        workdir=tmp_path_factory.mktemp("variants"),
-        threads=opts.threads,
-        quick=opts.quick,
-        seed=opts.seed,
-        calib_size=opts.calib_size,
-        accuracy=opts.accuracy,
-        batch_size=opts.batch_size,
-    )
-    torch.set_num_threads(saved_threads)
-    for key, value in saved_env.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with threads_restored():  # the suite sets the threads for the session; undone (CPUs included) at its end
+        set_threads(opts.threads)
+        opts.suite_info = {
+            "checkpoint": info.source,
+            "checkpoint_sha256": info.sha256,
+            "model": info.arch,
+            "num_classes": info.num_classes,
+            "img_size": info.input_size[1],
+            "data_spec": data_spec,
+            "accuracy": opts.accuracy and info.has_weights,
+        }
+        yield Suite(
+            loaded=loaded,
+            data_spec=data_spec,
+            data_dir=opts.data_dir,
+            workdir=tmp_path_factory.mktemp("variants"),
+            threads=opts.threads,
+            quick=opts.quick,
+            seed=opts.seed,
+            calib_size=opts.calib_size,
+            accuracy=opts.accuracy,
+            batch_size=opts.batch_size,
+        )
 
 
 @pytest.fixture(scope="session")

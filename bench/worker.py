@@ -11,7 +11,8 @@ import os
 import resource
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,7 +61,7 @@ def set_threads(threads: int) -> None:
     """Same count for every intra-op pool (torch, OpenMP, MKL, ORT reads ``OPTBENCH_THREADS``)."""
     import torch
 
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS"):
+    for var in THREAD_VARS:
         os.environ[var] = str(threads)
     torch.set_num_threads(threads)
     # Pin the process to as many CPUs as it has threads: the scheduler then cannot move the measurement
@@ -71,6 +72,34 @@ def set_threads(threads: int) -> None:
             os.sched_setaffinity(0, cpus[:threads])
     except (AttributeError, OSError):
         pass
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS")
+
+
+@contextmanager
+def threads_restored() -> Iterator[None]:
+    """Undo :func:`set_threads` on exit: for a process that measures in-process and then goes on (pytest).
+
+    set_threads confines the calling thread to as many CPUs as threads, and everything started later inherits
+    that, so without this one in-process job leaves the rest of a test session on one CPU.
+    """
+    import torch
+
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    threads = torch.get_num_threads()
+    saved = {var: os.environ.get(var) for var in THREAD_VARS}
+    try:
+        yield
+    finally:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        torch.set_num_threads(threads)
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def reference_path(job: Job, info) -> Path:

@@ -24,18 +24,10 @@ def _isolated_results(tmp_path, monkeypatch):
 def _restore_cpus_and_threads():
     """A test that runs a job in this process (bench.worker.set_threads) would leave pytest confined to that job's
     CPUs and thread count, and every later test, and every process it starts, on one CPU: undo it after each test."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    threads = torch.get_num_threads()
-    saved = {var: os.environ.get(var) for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPTBENCH_THREADS")}
-    yield
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-    torch.set_num_threads(threads)
-    for var, value in saved.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
+    from bench.worker import threads_restored
+
+    with threads_restored():
+        yield
 
 
 @pytest.fixture(scope="session")
