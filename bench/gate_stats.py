@@ -19,7 +19,8 @@ Interleaved A/B (``python -m bench.gate --ab``, :mod:`bench.interleave`): both s
 alternating slices in the same session, so round r of the baseline and round r of the candidate saw the
 same machine. Then the test is a one-sided Wilcoxon signed-rank test on the per-round log ratios at
 ``paired_alpha`` (0.01: the rounds, not the calls, are the independent units, and there are only 20 of
-them), and the ratio is the median round ratio.
+them), and the ratio is its Hodges-Lehmann estimate (:mod:`bench.paired`; until session 8 the median round ratio,
+with which the README's false-alarm and power figures were measured: the decision rests on the test).
 
 Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
 test: it fails when it drops by more than the variant's budget in points.

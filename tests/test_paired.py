@@ -22,10 +22,15 @@ def _drifting_rounds(rng, rounds: int, per_slice: int, factor: float = 1.0, drif
     return [list(10.0 * d * factor * rng.lognormal(0, 0.03, per_slice)) for d in drift]
 
 
-def test_median_ci_uses_binomial_order_statistics():
-    x = np.arange(1.0, 21.0)  # n = 20: the textbook 95% interval for the median is [x(6), x(15)]
-    assert paired.median_ci95(x) == (6.0, 15.0)
-    assert paired.median_ci95(np.array([3.0, 1.0, 2.0])) == (1.0, 3.0)
+def test_hodges_lehmann_interval_uses_signed_rank_critical_values():
+    # Tables of the two-sided 5% signed-rank test: n = 6 -> 0, 10 -> 8, 20 -> 52, 30 -> 137
+    assert [paired._signed_rank_lower_count(n, 0.05) for n in (5, 6, 10, 20, 30)] == [-1, 0, 8, 52, 137]
+    x = np.arange(1.0, 11.0)  # n = 10: 55 Walsh averages; the interval is the 9th smallest to the 9th largest
+    walsh = sorted((a + b) / 2 for i, a in enumerate(x) for b in x[i:])
+    assert paired.hodges_lehmann(x) == (5.5, walsh[8], walsh[-9])
+    assert paired.hodges_lehmann(np.array([3.0, 1.0, 2.0])) == (2.0, 1.0, 3.0)  # too few rounds: the whole range
+    wild = np.array([0.0, 0.01, 0.02, 0.03, 0.5])  # one wild round leaves it among the others; the mean it drags
+    assert 0.0 <= paired.hodges_lehmann(wild)[0] <= 0.03 < wild.mean()
 
 
 def test_processes_differ_p_separates_offset_processes_from_noise():
