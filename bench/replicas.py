@@ -36,26 +36,31 @@ from bench.worker import Job, safe_name
 CPU_REPLICAS = 2  # timed processes per side on CPU (loaded copies) when loading the saved variant does not compile
 
 
-def default_processes(device: str, quick: bool) -> int:
-    """Timed processes a side gets by default: two on CPU; one on CUDA, and in ``--quick`` smoke runs."""
-    return 1 if device == "cuda" or quick else CPU_REPLICAS
+def default_processes(device: str, quick: bool, cpu_default: int = CPU_REPLICAS) -> int:
+    """Timed processes a side gets by default: ``cpu_default`` on CPU (two; four with ``--precise``); one on
+    CUDA, and in ``--quick`` smoke runs."""
+    return 1 if device == "cuda" or quick else cpu_default
 
 
-def replica_count(device: str, load_compiles: bool, requested: int | None, quick: bool = False) -> int:
+def replica_count(
+    device: str, load_compiles: bool, requested: int | None, quick: bool = False, cpu_default: int = CPU_REPLICAS
+) -> int:
     """How many processes time one side: ``requested`` if given, else the default described above."""
     if requested is not None:
         return max(1, int(requested))
-    return 1 if load_compiles else default_processes(device, quick)
+    return 1 if load_compiles else default_processes(device, quick, cpu_default)
 
 
-def planned_processes(job: Job, requested: int | None) -> int:
+def planned_processes(job: Job, requested: int | None, cpu_default: int = CPU_REPLICAS) -> int:
     """Timed processes a job will get, from its recipe before it is built (compiling loaders get one)."""
     from optim.recipe import parse
 
-    return replica_count(job.device, parse(job.recipe).reload_compiles(job.device), requested, job.quick)
+    return replica_count(job.device, parse(job.recipe).reload_compiles(job.device), requested, job.quick, cpu_default)
 
 
-def spawn_side(cfg: SweepConfig, job: Job, requested: int | None, timeout_s: float) -> list[MeasurementServer]:
+def spawn_side(
+    cfg: SweepConfig, job: Job, requested: int | None, timeout_s: float, cpu_default: int = CPU_REPLICAS
+) -> list[MeasurementServer]:
     """Spawn (without starting) a side's processes, the builder first, and wait until all have imported torch.
 
     With one timed process the builder is all; with K > 1, K more processes will load what it saves. The
@@ -65,7 +70,7 @@ def spawn_side(cfg: SweepConfig, job: Job, requested: int | None, timeout_s: flo
     replica_job = dataclasses.replace(job, accuracy=False)
     servers = [MeasurementServer(job.recipe, job, _log(cfg, job.recipe, 1), timeout_s=timeout_s, start=False)]
     try:
-        timed = planned_processes(job, requested)
+        timed = planned_processes(job, requested, cpu_default)
         for i in range(2, timed + 2 if timed > 1 else 2):
             log = _log(cfg, job.recipe, i)
             servers.append(MeasurementServer(f"{job.recipe}#{i}", replica_job, log, timeout_s=timeout_s, start=False))
@@ -94,7 +99,11 @@ _PEAKS = ("peak_rss_mb", "max_memory_allocated_mb")
 
 
 def start_side(
-    servers: list[MeasurementServer], job: Job, requested: int | None, reference: bool = False
+    servers: list[MeasurementServer],
+    job: Job,
+    requested: int | None,
+    reference: bool = False,
+    cpu_default: int = CPU_REPLICAS,
 ) -> tuple[Replicas, str | None]:
     """Build the variant in the first process and, if others were spawned, have them load what it saved.
 
@@ -115,7 +124,7 @@ def start_side(
             builder.accuracy()
         if spares:
             saved = builder.request({"cmd": "save"})
-            count = replica_count(job.device, bool(saved.get("load_compiles")), requested, job.quick)
+            count = replica_count(job.device, bool(saved.get("load_compiles")), requested, job.quick, cpu_default)
             if count > 1 and not saved.get("dir"):
                 notes.append(f"the variant could not be saved ({saved.get('save_problem')})")
             elif count > 1:

@@ -2,8 +2,8 @@
 
 The fp32 reference stays warm in its own process for the whole sweep; each other variant gets its own
 process and the two are timed in alternating slices (:mod:`bench.interleave`). Each variant's rows then
-carry ``paired``: the median of the per-round time ratios against fp32, its 95% interval and the signed-rank
-p-values (:mod:`bench.paired`), which the leaderboard uses for ``speedup_vs_fp32``. The absolute
+carry ``paired``: the Hodges-Lehmann estimate of the per-round time ratios against fp32, its 95% interval and
+the signed-rank p-values (:mod:`bench.paired`), which the leaderboard uses for ``speedup_vs_fp32``. The absolute
 percentiles are still every sample each variant took; only the speedup changes meaning, from a quotient of
 two p50s taken minutes apart to a ratio measured at the same moments.
 
@@ -18,6 +18,7 @@ and their rows say so.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import numpy as np
 from bench import paired
 from bench.executor import LocalProcessExecutor, status_row
 from bench.interleave import PairingPlan, Replicas, ServerError, first_side, interleave
-from bench.replicas import finish_side, spawn_side, start_side
+from bench.replicas import CPU_REPLICAS, finish_side, spawn_side, start_side
 from bench.results_io import RESULTS_FILE, append_rows, read_rows
 from bench.sweep import REFERENCE, SweepConfig, finished_recipes
 
@@ -39,6 +40,14 @@ from bench.sweep import REFERENCE, SweepConfig, finished_recipes
 # throughput) in the same 8 minutes. What is left is mostly each variant's one process.
 # The pause between slices is short because each side answers only once its thread pools are idle (bench.quiesce).
 SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005)
+
+# ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile). What moved a
+# batch-1 speedup between default sweeps on the VM was, in about equal parts, the rounds' own noise (CoV 2.6-3.9%
+# across 60-round blocks timed by the same processes) and the processes (`ort` 4.7% once each block had fresh
+# ones). Six-recipe sweeps, session 8: median CoV of the batch-1 speedup 2.5% over 5 runs, against 5.2% over the
+# 2 default runs alternated with them (batch 16: 2.6% against 1.6%); each run took 383-448 s against 282-293 s.
+PRECISE_PLAN = dataclasses.replace(SWEEP_PLAN, rounds=120)
+PRECISE_REPLICAS = 4
 
 
 def _paired_info(
@@ -66,11 +75,18 @@ def _paired_info(
 
 
 def _measure_against(
-    ref: Replicas, cfg: SweepConfig, recipe: str, plan: PairingPlan, timeout_s: float, replicas: int | None
+    ref: Replicas,
+    cfg: SweepConfig,
+    recipe: str,
+    plan: PairingPlan,
+    timeout_s: float,
+    replicas: int | None,
+    cpu_replicas: int = CPU_REPLICAS,
 ) -> list[dict[str, Any]]:
     """Build ``recipe`` in its own process(es), interleave with the reference, return its rows with ``paired``."""
     job = cfg.job(recipe)
-    side, note = start_side(spawn_side(cfg, job, replicas, timeout_s), job, replicas)
+    servers = spawn_side(cfg, job, replicas, timeout_s, cpu_replicas)
+    side, note = start_side(servers, job, replicas, cpu_default=cpu_replicas)
     try:
         slices = interleave([ref, side], job.scenarios, plan)
         rows, dropped = finish_side(side)
@@ -104,10 +120,12 @@ def run_paired_sweep(
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
     plan: PairingPlan | None = None,
     replicas: int | None = None,
+    cpu_replicas: int = CPU_REPLICAS,
 ) -> list[dict[str, Any]]:
     """Run every recipe not finished yet against a warm fp32 reference; returns all rows of the run.
 
-    ``replicas``: processes per side (None: the default in the module docstring)."""
+    ``replicas``: processes per side (None: the default in the module docstring, ``cpu_replicas`` loaded
+    processes on CPU where loading the saved variant does not compile)."""
     from tqdm import tqdm
 
     from optim.recipe import parse
@@ -138,7 +156,8 @@ def run_paired_sweep(
     try:
         ref_job = cfg.job(REFERENCE)
         # reference=True: the first process writes the FP32 predictions every variant's agreement is measured against
-        ref, ref_replica_note = start_side(spawn_side(cfg, ref_job, replicas, timeout_s), ref_job, replicas, True)
+        ref_servers = spawn_side(cfg, ref_job, replicas, timeout_s, cpu_replicas)
+        ref, ref_replica_note = start_side(ref_servers, ref_job, replicas, True, cpu_replicas)
         if ref_replica_note:
             print(f"fp32 reference: {ref_replica_note}", file=sys.stderr)
     except ServerError as exc:
@@ -161,7 +180,7 @@ def run_paired_sweep(
                     row["note"] = "; ".join(x for x in (row.get("note"), ref_note) if x)
             else:
                 try:
-                    rows = _measure_against(ref, cfg, recipe, plan, timeout_s, replicas)
+                    rows = _measure_against(ref, cfg, recipe, plan, timeout_s, replicas, cpu_replicas)
                 except ServerError as exc:
                     if ref.alive():
                         rows = [status_row(job, "failed", str(exc))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -46,6 +47,8 @@ def bad_files(tmp_path_factory):
         (["{root}/plain.pt", "--model", "resnet10t", "--threads", "0"], "--threads must be positive"),
         (["{root}/plain.pt", "--model", "resnet10t", "--rounds", "2"], "--rounds must be >= 5"),
         (["{root}/plain.pt", "--model", "resnet10t", "--replicas", "0"], "--replicas must be positive"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--precise", "--quick"], "exclude each other"),
+        (["{root}/plain.pt", "--model", "resnet10t", "--precise", "--unpaired"], "nothing with --unpaired"),
         (["--resume", "no-such-run"], "cannot resume"),
         (["--bogus-flag"], "unrecognized arguments"),
     ],
@@ -120,3 +123,29 @@ def test_optim_list_prints_steps(cli):
     proc = cli(["optim", "list"])
     assert proc.returncode == 0
     assert "fp32-cl" in proc.stdout and "default recipes on cpu" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "extra,rounds,cpu_replicas", [([], 60, 2), (["--precise"], 120, 4), (["--precise", "--rounds", "90"], 90, 4)]
+)
+def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, rounds, cpu_replicas):
+    """--precise doubles the rounds and times four loaded processes a side; it is kept in run_config for --resume.
+
+    The sweep itself is replaced by a recorder: what it does with a plan and a process count is tested in
+    test_suite and test_replicas; here only the wiring from the command line is."""
+    import bench.sweep_paired
+    from bench.cli import main
+
+    seen = {}
+
+    def record(cfg, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(bench.sweep_paired, "run_paired_sweep", record)
+    monkeypatch.setattr("bench.report.write_reports", lambda *a, **k: SimpleNamespace(table="", answer="", files={}))
+    main([str(tiny_ckpt), "--recipes", "fp32,fp32-cl", "--run-id", "p", "--no-progress", *extra])
+    assert seen["plan"].rounds == rounds and seen["cpu_replicas"] == cpu_replicas and seen["replicas"] is None
+    conf = json.loads((tmp_path / "runs" / "p" / "run_config.json").read_text())
+    assert conf["precise"] == bool(extra) and conf["rounds"] == rounds

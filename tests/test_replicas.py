@@ -143,6 +143,11 @@ def test_replica_count_defaults():
     assert replica_count("cuda", load_compiles=False, requested=None) == 1
     assert replica_count("cpu", load_compiles=True, requested=3) == 3
     assert replica_count("cpu", load_compiles=False, requested=None, quick=True) == 1  # a smoke run
+    # --precise raises the CPU default only: compiling loaders and CUDA keep one process, an explicit count wins
+    assert replica_count("cpu", load_compiles=False, requested=None, cpu_default=4) == 4
+    assert replica_count("cpu", load_compiles=True, requested=None, cpu_default=4) == 1
+    assert replica_count("cuda", load_compiles=False, requested=None, cpu_default=4) == 1
+    assert replica_count("cpu", load_compiles=False, requested=3, cpu_default=4) == 3
 
 
 UNLOADABLE = textwrap.dedent(
