@@ -149,3 +149,6 @@ def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, roun
     assert seen["plan"].rounds == rounds and seen["cpu_replicas"] == cpu_replicas and seen["replicas"] is None
     conf = json.loads((tmp_path / "runs" / "p" / "run_config.json").read_text())
     assert conf["precise"] == bool(extra) and conf["rounds"] == rounds
+    seen.clear()
+    main(["--resume", "p", "--no-progress"])  # no flags: the run's own settings come back
+    assert seen["plan"].rounds == rounds and seen["cpu_replicas"] == cpu_replicas
