@@ -84,7 +84,7 @@ def _config_from_args(args: Any) -> dict[str, Any]:
     if args.max_drop < 0:
         raise InputError(f"--max-drop must be >= 0, got {args.max_drop:g}")
     from bench.paired import MIN_ROUNDS
-    from bench.sweep_paired import PRECISE_PLAN, SWEEP_PLAN
+    from bench.sweep_paired import PRECISE_ROUNDS, SWEEP_PLAN
 
     if args.precise and args.quick:
         raise InputError("--precise and --quick exclude each other (one asks for more timing, the other for less)")
@@ -140,7 +140,7 @@ def _config_from_args(args: Any) -> dict[str, Any]:
         "run_id": run_id,
         "wandb": args.wandb,
         "paired": not args.unpaired,
-        "rounds": args.rounds or (PRECISE_PLAN if args.precise else SWEEP_PLAN).rounds,
+        "rounds": args.rounds or (PRECISE_ROUNDS if args.precise else SWEEP_PLAN.rounds),
         "replicas": args.replicas,
         "precise": args.precise,
     }

@@ -18,7 +18,6 @@ and their rows say so.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +45,7 @@ SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005)
 # across 60-round blocks timed by the same processes) and the processes (`ort` 4.7% once each block had fresh
 # ones). Six-recipe sweeps, session 8: median CoV of the batch-1 speedup 2.5% over 5 runs, against 5.2% over the
 # 2 default runs alternated with them (batch 16: 2.6% against 1.6%); each run took 383-448 s against 282-293 s.
-PRECISE_PLAN = dataclasses.replace(SWEEP_PLAN, rounds=120)
+PRECISE_ROUNDS = 2 * SWEEP_PLAN.rounds
 PRECISE_REPLICAS = 4
 
 

@@ -22,9 +22,12 @@ def _drifting_rounds(rng, rounds: int, per_slice: int, factor: float = 1.0, drif
     return [list(10.0 * d * factor * rng.lognormal(0, 0.03, per_slice)) for d in drift]
 
 
-def test_hodges_lehmann_interval_uses_signed_rank_critical_values():
+def test_hodges_lehmann_interval_uses_signed_rank_critical_values(monkeypatch):
     # Tables of the two-sided 5% signed-rank test: n = 6 -> 0, 10 -> 8, 20 -> 52, 30 -> 137
     assert [paired._signed_rank_lower_count(n, 0.05) for n in (5, 6, 10, 20, 30)] == [-1, 0, 8, 52, 137]
+    with monkeypatch.context() as mp:  # past EXACT_SIGNED_RANK_MAX rounds the normal approximation takes over
+        mp.setattr(paired, "EXACT_SIGNED_RANK_MAX", 0)
+        assert abs(paired._signed_rank_lower_count(30, 0.05) - 137) <= 1  # already close at n = 30
     x = np.arange(1.0, 11.0)  # n = 10: 55 Walsh averages; the interval is the 9th smallest to the 9th largest
     walsh = sorted((a + b) / 2 for i, a in enumerate(x) for b in x[i:])
     assert paired.hodges_lehmann(x) == (5.5, walsh[8], walsh[-9])
