@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[profile,dev]'
+	$(PY) -m pip install -e '.[profile,dev,cluster]'
 	touch $@
 
 bench: setup

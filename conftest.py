@@ -26,10 +26,12 @@ PROCESS_MODEL = (
 
 @dataclass
 class SuiteOptions:
-    """The parsed ``pytest bench`` options (validated where cheap; recipes are parsed at collection)."""
+    """The ``pytest bench`` options as typed (validated where cheap); :meth:`run_config` turns them into the one
+    run configuration every command builds, on first use, so ``pytest tests`` never pays for torch."""
 
     ckpt: str | None = None
     model: str | None = None
+    model_kwargs: str | None = None
     num_classes: int | None = None
     img_size: int | None = None
     data: str | None = None
@@ -44,22 +46,54 @@ class SuiteOptions:
     seed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # recipes that cannot run here, with the reason
     suite_info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data, ... filled by the session fixture
+    _config: Any = None
 
     def resolved(self) -> SuiteOptions:
         """Fill the defaults that need torch (devices, threads) on first use, so `pytest tests` never pays for them."""
         if not self.devices:
             self.devices = _parse_devices(None)
         if self.threads is None:
-            from bench.fingerprint import default_threads
+            from bench.measure.fingerprint import default_threads
 
             self.threads = default_threads()
         return self
+
+    def run_config(self, device: str, data_spec: str | None = None) -> Any:
+        """The run configuration of the suite on ``device`` (``--model`` without ``--ckpt``: random weights)."""
+        from bench.config import RunConfig
+        from bench.measure.timing import default_scenarios
+        from models.cli_args import load_spec
+
+        if self._config is None:
+            self.resolved()
+            load = load_spec(
+                self.ckpt,
+                self.model,
+                self.model_kwargs,
+                self.num_classes,
+                self.img_size,
+                random_init=self.ckpt is None and self.model is not None,
+            )
+            self._config = RunConfig(
+                load=load,
+                data_spec=data_spec,
+                data_dir=self.data_dir,
+                threads=self.threads,
+                seed=self.seed,
+                calib_size=self.calib_size,
+                quick=self.quick,
+                accuracy=self.accuracy,
+                run_id="pytest-bench",
+            )
+        scenarios = default_scenarios(self.quick, device, self.batch_size)
+        return self._config.replace(device=device, scenarios=scenarios, data_spec=data_spec or self._config.data_spec)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("optbench", "optbench benchmark suite (pytest bench)")
     group.addoption("--ckpt", default=None, help="checkpoint to benchmark (default: the embedded digits model)")
-    group.addoption("--model", default=None, help="timm architecture; without --ckpt: random init, speed only")
+    group.addoption("--model", default=None, help="timm name or pkg.module:callable; without --ckpt: random init")
+    group.addoption("--model-kwargs", default=None, help="arguments of a --model factory: key=value,...")
     group.addoption("--num-classes", type=int, default=None, help="class count (random init, or a check)")
     group.addoption("--img-size", type=int, default=None, help="input resolution (default: the checkpoint's)")
     group.addoption("--data", default=None, help="digits | ImageFolder dir | torch/<name> (default: the checkpoint's)")
@@ -98,6 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
     opts = SuiteOptions(
         ckpt=config.getoption("ckpt"),
         model=config.getoption("model"),
+        model_kwargs=config.getoption("model_kwargs"),
         num_classes=config.getoption("num_classes"),
         img_size=config.getoption("img_size"),
         data=config.getoption("data"),
@@ -143,7 +178,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """Add what pytest-benchmark's machine info lacks: CPU flags, GPU, driver, CUDA, library versions."""
     if getattr(config, "_optbench", None) is None:
         return
-    from bench.fingerprint import fingerprint
+    from bench.measure.fingerprint import fingerprint
 
     opts = suite_options(config)
     machine_info["optbench"] = fingerprint("cuda" if "cuda" in opts.devices else "cpu", opts.threads)

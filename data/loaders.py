@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,9 @@ class LoaderConfig:
 
 @dataclass
 class DataBundle:
-    """Loaders over one dataset: ``calib`` is drawn from the train split, never from ``val``."""
+    """Loaders over one dataset: ``calib`` is drawn from the train split, never from ``val``.
+
+    ``skipped_images`` counts unreadable images left out (``skip_bad_images``)."""
 
     spec: str
     train: DataLoader
@@ -40,6 +43,7 @@ class DataBundle:
     val: DataLoader
     class_names: tuple[str, ...]
     transform: Any
+    skipped_images: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -60,22 +64,50 @@ def eval_transform(data_config: Mapping[str, Any]):
     return create_transform(**cfg, is_training=False)
 
 
-def _folder_datasets(root: Path, transform) -> tuple[Dataset, Dataset]:
+def _image_folder(root: Path, transform, bad: set[str]):
+    """torchvision's ImageFolder that ignores hidden folders (``.ipynb_checkpoints``) and files, and ``bad`` ones."""
     from torchvision.datasets import ImageFolder
 
+    from data.images import IMAGE_SUFFIXES
+
+    class Folder(ImageFolder):
+        def find_classes(self, directory):
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith((".", "__")))
+            if not classes:
+                raise FileNotFoundError(f"no class folders in {directory}")
+            return classes, {name: i for i, name in enumerate(classes)}
+
+    def valid(path: str) -> bool:
+        name = os.path.basename(path)
+        return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES) and path not in bad
+
+    return Folder(str(root), transform=transform, is_valid_file=valid, allow_empty=True)
+
+
+def _folder_datasets(root: Path, transform, skip_bad_images: bool) -> tuple[Dataset, Dataset, int]:
+    from data.images import bad_images, describe, image_files
+
+    root = root.resolve()
     train_dir = root / "train"
     val_dir = next((root / name for name in VAL_DIR_NAMES if (root / name).is_dir()), None)
     if not train_dir.is_dir() or val_dir is None:
         raise DataSpecError(
             f"data folder {root} needs train/ and val/ subfolders (ImageFolder layout: split/class/img)"
         )
+    bad = bad_images(image_files(train_dir) + image_files(val_dir))
+    if bad and not skip_bad_images:
+        raise DataSpecError(
+            f"{len(bad)} unreadable image(s) under {root}: {describe(bad)}; fix or remove them, or pass "
+            "--skip-bad-images to leave them out"
+        )
     try:
-        train, val = ImageFolder(str(train_dir), transform=transform), ImageFolder(str(val_dir), transform=transform)
+        train = _image_folder(train_dir, transform, set(bad))
+        val = _image_folder(val_dir, transform, set(bad))
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataSpecError(f"data folder {root}: {str(exc).splitlines()[0]}") from None
     if train.classes != val.classes:
         raise DataSpecError(f"data folder {root}: train/ and val/ have different class folders")
-    return train, val
+    return train, val, len(bad)
 
 
 def _timm_datasets(name: str, data_dir: str | None, download: bool, transform) -> tuple[Dataset, Dataset]:
@@ -103,26 +135,61 @@ def _class_names(dataset: Dataset) -> tuple[str, ...]:
     return ()
 
 
+@dataclass
+class Datasets:
+    """The train and val datasets of a spec, their class names, the transform, and images left out."""
+
+    train: Dataset
+    val: Dataset
+    class_names: tuple[str, ...]
+    transform: Any
+    skipped_images: int = 0
+
+
 def build_datasets(
-    spec: str, data_config: Mapping[str, Any], data_dir: str | None = None, download: bool = False
-) -> tuple[Dataset, Dataset, tuple[str, ...], Any]:
-    """Datasets (train, val), class names and the transform for ``spec``."""
+    spec: str,
+    data_config: Mapping[str, Any],
+    data_dir: str | None = None,
+    download: bool = False,
+    skip_bad_images: bool = False,
+) -> Datasets:
+    """Datasets (train, val), class names and the transform for ``spec``.
+
+    An ImageFolder's images are checked once (:mod:`data.images`): unreadable ones stop here with one line
+    naming them, or are left out with ``skip_bad_images``.
+    """
     transform = eval_transform(data_config)
     if spec == "digits":
         from data.digits import CLASS_NAMES, digits_datasets
 
         train, val = digits_datasets(transform)
-        return train, val, CLASS_NAMES, transform
+        return Datasets(train, val, CLASS_NAMES, transform)
     if spec.startswith(TIMM_DATASET_PREFIXES):
         train, val = _timm_datasets(spec, data_dir, download, transform)
-        return train, val, _class_names(train), transform
+        return Datasets(train, val, _class_names(train), transform)
     root = Path(spec).expanduser()
     if root.is_dir():
-        train, val = _folder_datasets(root, transform)
-        return train, val, _class_names(train), transform
+        train, val, skipped = _folder_datasets(root, transform, skip_bad_images)
+        return Datasets(train, val, _class_names(train), transform, skipped)
     if root.suffix or "/" in spec or root.exists():
         raise DataSpecError(f"data folder not found: {spec} ({SPEC_HELP})")
     raise DataSpecError(f"unknown data spec {spec!r}: {SPEC_HELP}")
+
+
+def check_spec(spec: str, info: Any, data_dir: str | None = None, skip_bad_images: bool = False) -> str | None:
+    """Fail fast, before any process starts: the spec loads, it has images, its classes fit the model, and its
+    images are readable. Returns a note to print when images were left out, else None."""
+    sets = build_datasets(spec, info.data_config, data_dir, skip_bad_images=skip_bad_images)
+    if len(sets.train) == 0 or len(sets.val) == 0:
+        raise DataSpecError(f"data spec {spec!r} has an empty train or val split")
+    if info.has_weights and sets.class_names and len(sets.class_names) != info.num_classes:
+        raise DataSpecError(
+            f"data {spec!r} has {len(sets.class_names)} classes but the model has {info.num_classes}; pass --data "
+            "with the images the model was trained on"
+        )
+    if sets.skipped_images:
+        return f"note: {sets.skipped_images} unreadable image(s) left out (--skip-bad-images)"
+    return None
 
 
 def _loader(dataset: Dataset, batch_size: int, cfg: LoaderConfig, shuffle: bool) -> DataLoader:
@@ -155,6 +222,7 @@ def build(
     data_dir: str | None = None,
     download: bool = False,
     strict_calib_size: bool = False,
+    skip_bad_images: bool = False,
 ) -> DataBundle:
     """Build a :class:`DataBundle` for ``spec`` with the model's transform.
 
@@ -162,7 +230,8 @@ def build(
     calibrating on the whole split (quantization asks for it when the user set the size explicitly).
     """
     cfg = loader or LoaderConfig()
-    train, val, class_names, transform = build_datasets(spec, data_config, data_dir, download)
+    sets = build_datasets(spec, data_config, data_dir, download, skip_bad_images)
+    train, val = sets.train, sets.val
     if len(train) == 0 or len(val) == 0:
         raise DataSpecError(f"data spec {spec!r} has an empty train or val split")
     if strict_calib_size and cfg.calib_size > len(train):
@@ -175,6 +244,7 @@ def build(
         train=_loader(train, cfg.batch_size, cfg, shuffle=True),
         calib=_loader(calib, cfg.calib_batch_size, cfg, shuffle=False),
         val=_loader(val, cfg.batch_size, cfg, shuffle=False),
-        class_names=tuple(class_names),
-        transform=transform,
+        class_names=tuple(sets.class_names),
+        transform=sets.transform,
+        skipped_images=sets.skipped_images,
     )

@@ -12,8 +12,11 @@ from typing import Any
 from models.errors import CheckpointError, DataSpecError, InputError, MissingDependencyError
 
 _LAZY = {
-    name: "models.checkpoint"
-    for name in ("LoadedModel", "ModelInfo", "create_model", "file_sha256", "library_versions", "load", "save")
+    **{
+        name: "models.checkpoint"
+        for name in ("LoadedModel", "ModelInfo", "create_model", "file_sha256", "library_versions", "load", "save")
+    },
+    "LoadSpec": "models.spec",
 }
 
 __all__ = ["CheckpointError", "DataSpecError", "InputError", "MissingDependencyError", *_LAZY]

@@ -149,20 +149,14 @@ def rebuild_pruned(model: nn.Module, pruned_layers: Mapping[str, Any]) -> nn.Mod
     return model
 
 
-def reference_model(arch: str, num_classes: int) -> nn.Module:
-    """The unpruned architecture on the meta device: shapes only, no memory, no initialisation cost."""
-    import timm
-
-    with torch.device("meta"):
-        return timm.create_model(arch, pretrained=False, num_classes=num_classes)
-
-
 def with_pruned_layers(info, model: nn.Module):
     """``info`` (a :class:`~models.checkpoint.ModelInfo`) with ``pruned_layers`` describing ``model``'s widths.
 
     Savers call this so a pruned module is saved with the shapes it really has, whatever step pruned it.
     """
-    layers = describe_pruned(model, reference_model(info.arch, info.num_classes))
+    from models._instantiate import instantiate
+
+    layers = describe_pruned(model, instantiate(info, "meta"))
     return dataclasses.replace(info, pruned_layers=layers or None)
 
 

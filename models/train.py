@@ -85,6 +85,20 @@ def evaluate(model: nn.Module, loader: DataLoader, device: str | torch.device = 
     return 100.0 * correct / max(total, 1)
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
+    """AdamW with a linear warm-up over the first 5% of steps, then a cosine decay to zero."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = max(1, total_steps // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total_steps - warmup + 1)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train(
     model: nn.Module,
     train_loader: DataLoader,
@@ -105,17 +119,7 @@ def train(
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, total_steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup
-            if s < warmup
-            else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total_steps - warmup + 1)))
-        ),
-    )
+    optimizer, schedule = _optimizer(model, cfg, total_steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -126,7 +130,7 @@ def train(
             train_loader,
             total=steps_per_epoch,
             desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not cfg.progress or not sys.stderr.isatty(),  # a log file gets the epoch lines only
             leave=False,
             file=sys.stderr,
         )

@@ -1,20 +1,17 @@
-"""``python -m optim list``: every recipe step, what it takes and makes, and where it runs."""
+"""``python -m optim list``: every recipe step, what it takes and makes, and where it runs.
+``python -m optim show DIR``: load a saved variant (checked: nothing in it can run code), run it once, describe it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.errors import ArgumentParser, run_cli
+from models.errors import ArgumentParser, InputError, run_cli
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _list(pattern: str) -> int:
     from optim.registry import default_recipes, list_steps
 
-    parser = ArgumentParser(prog="python -m optim", description="List recipe steps and default recipes.")
-    parser.add_argument("command", choices=["list"])
-    parser.add_argument("pattern", nargs="?", default="*", help="fnmatch filter on step names, e.g. 'ptq*'")
-    args = parser.parse_args(argv)
-    steps = list_steps(args.pattern)
+    steps = list_steps(pattern)
     width = max((len(s.usage) for s in steps), default=10)
     for spec in steps:
         where = "/".join(sorted(spec.devices))
@@ -24,6 +21,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"default recipes on {device}: {', '.join(default_recipes(device))}")
     print("chain steps with '+', e.g. prune(0.5)+ptq(ort); `python -m bench --recipes R1,R2` measures them")
     return 0
+
+
+def _show(directory: str, device: str, model: str | None) -> int:
+    import torch
+
+    from models.spec import LoadSpec
+    from optim.variant import Variant
+
+    base = LoadSpec(path=None, model=model) if model else None
+    variant = Variant.load(directory, device, base=base)
+    manifest = variant.manifest
+    c, h, w = manifest.get("data_config", {}).get("input_size") or (3, 224, 224)
+    logits = variant(torch.randn(1, int(c), int(h), int(w)))
+    source = manifest.get("source") or {}
+    print(f"{manifest['name']} ({manifest.get('artifact_kind')}, {manifest.get('size_mb')} MB) on {variant.device}")
+    print(f"  from {source.get('checkpoint')} ({source.get('arch')}, {source.get('num_classes')} classes)")
+    print(f"  files: {', '.join(sorted(manifest.get('artifacts') or {}))} (sha256 checked)")
+    print(f"  one call at {h}x{w}: logits {tuple(logits.shape)}, finite: {bool(torch.isfinite(logits).all())}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m optim", description="List recipe steps; show a saved variant.")
+    parser.add_argument("command", choices=["list", "show"])
+    parser.add_argument(
+        "target", nargs="?", default=None, help="list: fnmatch filter on step names; show: a variant dir"
+    )
+    parser.add_argument("--device", default="cpu", help="show: where to run it (default cpu)")
+    parser.add_argument("--model", help="show: the package.module:callable of a variant of your own model class")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        return _list(args.target or "*")
+    if not args.target:
+        raise InputError("python -m optim show DIR: name the variant directory")
+    return _show(args.target, args.device, args.model)
 
 
 if __name__ == "__main__":

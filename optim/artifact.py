@@ -38,7 +38,10 @@ class Artifact:
 
 @dataclass
 class BuildContext:
-    """Everything a step may need. ``data`` is built lazily: eager steps never pay for a dataset."""
+    """Everything a step may need. ``data`` is built lazily: eager steps never pay for a dataset.
+
+    Made by :func:`optim.context.build_context` from a run configuration, so a recipe is built the same way by
+    every command."""
 
     loaded: LoadedModel
     device: str
@@ -48,6 +51,7 @@ class BuildContext:
     quick: bool = False
     calib_size: int = 512
     data_factory: Callable[[], Any] | None = None
+    data_spec: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     _data: Any = None
 

@@ -16,11 +16,8 @@ loading compiles again.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +25,9 @@ import torch
 
 from models.errors import ArgumentParser, CheckpointError, InputError, run_cli
 from optim.artifact import Artifact, BuildContext
+from optim.backends.inductor import MODES, CompileConfig, compile_runtime, first_call_seconds
 from optim.registry import GRAPH, MODULE, RUNTIME, register_step
-from optim.variant import LOADERS, Variant, module_runtime, register_loader
+from optim.variant import LOADERS, Variant, register_loader
 
 if __name__ == "__main__":
     # `python -m optim.compile` runs this file as __main__; run the importable module so the step registers once.
@@ -37,38 +35,8 @@ if __name__ == "__main__":
 
     run_cli(_main)
 
-MODES = ("default", "max-autotune", "reduce-overhead")
 CACHE_DIR = "inductor-cache"
 REBUILD_NOTE = "compiled code cannot be saved: loading rebuilds it from model.pt and this config (cache kept)"
-
-
-@dataclass(frozen=True)
-class CompileConfig:
-    """How to compile; ``freezing=None`` means the device's default (on for CPU, off for CUDA)."""
-
-    mode: str = "default"
-    freezing: bool | None = None
-    bf16: bool = False
-    fp16: bool = False
-    # max-autotune also benchmarks Triton convolution templates against cuDNN: on resnet50@224 (H100) batch 1 and
-    # part of batch 128 filled 330 s. ``cudnn-convs`` keeps convolutions on ATen (cuDNN/oneDNN) and tunes the rest.
-    cudnn_convs: bool = False
-
-    def autocast(self) -> torch.dtype | None:
-        """The autocast dtype this config asks for (None: keep what the step before chose)."""
-        if self.bf16:
-            return torch.bfloat16
-        return torch.float16 if self.fp16 else None
-
-    def resolved_freezing(self, device: str) -> bool:
-        return (device == "cpu") if self.freezing is None else self.freezing
-
-    def validate(self) -> CompileConfig:
-        if self.mode not in MODES:
-            raise InputError(f"unknown compile mode {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.bf16 and self.fp16:
-            raise InputError("bf16 and fp16 are both autocast dtypes: choose one")
-        return self
 
 
 def parse_compile_args(args: Sequence[str]) -> dict[str, Any]:
@@ -103,13 +71,27 @@ def parse_compile_args(args: Sequence[str]) -> dict[str, Any]:
     return values
 
 
+def compile_hints(args: dict[str, Any], device: str, flags: set[str]) -> list[str]:
+    """Why a compiled variant may be slower than eager FP32."""
+    from optim.eager import FP16_CPU_HINT, bf16_hints
+
+    hints = bf16_hints(device, flags) if args.get("bf16") else []
+    if args.get("fp16") and device == "cpu":
+        hints.append(FP16_CPU_HINT)
+    hints.append(
+        "torch.compile adds guard checks and launch overhead on every call; on a small model at batch 1 that can "
+        "outweigh the fused kernels"
+    )
+    return hints
+
+
 def bf16_note(device: str) -> str | None:
     """Why BF16 is likely slow here (no native BF16 math), or None where the hardware has it."""
     if device == "cuda":
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             return "this GPU has no native BF16: autocast to BF16 is likely slower than FP32"
         return None
-    from bench.fingerprint import cpu_info
+    from bench.measure.fingerprint import cpu_info
 
     flags = set(cpu_info()["cpu_flags"])
     if flags & {"avx512_bf16", "amx_bf16"}:
@@ -121,79 +103,11 @@ def fp16_note(device: str) -> str | None:
     """FP16 autocast is a GPU feature; on a CPU without AMX-FP16/avx512_fp16 it is emulated and slow."""
     if device == "cuda":
         return None
-    from bench.fingerprint import cpu_info
+    from bench.measure.fingerprint import cpu_info
 
     if set(cpu_info()["cpu_flags"]) & {"avx512_fp16", "amx_fp16"}:
         return None
     return "this CPU has no avx512_fp16/AMX-FP16: FP16 autocast is likely much slower than FP32"
-
-
-@contextlib.contextmanager
-def inductor_settings(cache_dir: Path, freezing: bool, cudnn_convs: bool = False) -> Iterator[None]:
-    """Inductor's cache dir, freezing and conv backends for the duration of a call; global state is restored."""
-    import torch._inductor.config as inductor_config
-
-    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir)
-    try:
-        patch: dict[str, Any] = {"freezing": freezing}
-        if cudnn_convs:
-            patch["max_autotune_conv_backends"] = "ATEN"
-        with inductor_config.patch(patch):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
-        else:
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
-
-
-def compile_runtime(
-    target: torch.nn.Module | Callable[..., Any],
-    device: str,
-    cfg: CompileConfig,
-    cache_dir: Path,
-    memory_format: torch.memory_format | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    input_dtype: torch.dtype | None = None,
-) -> tuple[Callable[[Any], torch.Tensor], Callable[[torch.Tensor], Any], Any]:
-    """(predict, prepare_input, compiled) for a module; compilation itself happens at the first ``predict``."""
-    # Another compile in this process (tests, notebooks) could silently reuse a graph compiled with other
-    # Inductor settings; the sweep runs one variant per process, so this reset only matters outside it.
-    torch._dynamo.reset()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    freezing = cfg.resolved_freezing(device)
-    if isinstance(target, torch.nn.Module):
-        target.eval()
-    # dynamic=False: each batch size gets its own static graph (recompiled once in warm-up). Left automatic,
-    # the second batch size would turn the batch dimension symbolic, and max-autotune tunes kernels and CUDA
-    # graphs for concrete shapes; deployments serve fixed batch sizes anyway.
-    compiled = torch.compile(target, mode=None if cfg.mode == "default" else cfg.mode, dynamic=False)
-    dtype = cfg.autocast() or autocast_dtype
-    if isinstance(target, torch.nn.Module):
-        inner, prepare = module_runtime(compiled, device, memory_format, dtype, input_dtype)
-    else:  # a loaded runtime's predict function (e.g. a saved graph variant): it prepares its own inputs
-
-        def inner(x):
-            with torch.inference_mode():
-                return compiled(x)
-
-        def prepare(x):
-            return x
-
-    def predict(x: Any) -> torch.Tensor:
-        with inductor_settings(cache_dir, freezing, cfg.cudnn_convs):
-            return inner(x)
-
-    return predict, prepare, compiled
-
-
-def _first_call_seconds(predict, prepare, example: torch.Tensor, device: str) -> float:
-    start = time.perf_counter()
-    predict(prepare(example))
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_hook, from_graph: bool):
@@ -233,6 +147,8 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
     parse_args=parse_compile_args,
     usage="compile[(default|max-autotune|reduce-overhead][,freezing|no-freezing][,bf16|fp16][,cudnn-convs])]",
     description="torch.compile (Inductor), static shapes; freezing on by default on CPU; bf16/fp16 = autocast",
+    needs=lambda args, device: ("native_bf16",) if args.get("bf16") and device == "cpu" else (),
+    slow_hints=lambda args, device, flags: compile_hints(args, device, flags),
     default_recipes={
         "cpu": ["compile", "compile(bf16)"],
         "cuda": [
@@ -273,7 +189,7 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         artifact.input_dtype,
     )
     try:
-        compile_s = _first_call_seconds(predict, prepare, ctx.example_input(1), ctx.device)
+        compile_s = first_call_seconds(predict, prepare, ctx.example_input(1), ctx.device)
     except Exception as exc:  # an Inductor/dynamo failure: name it as this step's failure, keep the cause chained
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise RuntimeError(f"torch.compile failed for {ctx.loaded.info.arch} ({type(exc).__name__}: {first})") from exc
@@ -303,9 +219,9 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
 
 
 @register_loader("compile", compiles=True)
-def load_compiled(directory: Path, manifest: dict[str, Any], device: str) -> Variant:
+def load_compiled(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """Rebuild a compiled variant: load the source weights (or the inner variant) and compile again."""
-    import models
+    from optim.variant import saved_checkpoint
 
     spec = manifest["load"]
     raw = dict(spec.get("config") or {})
@@ -316,19 +232,19 @@ def load_compiled(directory: Path, manifest: dict[str, Any], device: str) -> Var
         fp16=bool(raw.get("fp16")),
         cudnn_convs=bool(raw.get("cudnn_convs")),
     )
-    cache_dir = directory / spec.get("cache_dir", CACHE_DIR)
+    cache_dir = directory / CACHE_DIR
     if "inner" in spec:
         inner = spec["inner"]
         if inner.get("kind") not in LOADERS:
             raise CheckpointError(f"{directory}: cannot load the graph under compile (loader {inner.get('kind')!r})")
-        base = LOADERS[inner["kind"]](directory, {**manifest, "load": inner}, device)
-        module = base.artifact.module if base.artifact is not None and base.artifact.module is not None else None
-        target = module if module is not None else base.predict
+        under = LOADERS[inner["kind"]](directory, {**manifest, "load": inner}, device, base)
+        module = under.artifact.module if under.artifact is not None and under.artifact.module is not None else None
+        target = module if module is not None else under.predict
         predict, prepare, _ = compile_runtime(target, device, cfg, cache_dir)
         if module is None:
-            prepare = base.prepare_input
+            prepare = under.prepare_input
     else:
-        loaded = models.load(directory / spec["checkpoint"])
+        loaded = saved_checkpoint(directory, manifest, base)
         module = loaded.model.half() if spec.get("half") else loaded.model
         predict, prepare, _ = compile_runtime(
             module,
@@ -342,8 +258,10 @@ def load_compiled(directory: Path, manifest: dict[str, Any], device: str) -> Var
 
 
 def build_parser() -> ArgumentParser:
+    from optim.cli import add_producer_arguments
+
     p = ArgumentParser(prog="python -m optim.compile", description="torch.compile a checkpoint (Inductor).")
-    p.add_argument("ckpt", nargs="?", help="checkpoint (default: the embedded digits model)")
+    add_producer_arguments(p, data=False, calib=False)
     p.add_argument("--mode", default="default", help="default | max-autotune | reduce-overhead")
     p.add_argument(
         "--freezing",
@@ -354,9 +272,6 @@ def build_parser() -> ArgumentParser:
     dtype = p.add_mutually_exclusive_group()
     dtype.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (fast with avx512_bf16/AMX, GPUs)")
     dtype.add_argument("--fp16", action="store_true", help="autocast to float16 (GPUs)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="variant directory (default: results/variants/<recipe>)")
     return p
 
 
@@ -374,54 +289,31 @@ def recipe_text(cfg: CompileConfig) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import models
-    from bench.fingerprint import default_threads
-    from bench.timing import ScenarioConfig, WallTimer, cuda_synchronize, run_timed
-    from optim.prune import default_out_dir, resolve_checkpoint
+    from optim.cli import producer_run, quick_check, quick_check_line
     from optim.variant import build
 
     args = build_parser().parse_args(argv)
-    if args.device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {args.device!r}; choose one of: cpu, cuda")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
     cfg = CompileConfig(mode=args.mode, freezing=args.freezing, bf16=args.bf16, fp16=args.fp16).validate()
     recipe = recipe_text(cfg)
-    loaded = models.load(resolve_checkpoint(args.ckpt))
-    out = Path(args.out) if args.out else default_out_dir(recipe)
-    threads = default_threads()
-    torch.set_num_threads(threads)
-    ctx = BuildContext(loaded=loaded, device=args.device, workdir=out, threads=threads, seed=args.seed)
+    run = producer_run(args, recipe)
+    loaded, out, device = run.loaded, run.out, run.config.device
+    ctx = run.context(out)
     variant = build(recipe, loaded, ctx)
+    reference = build("fp32", loaded, run.context(out / "_fp32"))
     entry = variant.manifest["steps"][-1]
-
     x = ctx.example_input(1)
-    eager_predict, eager_prepare = module_runtime(loaded.model, args.device)
     with torch.inference_mode():
-        diff = (variant(x) - eager_predict(eager_prepare(x)).float().cpu()).abs().max().item()
-    timer = WallTimer(cuda_synchronize if args.device == "cuda" else None)
-    check = ScenarioConfig(
-        "check", 1, warmup_iters=3, warmup_seconds=0.2, min_iters=20, min_seconds=1.0, max_seconds=10
-    )
-    ms = {}
-    for label, (pred, prep) in (
-        ("eager", (eager_predict, eager_prepare)),
-        ("compiled", (variant.predict, variant.prepare_input)),
-    ):
-        ready = prep(x)
-        samples = run_timed(lambda p=pred, r=ready: p(r), check, timer)
-        ms[label] = sorted(samples)[len(samples) // 2] * 1e3
-    variant.manifest["check"] = {
-        "max_abs_diff_vs_eager": diff,
-        "b1_eager_ms": ms["eager"],
-        "b1_compiled_ms": ms["compiled"],
-    }
+        diff = (variant(x) - reference(x)).abs().max().item()
+    check = quick_check(reference, variant, x)
+    variant.manifest["check"] = {"max_abs_diff_vs_eager": diff, **check}
     variant.save(out)
+    import shutil
+
+    shutil.rmtree(out / "_fp32", ignore_errors=True)
     freezing = entry["config"]["freezing"]
-    print(f"{recipe}: {loaded.info.arch} on {args.device}, freezing={freezing}, bf16={cfg.bf16}, fp16={cfg.fp16}")
+    print(f"{recipe}: {loaded.info.arch} on {device}, freezing={freezing}, bf16={cfg.bf16}, fp16={cfg.fp16}")
     print(f"  compile (first call) {entry['compile_s']:.1f}s; Inductor cache {entry['inductor_cache']}")
-    speedup = ms["eager"] / ms["compiled"]
-    print(f"  batch 1: eager {ms['eager']:.2f} ms -> compiled {ms['compiled']:.2f} ms ({speedup:.2f}x, a short check)")
+    print(quick_check_line(check, run.config.threads))
     print(f"  max |logit diff| vs eager FP32: {diff:.2e}")
     for note in entry.get("notes", []):
         print(f"  note: {note}")

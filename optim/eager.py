@@ -16,6 +16,17 @@ from optim.registry import MODULE, register_step
 from optim.variant import Variant, module_runtime, register_loader
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FP16_CPU_HINT = "FP16 has no fast CPU kernels in PyTorch: it is a GPU format"
+
+
+def bf16_hints(device: str, flags: set[str]) -> list[str]:
+    """Why a BF16 variant may be slow: on a CPU without native BF16 every op converts."""
+    if device == "cpu" and not flags & {"avx512_bf16", "amx_bf16"}:
+        return [
+            "this CPU has no native BF16 (no avx512_bf16/AMX): BF16 convolutions and matmuls are emulated, which is "
+            "slower than FP32"
+        ]
+    return []
 
 
 def _cuda_only(device: str) -> str | None:
@@ -77,6 +88,8 @@ def fp32_channels_last(artifact: Artifact, ctx: BuildContext) -> Artifact:
     produces=MODULE,
     description="eager autocast to bfloat16 (fast on CPUs with avx512_bf16/AMX and on Ampere+ GPUs)",
     default_recipes={"cpu": ["bf16"], "cuda": ["bf16"]},
+    needs=lambda args, device: ("native_bf16",) if device == "cpu" else (),
+    slow_hints=lambda args, device, flags: bf16_hints(device, flags),
 )
 def bf16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     return _mark(artifact, ctx, autocast_dtype=torch.bfloat16)
@@ -88,6 +101,7 @@ def bf16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     produces=MODULE,
     devices=["cuda"],
     description="eager autocast to float16 on CUDA",
+    slow_hints=lambda args, device, flags: [FP16_CPU_HINT] if device == "cpu" else [],
     default_recipes={"cuda": ["fp16"]},
     available=_cuda_only,
 )
@@ -101,6 +115,7 @@ def fp16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     produces=MODULE,
     devices=["cuda"],
     description="weights and inputs cast to float16 with .half() (no autocast) on CUDA",
+    slow_hints=lambda args, device, flags: [FP16_CPU_HINT] if device == "cpu" else [],
     default_recipes={"cuda": ["half"]},
     available=_cuda_only,
 )
@@ -110,11 +125,11 @@ def half(artifact: Artifact, ctx: BuildContext) -> Artifact:
 
 
 @register_loader("eager")
-def load_eager(directory: Path, manifest: dict[str, Any], device: str) -> Variant:
-    import models
+def load_eager(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
+    from optim.variant import saved_checkpoint
 
     spec = manifest["load"]
-    loaded = models.load(directory / spec["checkpoint"])
+    loaded = saved_checkpoint(directory, manifest, base)
     module = loaded.model.half() if spec.get("half") else loaded.model
     predict, prepare = module_runtime(
         module,

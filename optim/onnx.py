@@ -13,7 +13,7 @@ from typing import Any
 
 from models.errors import InputError, run_cli
 from optim.artifact import Artifact, BuildContext
-from optim.onnx_export import (
+from optim.backends.onnx_export import (
     DEFAULT_OPSET,
     ExportConfig,
     ParityConfig,
@@ -24,6 +24,8 @@ from optim.onnx_export import (
 )
 from optim.registry import MODULE, ONNX, register_step
 from optim.variant import FINALIZERS, Variant, register_loader
+
+ORT_COPY_HINT = "ONNX Runtime copies the batch between torch and numpy on every call, which dominates tiny inputs"
 
 if __name__ == "__main__":
     # `python -m optim.onnx` runs this file as __main__; run the importable module instead so the recipe steps
@@ -86,7 +88,7 @@ def export_checked(
     """
     import torch
 
-    from optim.onnx_runtime import create_session
+    from optim.backends.onnx_runtime import create_session
 
     if not isinstance(module, torch.fx.GraphModule):
         module = module.float().cpu().eval()
@@ -120,7 +122,7 @@ def _ort_unavailable(device: str) -> str | None:
     """On cuda, ORT needs onnxruntime-gpu's CUDA EP; a sweep skips the recipe with this reason otherwise."""
     if device != "cuda":
         return None
-    from optim.onnx_runtime import cuda_unavailable_reason
+    from optim.backends.onnx_runtime import cuda_unavailable_reason
 
     return cuda_unavailable_reason()
 
@@ -134,6 +136,7 @@ def _ort_unavailable(device: str) -> str | None:
     description="export to ONNX (dynamo, TorchScript fallback), slim, parity-check vs eager; run with ONNX Runtime",
     default_recipes={"cpu": ["ort"], "cuda": ["ort"]},
     available=_ort_unavailable,
+    slow_hints=lambda args, device, flags: [ORT_COPY_HINT] if device == "cpu" else [],
 )
 def ort_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """FP32 ONNX export checked against eager; the finalizer turns it into an ORT session."""
@@ -149,7 +152,7 @@ def ort_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
 
 def finalize_onnx(artifact: Artifact, ctx: BuildContext) -> Artifact:
     """ONNX file -> ORT session on ``ctx.device`` with ``ctx.threads`` intra-op threads."""
-    from optim.onnx_runtime import create_session, session_runtime
+    from optim.backends.onnx_runtime import create_session, session_runtime
 
     session = create_session(artifact.onnx_path, ctx.device, ctx.threads, ctx.workdir / "trt_cache")
     artifact.predict, artifact.prepare_input = session_runtime(session, ctx.device)
@@ -166,14 +169,15 @@ FINALIZERS[ONNX] = finalize_onnx
 
 
 @register_loader("onnx")
-def load_onnx(directory: Path, manifest: dict[str, Any], device: str) -> Variant:
+def load_onnx(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """A saved ONNX variant: the file loads directly into a session with the harness's thread count."""
-    from optim.onnx_runtime import create_session, harness_threads, session_runtime
+    from optim.backends.onnx_runtime import create_session, harness_threads, session_runtime
+    from optim.safe_artifacts import artifact_file, check_onnx_external_data, check_recorded_digest
 
     spec = manifest["load"]
-    path = directory / spec["file"]
-    if not path.is_file():
-        raise InputError(f"{directory}: {spec['file']} is missing")
+    path = artifact_file(directory, spec.get("file"), "ONNX file")
+    check_recorded_digest(directory, manifest, path)
+    check_onnx_external_data(path)
     session = create_session(path, device, harness_threads(), directory / "trt_cache")
     predict, prepare = session_runtime(session, device)
     return Variant(manifest["name"], manifest["recipe"], device, predict, manifest, prepare)
@@ -181,22 +185,23 @@ def load_onnx(directory: Path, manifest: dict[str, Any], device: str) -> Variant
 
 def build_parser():
     from models.errors import ArgumentParser
-    from optim.quant_cli import add_common_arguments
+    from optim.accuracy_budget import add_budget_arguments
+    from optim.cli import add_producer_arguments
 
     p = ArgumentParser(prog="python -m optim.onnx", description="Export to ONNX, check parity, run with ONNX Runtime.")
-    p.add_argument("ckpt", nargs="?", help="checkpoint (default: the embedded digits model)")
+    add_producer_arguments(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--slim", action="store_true", default=True, help="slim the graph with onnxslim (default)")
     p.add_argument("--no-slim", dest="slim", action="store_false", help="keep the exporter's graph as is")
     p.add_argument("--int8", action="store_true", help="static INT8 QDQ (U8 activations, S8 weights): ptq(ort)")
     p.add_argument("--calib", default="minmax", help="with --int8: minmax (default) | entropy | percentile")
-    add_common_arguments(p)
+    add_budget_arguments(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from optim.quant_cli import run_producer_cli
-    from optim.quantize import CALIB_METHODS
+    from optim.accuracy_budget import run_with_budget
+    from optim.backends.ort_quant import CALIB_METHODS
 
     args = build_parser().parse_args(argv)
     check_opset(args.opset)
@@ -209,4 +214,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = "ptq(" + ",".join(["ort", *([] if args.calib == "minmax" else [f"calib={args.calib}"]), *extra]) + ")"
     else:
         recipe = f"ort({','.join(extra)})" if extra else "ort"
-    return run_producer_cli(recipe, args, prog="optim.onnx", fallbacks=args.int8)
+    return run_with_budget(recipe, args, prog="optim.onnx", fallbacks=args.int8)

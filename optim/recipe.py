@@ -50,6 +50,22 @@ class Recipe:
                 return True
         return False
 
+    def needs(self, device: str) -> tuple[str, ...]:
+        """Capabilities of the machine (``native_bf16``, ``intel_cpu``, ...) the recipe's steps need to pay off."""
+        out: list[str] = []
+        for step in self.steps:
+            if step.spec.needs is not None:
+                out += [n for n in step.spec.needs(dict(step.args), device) if n not in out]
+        return tuple(out)
+
+    def slow_hints(self, device: str, flags: set[str]) -> list[str]:
+        """Why this recipe may be slower than FP32 on such a machine (each step's own reasons)."""
+        out: list[str] = []
+        for step in self.steps:
+            if step.spec.slow_hints is not None:
+                out += [h for h in step.spec.slow_hints(dict(step.args), device, flags) if h not in out]
+        return out
+
     def unavailable_reason(self, device: str) -> str | None:
         """Why this recipe cannot run on ``device`` here (hardware or a missing backend), or None."""
         for step in self.steps:

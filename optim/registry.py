@@ -19,12 +19,15 @@ from models.errors import InputError
 # Modules that register steps when imported. Importing is cheap: heavy libraries load inside the builders.
 PRODUCER_MODULES = (
     "optim.eager",
-    "optim.quantize",
+    "optim.onnx",
+    "optim.ptq",
+    "optim.openvino",
+    "optim.qat",
+    "optim.dynamic",
     "optim.prune",
     "optim.compile",
-    "optim.onnx",
     "optim.tensorrt",
-    "optim.gpu",
+    "optim.torchao_step",
 )
 
 # Artifact kinds passed between steps.
@@ -51,6 +54,15 @@ class StepSpec:
     # Whether loading a saved variant this step made compiles again ((args, device) -> bool, or a constant):
     # a sweep does not start a second measurement process for those, it would pay the compile twice.
     reload_compiles: Callable[[dict[str, Any], str], bool] | bool = False
+    # Recipes to try, in order, when a recipe ending in this step misses the accuracy budget:
+    # (parsed recipe) -> [(recipe text, why)]. The producer commands and the search use them.
+    fallbacks: Callable[[Any], list[tuple[str, str]]] | None = None
+    # Why this step may be slower than FP32 on some hardware: (args, device, cpu flags) -> sentences,
+    # for the explanations of a leaderboard.
+    slow_hints: Callable[[dict[str, Any], str, set[str]], list[str]] | None = None
+    # Hardware this step needs to be worth measuring by default: (args, device) -> capability names
+    # (bench.run.recipes_for_machine says which machine has which). --recipes runs a step anyway.
+    needs: Callable[[dict[str, Any], str], tuple[str, ...]] | None = None
 
 
 STEPS: dict[str, StepSpec] = {}
@@ -83,6 +95,9 @@ def register_step(
     default_recipes: dict[str, Sequence[str]] | None = None,
     available: Callable[[str], str | None] | None = None,
     reload_compiles: Callable[[dict[str, Any], str], bool] | bool = False,
+    fallbacks: Callable[[Any], list[tuple[str, str]]] | None = None,
+    slow_hints: Callable[[dict[str, Any], str, set[str]], list[str]] | None = None,
+    needs: Callable[[dict[str, Any], str], tuple[str, ...]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn(artifact, ctx, **args) -> Artifact`` as recipe step ``name``."""
 
@@ -113,6 +128,9 @@ def register_step(
             default_recipes={k: tuple(v) for k, v in (default_recipes or {}).items()},
             available=available,
             reload_compiles=reload_compiles,
+            fallbacks=fallbacks,
+            slow_hints=slow_hints,
+            needs=needs,
         )
         return fn
 

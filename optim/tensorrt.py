@@ -242,7 +242,7 @@ def trt_step(artifact: Artifact, ctx: BuildContext, precision: str = "fp16", ste
 
 
 @register_loader("tensorrt")
-def load_tensorrt(directory: Path, manifest: dict[str, Any], device: str) -> Variant:
+def load_tensorrt(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """Load the serialized TensorRT program; it only runs on the GPU model and TensorRT version that built it."""
     spec = manifest["load"]
     if device != "cuda":
@@ -254,39 +254,40 @@ def load_tensorrt(directory: Path, manifest: dict[str, Any], device: str) -> Var
             f"{directory}: engine built on {spec.get('gpu')} with TensorRT {spec.get('tensorrt')}, this is {here_gpu} "
             f"with TensorRT {here_trt}; rebuild it (python -m optim.tensorrt)"
         )
-    program = tt.load(str(directory / spec["engine"]))
+    from optim.safe_artifacts import artifact_file, check_pt2, check_recorded_digest, weights_only_loads
+
+    engine = artifact_file(directory, spec.get("engine"), "engine")
+    check_recorded_digest(directory, manifest, engine)  # an engine is native code: only the one saved here
+    if engine.suffix in (".ep", ".pt2"):
+        check_pt2(engine, allow_torchbind=True)
+    with weights_only_loads():
+        program = tt.load(str(engine))
     module = program.module() if hasattr(program, "module") else program
     predict, prepare = module_runtime(module, "cuda")
     return Variant(manifest["name"], manifest["recipe"], device, predict, manifest, prepare)
 
 
 def build_parser() -> ArgumentParser:
+    from optim.cli import add_producer_arguments
+
     p = ArgumentParser(prog="python -m optim.tensorrt", description="Build a TensorRT engine (Torch-TensorRT, GPU).")
-    p.add_argument("ckpt", nargs="?", help="checkpoint (default: the embedded digits model)")
+    add_producer_arguments(p, device=False)
     p.add_argument("--precision", default="fp16", help="fp16 (default) | int8 (calibrated on the train split)")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch the engine accepts")
-    p.add_argument("--data", help="data spec for INT8 calibration (default: the checkpoint's)")
-    p.add_argument("--data-dir", help="root for timm dataset names")
-    p.add_argument("--calib-size", type=int, default=512, help="calibration images from the train split")
-    p.add_argument("--quick", action="store_true", help=f"calibrate on {CALIB_BATCHES_QUICK} batches only")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="variant directory (default: results/variants/<recipe>)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import models
-    from optim.prune import cli_context, default_out_dir, resolve_checkpoint
+    from optim.cli import producer_run
     from optim.variant import build
 
     args = build_parser().parse_args(argv)
     cfg = TrtConfig(precision=args.precision, max_batch=args.max_batch, opt_batch=min(32, args.max_batch)).validate()
     require_torch_tensorrt(cfg.precision)  # fail fast, before loading anything
     recipe = f"trt({cfg.precision})"
-    loaded = models.load(resolve_checkpoint(args.ckpt))
-    out = Path(args.out) if args.out else default_out_dir(recipe)
-    ctx = cli_context(loaded, args, out, device="cuda")
-    ctx.options["max_batch"] = cfg.max_batch
+    run = producer_run(args, recipe, device="cuda", needs_data=cfg.precision == "int8")
+    loaded, out = run.loaded, run.out
+    ctx = run.context(out, options={"max_batch": cfg.max_batch})
     variant = build(recipe, loaded, ctx)
     entry = variant.manifest["steps"][-1]
     x = ctx.example_input(1)

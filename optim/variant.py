@@ -22,13 +22,16 @@ from torch import nn
 
 from models.checkpoint import LoadedModel, library_versions
 from models.errors import InputError
+from models.spec import LoadSpec
 from optim.artifact import Artifact, BuildContext
 from optim.recipe import Recipe, parse
 from optim.registry import GRAPH, MODULE, RUNTIME
 
 MANIFEST = "manifest.json"
 # Loaders for saved variants, by the "load" kind a step's save_hook wrote: producers register theirs.
-LOADERS: dict[str, Callable[[Path, dict[str, Any], str], Variant]] = {}
+# A loader is called as loader(directory, manifest, device, base): ``base`` is the LoadSpec of the run that
+# loads it (its model factory, for a variant of the user's own model class), or None.
+LOADERS: dict[str, Callable[..., Variant]] = {}
 # Turns a terminal artifact of a kind into a runtime (e.g. ONNX file -> ORT session); the onnx producer adds its own.
 FINALIZERS: dict[str, Callable[[Artifact, BuildContext], Artifact]] = {}
 # Loaders that compile again (torch.compile, Inductor): loading them costs about as much as building did.
@@ -45,6 +48,21 @@ def register_loader(kind: str, compiles: bool = False) -> Callable:
         return fn
 
     return decorator
+
+
+def saved_checkpoint(directory: Path, manifest: dict[str, Any], base: LoadSpec | None) -> LoadedModel:
+    """The checkpoint a variant directory keeps (our format: tensors only), checked against its recorded sha256.
+
+    A model of the user's own class is rebuilt with ``base``'s factory; the directory cannot name one.
+    """
+    import models
+    from optim.safe_artifacts import artifact_file, check_recorded_digest
+
+    path = artifact_file(directory, manifest["load"].get("checkpoint"), "checkpoint")
+    check_recorded_digest(directory, manifest, path)
+    factory = base.factory if base is not None else None
+    kwargs = dict(base.model_kwargs) if factory and base is not None else {}
+    return models.load(LoadSpec(path=str(path), model=factory, model_kwargs=kwargs))
 
 
 def loading_compiles(manifest: dict[str, Any]) -> bool:
@@ -84,8 +102,12 @@ class Variant:
             target = directory / Path(path).name
             if Path(path).resolve() != target.resolve() and Path(path).is_file():
                 shutil.copy2(path, target)
+        from optim.safe_artifacts import sha256_of
+
         files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
-        manifest["artifacts"] = {name: {"bytes": size} for name, size in files.items()}
+        manifest["artifacts"] = {
+            name: {"bytes": size, "sha256": sha256_of(directory / name)} for name, size in files.items()
+        }
         manifest["size_mb"] = round(sum(files.values()) / 1e6, 3) if files else manifest.get("size_mb")
         self.manifest = manifest
         tmp = directory / (MANIFEST + ".tmp")
@@ -94,23 +116,32 @@ class Variant:
         return directory
 
     @staticmethod
-    def load(directory: str | Path, device: str | None = None) -> Variant:
+    def load(directory: str | Path, device: str | None = None, base: LoadSpec | None = None) -> Variant:
+        """Load a saved variant. Nothing in the directory can run code (:mod:`optim.safe_artifacts`).
+
+        ``base``: how the run loads its checkpoint; a variant of the user's own model class is rebuilt with the
+        factory named there, never with one the directory names.
+        """
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.is_file():
             raise InputError(f"{directory} is not a variant directory (no {MANIFEST})")
         try:
             manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} is not valid JSON ({exc.msg})") from None
-        load_spec = manifest.get("load") or {}
-        kind = load_spec.get("kind")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("load"), dict):
+            raise InputError(f"{path} is not a variant manifest (no 'load' object)")
+        kind = manifest["load"].get("kind")
         from optim.registry import load_producers
 
         load_producers()
         if kind not in LOADERS:
             raise InputError(f"{directory}: variant {manifest.get('name')!r} was saved without a loader ({kind!r})")
-        return LOADERS[kind](directory, manifest, device or manifest.get("device", "cpu"))
+        for key in ("name", "recipe"):
+            if not isinstance(manifest.get(key), str):
+                raise InputError(f"{path}: {key} must be a string")
+        return LOADERS[kind](directory, manifest, device or manifest.get("device", "cpu"), base)
 
 
 def module_runtime(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,9 @@ def _isolated_results(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _restore_cpus_and_threads():
-    """A test that runs a job in this process (bench.worker.set_threads) would leave pytest confined to that job's
+    """A test that runs a job in this process (bench.run.process.set_threads) would leave pytest confined to that job's
     CPUs and thread count, and every later test, and every process it starts, on one CPU: undo it after each test."""
-    from bench.worker import threads_restored
+    from bench.measure.threads import threads_restored
 
     with threads_restored():
         yield
@@ -47,17 +46,10 @@ def tiny_loaded(tiny_ckpt):
     return models.load(tiny_ckpt)
 
 
-def run_module(args: list[str], env: dict[str, str] | None = None, timeout: float = 600):
-    """Run ``python -m ...`` as a user would; returns the CompletedProcess (text)."""
-    import subprocess
-    import sys
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=full_env, timeout=timeout)
-
-
 @pytest.fixture
 def cli():
+    from optbench_testing import run_module
+
     return run_module
 
 
@@ -93,3 +85,18 @@ def install_plugin(tmp_path, monkeypatch):
     yield install
     for step in added:
         registry.STEPS.pop(step, None)
+
+
+@pytest.fixture
+def run_in_process(capsys):
+    """``run_in_process(main, args)``: a command's ``main`` through ``run_cli``, as its ``python -m`` runs it, but
+    in this process (milliseconds instead of seconds for bad-input checks); returns (exit code, stdout, stderr)."""
+    from models.errors import run_cli
+
+    def run(main, args):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(main, [str(a) for a in args])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+
+    return run

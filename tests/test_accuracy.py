@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from bench.accuracy import evaluate_variant, fixed_batches
+from bench.measure.accuracy import evaluate_variant, fixed_batches
 
 
 def _loader(sizes: list[int]):
@@ -57,31 +55,25 @@ def test_evaluation_at_a_fixed_batch_matches_the_loader_and_uses_only_that_batch
     assert acc_fixed["top1"] == acc_plain["top1"] and acc_fixed["agreement"] == 100.0
 
 
-def test_a_job_measures_accuracy_at_its_largest_timed_batch(tmp_path, tiny_ckpt, monkeypatch):
+def test_a_job_measures_accuracy_at_its_largest_timed_batch(tmp_path, tiny_ckpt):
     """Through the worker: a compiled variant would otherwise compile the val loader's 32 and its remainder."""
-    from bench import accuracy
-    from bench.timing import ScenarioConfig
-    from bench.worker import Job, run_job
+    from optbench_testing import tiny_config
 
-    calls: list[int | None] = []
-    real = accuracy.evaluate_variant
+    from bench.measure.timing import ScenarioConfig
+    from bench.run.local import LocalExecutor
+    from bench.run.sweep import run_sweep
 
-    def spy(variant, loader, reference=None, batch_size=None):
-        calls.append(batch_size)
-        return real(variant, loader, reference, batch_size)
-
-    monkeypatch.setattr(accuracy, "evaluate_variant", spy)
     scenarios = (
         ScenarioConfig("latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=3, min_seconds=0.0),
         ScenarioConfig("throughput", 12, warmup_iters=1, warmup_seconds=0.0, min_iters=2, min_seconds=0.0),
     )
-    job = Job("fp32", "cpu", scenarios, str(tmp_path / "run"), "t", ckpt=str(tiny_ckpt), threads=1, quick=True)
-    rows = run_job(job)
-    assert calls == [12]
+    cfg = tiny_config(tiny_ckpt, ["fp32"], scenarios=scenarios, paired=False)
+    rows = run_sweep(cfg, tmp_path / "run", LocalExecutor(), progress=False)
+    assert rows[0]["accuracy_batch"] == 12
     assert rows[0]["val_images"] == 360 and rows[0]["top1"] > 50
     # the same top-1 as a plain pass over the loader's own batches: the fill rows are not counted
-    rows_plain = run_job(dataclasses.replace(job, run_id="u", run_dir=str(tmp_path / "run2"), scenarios=scenarios[:1]))
-    assert calls == [12, 1]
+    rows_plain = run_sweep(cfg.replace(scenarios=scenarios[:1]), tmp_path / "run2", LocalExecutor(), progress=False)
+    assert rows_plain[0]["accuracy_batch"] == 1
     assert rows_plain[0]["top1"] == pytest.approx(rows[0]["top1"])
 
 
@@ -89,7 +81,7 @@ def test_quantize_cli_evaluates_at_one_batch_size_only():
     """A static-shape ptq(x86) variant would compile the loader's short last batch just for the accuracy pass."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from optim.quant_cli import _evaluate
+    from optim.accuracy_budget import _evaluate
 
     images = torch.arange(72, dtype=torch.float32).reshape(72, 1, 1, 1).expand(72, 3, 2, 2).contiguous()
     val = DataLoader(TensorDataset(images, torch.arange(72)), batch_size=32)

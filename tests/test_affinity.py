@@ -1,4 +1,4 @@
-"""Thread pinning of a measurement process (bench.affinity): where each thread of a real pool ends up."""
+"""Thread pinning of a measurement process (bench.measure.threads): where each thread of a real pool ends up."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from bench.affinity import pin_threads
+from bench.measure.threads import pin_threads
 
 # A fresh interpreter: real torch (OpenMP) and ONNX Runtime pools of two threads, pinned, then every thread's CPUs.
 CHILD = textwrap.dedent(
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent(
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), options)
     session.run(None, {"a": np.ones((256, 256), np.float32)})
-    from bench.affinity import pin_threads
+    from bench.measure.threads import pin_threads
     how = pin_threads(2)
     tasks = {t: sorted(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
     print(json.dumps({"how": how, "me": threading.get_native_id(), "tasks": tasks}))

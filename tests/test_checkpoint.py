@@ -103,11 +103,18 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
+def test_malicious_pickle_becomes_an_inert_placeholder(reference, tmp_path):
+    """A __reduce__ to os.system beside real weights: the weights load, the payload is recorded, nothing runs."""
+    model, x, logits = reference
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Exploit(marker)}, path)
-    with pytest.raises(CheckpointError, match="weights_only=True"):
+    torch.save({"state_dict": model.state_dict(), "payload": _Exploit(marker)}, path)
+    loaded = models.load(path, arch=ARCH)
+    assert not marker.exists()
+    assert {"posix.system", "nt.system"} & set(loaded.info.placeholders)
+    assert torch.equal(_logits(loaded, x), logits)
+    torch.save({"payload": _Exploit(marker)}, path)
+    with pytest.raises(CheckpointError, match="without model weights"):
         models.load(path, arch=ARCH)
     assert not marker.exists()
 

@@ -111,7 +111,7 @@ def test_bench_end_to_end_writes_rows_and_leaderboard(cli, tiny_ckpt, tmp_path):
 
 def test_import_bench_does_not_initialise_cuda():
     code = (
-        "import torch, bench, bench.cli, bench.sweep, bench.worker, optim, models, data;"
+        "import torch, bench, bench.cli, bench.run.sweep, bench.run.process, optim, models, data;"
         "from optim.registry import load_producers; load_producers();"
         "assert not torch.cuda.is_initialized(), 'CUDA initialised at import'"
     )
@@ -133,22 +133,23 @@ def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, roun
 
     The sweep itself is replaced by a recorder: what it does with a plan and a process count is tested in
     test_suite and test_replicas; here only the wiring from the command line is."""
-    import bench.sweep_paired
+    import bench.run.sweep
     from bench.cli import main
 
     seen = {}
 
-    def record(cfg, **kwargs):
-        seen.update(kwargs)
+    def record(cfg, run_dir, executor, **kwargs):
+        seen["cfg"] = cfg
         return []
 
     monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path))
-    monkeypatch.setattr(bench.sweep_paired, "run_paired_sweep", record)
+    monkeypatch.setattr(bench.run.sweep, "run_sweep", record)
     monkeypatch.setattr("bench.report.write_reports", lambda *a, **k: SimpleNamespace(table="", answer="", files={}))
     main([str(tiny_ckpt), "--recipes", "fp32,fp32-cl", "--run-id", "p", "--no-progress", *extra])
-    assert seen["plan"].rounds == rounds and seen["cpu_replicas"] == cpu_replicas and seen["replicas"] is None
+    cfg = seen["cfg"]
+    assert cfg.rounds == rounds and cfg.cpu_replicas == cpu_replicas and cfg.replicas is None
     conf = json.loads((tmp_path / "runs" / "p" / "run_config.json").read_text())
     assert conf["precise"] == bool(extra) and conf["rounds"] == rounds
     seen.clear()
     main(["--resume", "p", "--no-progress"])  # no flags: the run's own settings come back
-    assert seen["plan"].rounds == rounds and seen["cpu_replicas"] == cpu_replicas
+    assert seen["cfg"].rounds == rounds and seen["cfg"].cpu_replicas == cpu_replicas

@@ -16,7 +16,8 @@ import torch
 
 from models.errors import InputError
 from optim import BuildContext, build, parse
-from optim.compile import CompileConfig, bf16_note, inductor_settings, parse_compile_args
+from optim.backends.inductor import CompileConfig, inductor_settings
+from optim.compile import bf16_note, parse_compile_args
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_inductor_settings_restore_global_state(tmp_path, monkeypatch):
 
 
 def test_bf16_note_matches_cpu_flags():
-    from bench.fingerprint import cpu_info
+    from bench.measure.fingerprint import cpu_info
 
     native = bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["cpu_flags"]))
     assert (bf16_note("cpu") is None) is native
@@ -80,7 +81,7 @@ def test_each_batch_size_gets_its_own_static_graph(tmp_path):
     """Two batch sizes must not turn the batch dimension symbolic: max-autotune and CUDA graphs want fixed shapes."""
     from torch._dynamo.utils import counters
 
-    from optim.compile import compile_runtime
+    from optim.backends.inductor import compile_runtime
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
     predict, prepare, _ = compile_runtime(model, "cpu", CompileConfig(freezing=False), tmp_path / "cache")

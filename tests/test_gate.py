@@ -52,7 +52,7 @@ def _write(path: Path, rows: list[dict]) -> Path:
 def gate(monkeypatch, capsys):
     """Run ``python -m bench.gate ARGS`` in this process (importing torch once, not once per call): the CLI's
     own entry point, exit code from SystemExit, stdout and stderr captured."""
-    from bench.gate import main
+    from bench.gate.cli import main
     from models.errors import run_cli
 
     def run(args: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -134,8 +134,8 @@ def test_improvement_is_reported_as_improvement(work: Path, gate):
 
 
 def test_direction_throughput_and_top1(work: Path, gate):
-    from bench.gate_inputs import Series
-    from bench.gate_stats import compare_timing, compare_top1
+    from bench.gate.series import Series
+    from bench.gate.stats import compare_timing, compare_top1
 
     rng = np.random.default_rng(0)
     t = rng.lognormal(np.log(100), 0.03, 50)
@@ -402,7 +402,7 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
 
 
 def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, capsys):
-    from bench.gate_sim import main
+    from bench.gate.sim import main
     from models.errors import run_cli
 
     rows = _rows(seed=1, n=60, run_id="a") + _rows(seed=2, n=60, run_id="b") + _rows(seed=3, n=60, run_id="c")
@@ -422,8 +422,8 @@ def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, ca
 
 def test_run_level_guard_absorbs_process_to_process_drift():
     """Pooled A/B rounds: a drift between processes is not a regression unless it stands out from the runs."""
-    from bench.gate_inputs import Series
-    from bench.gate_stats import compare_timing
+    from bench.gate.series import Series
+    from bench.gate.stats import compare_timing
 
     rng = np.random.default_rng(3)
 

@@ -6,7 +6,9 @@ import math
 
 import pandas as pd
 
-from bench.leaderboard import COLUMNS, answer_line, best_within_budget, build_leaderboard, write_leaderboard
+from bench.report.answer import answer_line, best_within_budget
+from bench.report.leaderboard import COLUMNS, build_leaderboard
+from bench.report.tables import write_leaderboard
 
 
 def rows_for(variant: str, p50: float, top1: float | None, thr: float | None = None, **extra) -> list[dict]:
@@ -104,8 +106,8 @@ def test_slower_than_fp32_is_said_next_to_the_variant():
 
 def test_paced_figures_follow_the_paired_speedups(tmp_path):
     """Interleaved rows: fp32's figure scaled by the paired speedup, so the plot and the order agree with it."""
-    from bench.leaderboard import paced
-    from bench.plots import pareto_plot
+    from bench.report.leaderboard import paced
+    from bench.report.plots import pareto_plot
 
     rows = rows_for("fp32", 10.0, 90.0, thr=100.0)
     paired_rows = rows_for("a", 4.0, 90.0, thr=300.0)  # absolute figures taken in a fast minute

@@ -19,8 +19,8 @@ from torch import nn
 from models.checkpoint import LoadedModel, ModelInfo
 from models.errors import InputError
 from optim import BuildContext, build, parse
-from optim.onnx_export import ExportConfig, ParityError, check_parity, export_onnx
-from optim.onnx_runtime import create_session
+from optim.backends.onnx_export import ExportConfig, ParityError, check_parity, export_onnx
+from optim.backends.onnx_runtime import create_session
 
 
 def _ctx(loaded, tmp_path, **kw) -> BuildContext:
@@ -98,7 +98,7 @@ def test_parity_check_catches_a_corrupted_initializer(tiny_loaded, tmp_path):
 
 
 def test_torchscript_fallback_is_recorded(tiny_loaded, tmp_path, monkeypatch):
-    import optim.onnx_export as onnx_export
+    import optim.backends.onnx_export as onnx_export
 
     def refuse(*args, **kwargs):
         raise RuntimeError("Invalid ranges [2:1]")  # what the dynamo exporter said on convnext_tiny

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from optbench_testing import tiny_config
 
-from bench import paired
-from bench.gate_inputs import Series
-from bench.gate_stats import IMPROVED, REGRESSION, UNCHANGED, compare_timing
-from bench.interleave import MeasurementServer, PairingPlan, ServerError, interleave
-from bench.timing import ScenarioConfig
-from bench.worker import Job
+from bench.config import Job
+from bench.gate.series import Series
+from bench.gate.stats import IMPROVED, REGRESSION, UNCHANGED, compare_timing
+from bench.measure import paired_stats as paired
+from bench.measure.timing import ScenarioConfig
+from bench.run.client import MeasurementServer, ServerError
+from bench.run.schedule import PairingPlan, interleave
 
 
 def _drifting_rounds(rng, rounds: int, per_slice: int, factor: float = 1.0, drift: np.ndarray | None = None):
@@ -59,12 +61,12 @@ def test_order_effect_finds_rounds_that_split_by_who_went_first():
 
 
 def test_sweep_rows_carry_the_order_effect():
-    from bench.sweep_paired import _paired_info
+    from bench.run.pairing import paired_info
 
     ref = [[0.010, 0.011]] * 8
     # Variant first in odd rounds (it is side 1 of [reference, variant]); the reference runs slow after it.
     var = [[0.002, 0.002] if r % 2 == 0 else [0.001, 0.001] for r in range(8)]
-    info = _paired_info(ref, var)
+    info = paired_info(ref, var)
     assert info["order_log_diff"] == pytest.approx(np.log(2), abs=1e-3) and 0 < info["order_p"] < 0.05
 
 
@@ -129,23 +131,19 @@ def _scenarios() -> tuple[ScenarioConfig, ...]:
 
 
 def _job(tmp_path: Path, ckpt: Path, recipe: str) -> Job:
-    return Job(
-        recipe=recipe,
-        device="cpu",
-        scenarios=_scenarios(),
-        run_dir=str(tmp_path / "run"),
-        run_id="t",
-        ckpt=str(ckpt),
-        data_spec="digits",
-        threads=1,
-        quick=True,
-    )
+    return tiny_config(ckpt, [recipe], scenarios=_scenarios()).job(recipe, str(tmp_path / "run"))
+
+
+def _started(name: str, job: Job, log: Path) -> MeasurementServer:
+    server = MeasurementServer(name, job, log)
+    server.start()
+    return server
 
 
 def test_servers_time_alternating_slices_and_pool_them_into_rows(tmp_path, tiny_ckpt):
     plan = PairingPlan(rounds=6, gap_s=0.0)
-    a = MeasurementServer("a", _job(tmp_path, tiny_ckpt, "fp32"), tmp_path / "a.log")
-    b = MeasurementServer("b", _job(tmp_path, tiny_ckpt, "fp32-cl"), tmp_path / "b.log")
+    a = _started("a", _job(tmp_path, tiny_ckpt, "fp32"), tmp_path / "a.log")
+    b = _started("b", _job(tmp_path, tiny_ckpt, "fp32-cl"), tmp_path / "b.log")
     try:
         a.accuracy()
         slices = interleave([a, b], _scenarios(), plan)
@@ -167,12 +165,12 @@ def test_servers_time_alternating_slices_and_pool_them_into_rows(tmp_path, tiny_
 
 def test_a_failing_build_is_one_line_server_error(tmp_path, tiny_ckpt):
     with pytest.raises(ServerError) as exc:
-        MeasurementServer("bad", _job(tmp_path, tiny_ckpt, "ptq(tensorrt)"), tmp_path / "bad.log")
+        _started("bad", _job(tmp_path, tiny_ckpt, "ptq(tensorrt)"), tmp_path / "bad.log")
     assert "\n" not in str(exc.value) and ("TensorRT" in str(exc.value) or "CUDA" in str(exc.value))
 
 
 def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, capsys):
-    from bench.gate_sim import main
+    from bench.gate.sim import main
     from models.errors import run_cli
 
     rng = np.random.default_rng(3)
@@ -209,7 +207,7 @@ def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, 
 
 
 def test_repeatability_reports_cov_across_runs(tmp_path, capsys):
-    from bench.repeatability import main
+    from bench.tools.repeatability import main
     from models.errors import run_cli
 
     def run(folder: str, p50_fp32: float, p50_x: float, paired_ratio: float) -> Path:

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from bench.profiling.measure import time_loop, try_fixes
-from bench.profiling.verdict import (
+from bench.profile.measure import time_loop, try_fixes
+from bench.profile.verdict import (
     COMPUTE,
     DATA,
     MIXED,
@@ -32,7 +32,7 @@ from bench.profiling.verdict import (
     loop_verdict,
     serial_data_fraction,
 )
-from bench.profiling.workloads import data_workload, train_workload
+from bench.profile.workloads import data_workload, train_workload
 from models.errors import run_cli
 
 RUN_ID = "prof"
@@ -281,7 +281,7 @@ def test_fast_dataset_is_compute_bound():
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(quick_ckpt, capsys, argv, message):
-    from bench.profile import main
+    from bench.profile.cli import main
 
     with pytest.raises(SystemExit) as exc:
         run_cli(main, [str(quick_ckpt), *argv])
@@ -291,7 +291,7 @@ def test_bad_input_is_one_line_and_exit_2(quick_ckpt, capsys, argv, message):
 
 
 def test_missing_line_profiler_names_the_extra(quick_ckpt, capsys, monkeypatch):
-    from bench.profile import main
+    from bench.profile.cli import main
 
     monkeypatch.setitem(sys.modules, "line_profiler", None)  # import line_profiler now raises ImportError
     with pytest.raises(SystemExit) as exc:

@@ -40,7 +40,7 @@ def _ctx(loaded, tmp_path, calib_size=64, **options) -> BuildContext:
 
 def _agreement(variant, loaded, loader) -> float:
     """Top-1 agreement with the FP32 model, at one batch size (a static-shape compiled variant compiles each)."""
-    from bench.accuracy import fixed_batches
+    from bench.measure.accuracy import fixed_batches
 
     same = total = 0
     with torch.inference_mode():
@@ -54,7 +54,7 @@ def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli,
     out = tmp_path / "ptq-ort"
     proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ort", "--calib-size", "64", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
-    for words in ("size", "top-1", "latency", "vs eager FP32", "quick"):
+    for words in ("size", "top-1", "latency", "vs eager FP32", "rough in-process check", "alternating blocks"):
         assert words in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["recipe"] == "ptq(ort)"

@@ -1,4 +1,4 @@
-"""Measurement processes answer only once their thread pools stop spinning (bench.quiesce)."""
+"""Measurement processes answer only once their thread pools stop spinning (bench.measure.quiesce)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.quiesce import wait_until_idle
+from bench.measure.quiesce import wait_until_idle
 
 
 class FakeProcess:

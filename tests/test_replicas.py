@@ -6,12 +6,14 @@ import itertools
 import textwrap
 
 import pytest
+from optbench_testing import tiny_config
 
-from bench.interleave import PairingPlan, Replicas, ServerError, first_side, interleave
-from bench.replicas import merge_replica_rows, replica_count, with_builder_fields
-from bench.sweep import SweepConfig
-from bench.sweep_paired import run_paired_sweep
-from bench.timing import ScenarioConfig
+from bench.measure.timing import ScenarioConfig
+from bench.run.client import ServerError
+from bench.run.local import LocalExecutor
+from bench.run.schedule import PairingPlan, Side, first_side, interleave
+from bench.run.sides import merge_replica_rows, replica_count, with_builder_fields
+from bench.run.sweep import run_sweep
 
 
 class _Proc:
@@ -33,8 +35,8 @@ class FakeServer:
         pass
 
 
-def _side(name: str, count: int, log: list[str], value: float = 1.0) -> Replicas:
-    return Replicas(name, [FakeServer(f"{name}{k}", value, log) for k in range(count)])
+def _side(name: str, count: int, log: list[str], value: float = 1.0) -> Side:
+    return Side(name, [FakeServer(f"{name}{k}", value, log) for k in range(count)])
 
 
 def _rounds(sides, rounds: int):
@@ -85,17 +87,15 @@ class DyingServer(FakeServer):
 
 def test_a_second_process_that_dies_is_dropped_and_its_rounds_go_to_the_first():
     log: list[str] = []
-    ref = Replicas("ref", [FakeServer("r", 1.0, log)])
-    var = Replicas("var", [FakeServer("v0", 2.0, log), DyingServer("v1", 2.0, log, lives=1)])
+    ref = Side("ref", [FakeServer("r", 1.0, log)])
+    var = Side("var", [FakeServer("v0", 2.0, log), DyingServer("v1", 2.0, log, lives=1)])
     out = interleave([ref, var], [ScenarioConfig("latency", 1, min_iters=6, min_seconds=0.0)], PairingPlan(6, 0.0))
     assert len(out["var"]["latency"]) == 6  # no round lost
     assert var.picked["latency"] == [0, 0, 1, 0, 0, 0] and list(var.dropped) == [1]
     assert [p for p, _ in var.history["latency"]] == var.picked["latency"]
     assert "v1 dropped (v1 measurement process exited with code 1)" in var.notes()[0]
     with pytest.raises(ServerError):  # the first process is the side: its death is the side's
-        interleave(
-            [Replicas("x", [DyingServer("x0", 1.0, log, lives=0)])], [ScenarioConfig("latency", 1)], PairingPlan(5)
-        )
+        interleave([Side("x", [DyingServer("x0", 1.0, log, lives=0)])], [ScenarioConfig("latency", 1)], PairingPlan(5))
 
 
 def test_a_single_server_is_a_side_of_one():
@@ -164,18 +164,9 @@ UNLOADABLE = textwrap.dedent(
 
 def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_path, tiny_ckpt, install_plugin):
     install_plugin("unloadable_steps", UNLOADABLE, ["unloadable-step"])
-    cfg = SweepConfig(
-        recipes=("fp32", "unloadable-step"),
-        device="cpu",
-        run_dir=tmp_path / "run",
-        run_id="u",
-        scenarios=(ScenarioConfig("latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=5, min_seconds=0.1),),
-        ckpt=str(tiny_ckpt),
-        data_spec="digits",
-        threads=1,
-        quick=True,
-    )
-    rows = run_paired_sweep(cfg, timeout_s=300, progress=False, plan=PairingPlan(rounds=5, gap_s=0.0), replicas=2)
+    scenarios = (ScenarioConfig("latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=5, min_seconds=0.1),)
+    cfg = tiny_config(tiny_ckpt, ["fp32", "unloadable-step"], run_id="u", scenarios=scenarios, rounds=5, replicas=2)
+    rows = run_sweep(cfg, tmp_path / "run", LocalExecutor(), progress=False)
     (row,) = [r for r in rows if r["recipe"] == "unloadable-step"]
     # Measured anyway, in the process that built it, and the row says why.
     assert row["status"] == "ok" and row["pairing"]["processes"] == 1 and row["pairing"]["builder_timed"] is True

@@ -52,12 +52,14 @@ def rows():
 
 
 def conf(tmp_path, **extra):
-    return {"run_id": "r1", "device": "cpu", "max_drop": 1.0, "recipes": ["fp32", "fp32-cl", "bf16"], **extra}
+    from optbench_testing import tiny_config
+
+    return tiny_config(tmp_path / "ckpt.pt", ["fp32", "fp32-cl", "bf16"], run_id="r1", **extra)
 
 
 def test_reports_plot_explanations_and_tensorboard(tmp_path, rows, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    out = write_reports(tmp_path, rows, conf(tmp_path), wandb_enabled=False)
+    out = write_reports(tmp_path, rows, conf(tmp_path))
     assert out.answer.startswith("fastest within 1-point top-1 budget on cpu: fp32-cl")
     png = tmp_path / "pareto.png"
     data = png.read_bytes()
@@ -73,24 +75,28 @@ def test_reports_plot_explanations_and_tensorboard(tmp_path, rows, monkeypatch):
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(out.trackers["tensorboard"]))
+    def sessions():
+        out_dir = out.trackers["tensorboard"]
+        return sorted(p for p in out_dir.iterdir() if p.is_dir())
+
+    found = sessions()
+    assert [p.name.split("-", 1)[1] for p in found] == ["fp32-cpu", "fp32-cl-cpu", "bf16-cpu", "int8-bad-cpu"]
+    acc = EventAccumulator(str(found[1]))
     acc.Reload()
-    tags = acc.Tags()["scalars"]
-    assert {"latency_p50_ms", "throughput_img_s", "top1", "speedup_vs_fp32"} <= set(tags)
-    steps = {e.step: e.value for e in acc.Scalars("latency_p50_ms")}
-    assert steps[0] == 10.0 and steps[1] == 6.0  # one step per variant, in sweep order
-    # A second report (a resumed sweep) rewrites the scalars instead of duplicating steps.
-    write_reports(tmp_path, rows, conf(tmp_path), wandb_enabled=False)
-    acc = EventAccumulator(str(out.trackers["tensorboard"]))
-    acc.Reload()
-    assert len(acc.Scalars("latency_p50_ms")) == 4
+    assert {"hparam/latency_p50_ms", "hparam/throughput_img_s", "hparam/top1", "hparam/speedup_vs_fp32"} <= set(
+        acc.Tags()["scalars"]
+    )
+    assert acc.Scalars("hparam/latency_p50_ms")[0].value == 6.0
+    # A second report (a resumed sweep) rewrites the sessions instead of adding more.
+    write_reports(tmp_path, rows, conf(tmp_path))
+    assert len(sessions()) == 4
 
 
 def test_wandb_offline_run_holds_the_table(tmp_path, rows, monkeypatch, capsys):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)  # no key, no mode: --wandb must fall back to offline
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc with a key
-    out = write_reports(tmp_path, rows, conf(tmp_path), wandb_enabled=True)
+    out = write_reports(tmp_path, rows, conf(tmp_path, wandb=True))
     info = out.trackers["wandb"]
     assert info["mode"] == "offline"
     run_dir = info["dir"]
@@ -104,3 +110,19 @@ def test_wandb_offline_run_holds_the_table(tmp_path, rows, monkeypatch, capsys):
     assert {"fp32", "fp32-cl", "bf16", "ptq(ort)"} <= set(names)
     assert list(run_dir.glob("files/media/images/pareto_*.png"))
     assert list(run_dir.glob("run-*.wandb"))
+    # Self-contained: the artifact's files are in the run folder, not staged under ~/.local/share/wandb.
+    for name in ("leaderboard.csv", "leaderboard.md", "explanations.md"):
+        assert list(run_dir.rglob(name)) or list((tmp_path / "wandb").rglob(name)), name
+    assert not (tmp_path / "home" / ".local" / "share" / "wandb").exists()
+    assert list(run_dir.glob("files/media/table/latency_vs_top1_table_*.table.json"))
+    history = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert b"wandb/scatter" in history and b"wandb/bar" in history  # the two interactive charts
+
+
+def test_wandb_logs_only_when_asked(monkeypatch):
+    from bench.report.wandb_run import wandb_requested
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # as Dockerfile.cuda once set for the whole image
+    assert not wandb_requested(False) and wandb_requested(True)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not wandb_requested(True)

@@ -110,7 +110,7 @@ def test_interleaved_sweep_writes_paired_speedups_and_resumes_without_duplicates
     cl, ref = by[("fp32-cl", "latency")], by[("fp32", "latency")]
     assert cl["paired"]["reference"] == "fp32" and cl["paired"]["rounds"] == 6 and cl["paired"]["time_ratio"] > 0
     assert ref["top1"] > 80 and sum(ref["slice_lengths"]) == len(ref["samples_ms"]) == ref["n"]
-    from bench.leaderboard import build_leaderboard
+    from bench.report.leaderboard import build_leaderboard
 
     board = build_leaderboard(rows).set_index("variant")
     assert board.loc["fp32-cl", "speedup_vs_fp32"] == pytest.approx(1 / cl["paired"]["time_ratio"])
@@ -123,7 +123,7 @@ def test_interleaved_sweep_writes_paired_speedups_and_resumes_without_duplicates
     assert sum(cl["process_samples"]) == cl["n"] == len(cl["samples_ms"]) and len(ref["process_samples"]) == 2
     assert (run_dir / "variants" / "fp32-cl" / "cpu" / "manifest.json").is_file()
     # The gate reads the interleaved rows: samples, slices and the session survive the round trip.
-    from bench.gate_inputs import load_file
+    from bench.gate.inputs import load_file
 
     series = load_file(results).series[("fp32-cl", "latency", "cpu")]
     assert series.pairing == "r1/fp32-cl" and series.rounds() is not None and len(series.rounds()) == 6

@@ -7,11 +7,11 @@ import textwrap
 
 import pytest
 import torch
+from optbench_testing import tiny_config
 
-from bench.executor import LocalProcessExecutor
 from bench.results_io import append_rows, read_rows
-from bench.sweep import SweepConfig, run_sweep, validate_recipes
-from bench.timing import default_scenarios
+from bench.run.local import LocalExecutor
+from bench.run.sweep import run_sweep, validate_recipes
 
 PLUGIN = textwrap.dedent(
     """
@@ -34,27 +34,9 @@ def crashy_plugin(install_plugin):
     install_plugin("crashy_steps", PLUGIN, ["raise-step", "die-step"])
 
 
-def _config(tmp_path, ckpt, recipes):
-    scenarios = tuple(
-        s.__class__(**{**s.to_dict(), "min_seconds": 0.1, "min_iters": 5, "warmup_seconds": 0.0})
-        for s in default_scenarios(True)
-    )
-    return SweepConfig(
-        recipes=tuple(recipes),
-        device="cpu",
-        run_dir=tmp_path / "run",
-        run_id="t",
-        scenarios=scenarios,
-        ckpt=str(ckpt),
-        data_spec="digits",
-        threads=1,
-        quick=True,
-    )
-
-
 def test_failures_become_rows_and_the_sweep_goes_on(tmp_path, tiny_ckpt, crashy_plugin):
-    cfg = _config(tmp_path, tiny_ckpt, validate_recipes(["raise-step", "die-step", "fp32-cl"]))
-    rows = run_sweep(cfg, LocalProcessExecutor(timeout_s=300), progress=False)
+    cfg = tiny_config(tiny_ckpt, validate_recipes(["raise-step", "die-step", "fp32-cl"]), paired=False)
+    rows = run_sweep(cfg, tmp_path / "run", LocalExecutor(), progress=False)
     by_recipe = {}
     for row in rows:
         by_recipe.setdefault(row["recipe"], []).append(row)
@@ -73,23 +55,20 @@ def test_failures_become_rows_and_the_sweep_goes_on(tmp_path, tiny_ckpt, crashy_
 
 
 def test_resume_skips_finished_recipes_without_duplicates(tmp_path, tiny_ckpt):
-    cfg = _config(tmp_path, tiny_ckpt, ["fp32", "fp32-cl"])
+    cfg = tiny_config(tiny_ckpt, ["fp32", "fp32-cl"], paired=False)
     calls = []
 
-    class CountingExecutor:
-        def __init__(self):
-            self.inner = LocalProcessExecutor(timeout_s=300)
-
-        def run(self, job):
-            calls.append(job.recipe)
-            return self.inner.run(job)
+    class CountingExecutor(LocalExecutor):
+        def run(self, variants, reference, record_reference):
+            calls.extend(job.recipe for job in variants)
+            yield from super().run(variants, reference, record_reference)
 
     results = tmp_path / "run" / "results.jsonl"
-    first = run_sweep(SweepConfig(**{**cfg.__dict__, "recipes": ("fp32",)}), CountingExecutor(), progress=False)
+    first = run_sweep(cfg.replace(recipes=("fp32",)), tmp_path / "run", CountingExecutor(), progress=False)
     assert {r["recipe"] for r in first} == {"fp32"}
     with open(results, "a") as fh:  # an interrupted write leaves a torn last line
         fh.write('{"recipe": "fp32-cl", "tor')
-    rows = run_sweep(cfg, CountingExecutor(), progress=False)
+    rows = run_sweep(cfg, tmp_path / "run", CountingExecutor(), progress=False)
     assert calls == ["fp32", "fp32-cl"]
     keys = [(r["recipe"], r["scenario"]) for r in rows]
     assert len(keys) == len(set(keys)) == 4
@@ -105,9 +84,10 @@ def test_results_file_append_and_read(tmp_path):
 
 
 def test_variant_saved_by_a_sweep_loads_back(tmp_path, tiny_loaded):
-    from optim import BuildContext, Variant, build
+    from optim import Variant, build
+    from optim.context import build_context
 
-    ctx = BuildContext(loaded=tiny_loaded, device="cpu", workdir=tmp_path / "v", threads=1)
+    ctx = build_context(tiny_config(tiny_loaded.info.source, ["fp32-cl"]), tiny_loaded, tmp_path / "v")
     variant = build("fp32-cl", tiny_loaded, ctx)
     variant.save(tmp_path / "v")
     again = Variant.load(tmp_path / "v")

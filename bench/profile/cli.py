@@ -1,0 +1,329 @@
+"""``python -m bench.profile``: profile the data pipeline, the training step and inference, then say what to do.
+
+For each target (``data``, ``train``, ``infer``) it runs the requested profilers (cProfile, the PyTorch
+profiler, line_profiler) and then times the loop with no profiler attached to give a measured verdict:
+how much of each step waits for data, and, when the input pipeline is the bottleneck, what the obvious
+fixes (more workers, pin_memory, persistent_workers, channels_last) do, measured on the spot.
+Everything lands in ``results/runs/<run-id>/profile/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from models.cli_args import add_load_arguments, load_spec_from_args, placeholder_note
+from models.errors import ArgumentParser, InputError, MissingDependencyError, run_cli
+
+TARGETS = ("data", "train", "infer")
+PROFILERS = ("cprofile", "torch", "line")
+DEVICES = ("cpu", "cuda")
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="python -m bench.profile",
+        description="Profile the data pipeline, train step and inference of a checkpoint; print a measured verdict.",
+    )
+    add_load_arguments(p)
+    p.add_argument("--data", help="digits | ImageFolder dir | torch/<name> (default: the checkpoint's own)")
+    p.add_argument("--data-dir", help="root for timm dataset names")
+    p.add_argument("--target", default=",".join(TARGETS), help=f"comma-separated: {', '.join(TARGETS)} (default: all)")
+    p.add_argument(
+        "--profiler",
+        default=None,
+        help=f"comma-separated: {', '.join(PROFILERS)} (default: all; line is skipped with a note if not installed)",
+    )
+    p.add_argument("--steps", type=int, default=10, help="profiled and timed steps per target (default 10)")
+    p.add_argument(
+        "--torch-schedule",
+        metavar="W,WU,A,R",
+        help="torch.profiler schedule WAIT,WARMUP,ACTIVE,REPEAT (default 1,1,STEPS,1)",
+    )
+    p.add_argument("--recipe", default="fp32", help="variant the infer target runs (any recipe; default fp32)")
+    p.add_argument("--batch-size", type=int, default=32, help="loader batch size (default 32)")
+    p.add_argument(
+        "--num-workers", type=int, default=0, help="DataLoader workers (default 0: the profilers see the data code)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--with-stack", action="store_true", help="record Python stacks in the torch profiler")
+    p.add_argument("--no-fixes", action="store_true", help="only measure; do not try input-pipeline fixes")
+    p.add_argument("--top", type=int, default=15, help="rows in each top-N table (default 15)")
+    p.add_argument("--run-id", help="name of the run directory under results/runs/")
+    return p
+
+
+def parse_choices(text: str, choices: Sequence[str], option: str) -> list[str]:
+    """``"train,data"`` -> ``["train", "data"]`` in the canonical order; unknown names are an InputError."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"{option} is empty; choose from: {', '.join(choices)}")
+    unknown = [n for n in names if n not in choices]
+    if unknown:
+        raise InputError(f"unknown {option.lstrip('-')} {unknown[0]!r}; choose from: {', '.join(choices)}")
+    return [c for c in choices if c in names]
+
+
+def _validate(args: Any) -> dict[str, Any]:
+    from bench.profile.lineprof import EXTRA_HINT, line_profiler_available, require_line_profiler
+    from bench.profile.torchprof import TorchSchedule
+
+    targets = parse_choices(args.target, TARGETS, "--target")
+    notes: list[str] = []
+    if args.profiler is None:
+        profilers = list(PROFILERS)
+        if not line_profiler_available():
+            profilers.remove("line")
+            notes.append(f"line_profiler is not installed, so its report is skipped ({EXTRA_HINT})")
+    else:
+        profilers = parse_choices(args.profiler, PROFILERS, "--profiler")
+        if "line" in profilers:
+            require_line_profiler()
+    for name in ("steps", "batch_size", "threads", "top"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.num_workers < 0:
+        raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if args.device not in DEVICES:
+        raise InputError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICES)}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise MissingDependencyError("--device cuda: no CUDA device is visible (torch.cuda.is_available() False)")
+    if "train" in targets and args.batch_size < 2:
+        raise InputError("--batch-size 1 cannot run train steps (BatchNorm needs more than one sample); use >= 2")
+    if args.torch_schedule:
+        sched = TorchSchedule.parse(args.torch_schedule)
+    else:
+        sched = TorchSchedule(wait=1, warmup=1, active=args.steps, repeat=1)
+    recipe = None
+    if "infer" in targets:
+        from optim.recipe import parse
+
+        recipe = parse(args.recipe)
+        reason = recipe.unavailable_reason(args.device)
+        if reason:
+            raise InputError(f"recipe {recipe} cannot run on {args.device} here: {reason}")
+    return {"targets": targets, "profilers": profilers, "schedule": sched, "recipe": recipe, "notes": notes}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _model_rates(model, batch, device: str, steps: int) -> dict[str, float]:
+    """Images/s of a train step and of an inference forward alone, on one batch already in memory."""
+    import torch
+
+    from bench.profile.measure import time_compute
+    from bench.profile.workloads import train_compute
+
+    trainee = copy.deepcopy(model).to(device).train()
+    compute, _, _ = train_compute(trainee)
+    images, targets = batch[0].to(device), batch[1].to(device)
+    train_rate = time_compute(compute, (images, targets), steps, device)
+    evaluated = copy.deepcopy(model).to(device).eval()
+
+    def forward(b) -> None:
+        with torch.inference_mode():
+            evaluated(b[0])
+
+    forward_rate = time_compute(forward, (images, targets), steps, device)
+    return {"train_step_images_per_s": train_rate, "forward_images_per_s": forward_rate}
+
+
+def _verdict_for(target: str, workload, model, loaded, steps: int, try_fixes_: bool):
+    from bench.profile.measure import time_loop, try_fixes
+    from bench.profile.verdict import data_verdict, loop_verdict, worth_fixing
+
+    base = time_loop(workload, steps, "as configured")
+    if target == "data":
+        sample = next(iter(workload.loader))
+        rates = _model_rates(loaded.model, sample, workload.device, max(2, min(steps, 5)))
+        loader_rate = base.images_per_s
+        verdict = data_verdict(loader_rate, rates["train_step_images_per_s"], "the train step")
+        if try_fixes_ and worth_fixing(verdict.data_fraction):
+            trials = try_fixes(workload, steps, base, log=log)
+            fixes = [(t.label, t.images_per_s, t.startup_s) for t in trials]
+            verdict = data_verdict(loader_rate, rates["train_step_images_per_s"], "the train step", fixes)
+        verdict.measurements.update(rates)
+        verdict.measurements["loader"] = base.summary()
+        verdict.summary += f" (forward alone: {rates['forward_images_per_s']:.0f} img/s)"
+        return verdict
+    trials = []
+    if try_fixes_ and worth_fixing(base.data_fraction):
+        trials = try_fixes(workload, steps, base, model=model if target == "train" else None, log=log)
+    return loop_verdict(target, base, trials, what="train step" if target == "train" else "predict step")
+
+
+def _fix_table(verdict) -> str:
+    """The base measurement and every fix tried, one row each (empty when no fix was tried)."""
+    from tabulate import tabulate
+
+    if not verdict.fixes:
+        return ""
+    m = verdict.measurements
+    base = m.get("base") or {**m.get("loader", {}), "data_fraction": verdict.data_fraction}
+    rows = []
+    for f in [{**base, "label": "as configured"}, *verdict.fixes]:
+        epoch = f.get("epoch_start_ms")
+        rows.append(
+            [
+                f["label"],
+                f"{100 * f['data_fraction']:.0f}%",
+                f"{f['images_per_s']:.0f}",
+                "" if epoch is None else f"{epoch:.0f}",
+            ]
+        )
+    rate = "loader img/s" if "loader" in m else "img/s"
+    return tabulate(rows, headers=["measured", "data share", rate, "epoch start ms"], tablefmt="simple")
+
+
+def _build_workload(target: str, loaded, bundle, run_cfg, recipe, args: Any, run_dir: Path):
+    from bench.profile.workloads import data_workload, infer_workload, train_workload
+
+    if target == "data":
+        return data_workload(bundle.train, args.device), None
+    if target == "train":
+        model = copy.deepcopy(loaded.model)
+        return train_workload(model, bundle.train, args.device), model
+    from optim import build
+    from optim.context import build_context
+
+    variant = build(recipe, loaded, build_context(run_cfg, loaded, run_dir / "variant"))
+    return infer_workload(variant, bundle.val, args.device), None
+
+
+def _setup(args: Any, checked: dict[str, Any]):
+    """Load the checkpoint and data, make the run directory and its configuration; returns what the targets use."""
+    import torch
+
+    import data
+    import models
+    from bench.config import RunConfig
+    from bench.measure.timing import default_scenarios
+    from bench.run.run_dir import check_run_id
+    from models.default import results_dir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = load_spec_from_args(args)
+    run_id = check_run_id(args.run_id) if args.run_id else None
+    loaded = models.load(load)
+    if note := placeholder_note(loaded.info):
+        log(note)
+    info = loaded.info
+    spec = args.data or info.data_spec or "digits"
+    loader_cfg = data.LoaderConfig(batch_size=args.batch_size, num_workers=args.num_workers)
+    bundle = data.build(spec, info.data_config, loader_cfg, args.data_dir)  # a bad spec exits 2 here
+    if bundle.num_classes and bundle.num_classes != info.num_classes:
+        raise InputError(f"data spec {spec!r} has {bundle.num_classes} classes, the checkpoint {info.num_classes}")
+    arch_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (info.arch or "model"))[:40]
+    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{arch_tag}-profile"
+    out_dir = results_dir() / "runs" / run_id / "profile"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_cfg = RunConfig(
+        load=load,
+        recipes=(str(checked["recipe"] or "fp32"),),
+        scenarios=default_scenarios(True, args.device),
+        device=args.device,
+        data_spec=spec,
+        data_dir=args.data_dir,
+        threads=torch.get_num_threads(),
+        run_id=run_id,
+    ).validated()
+    conf = {
+        "run": run_cfg.to_dict(),
+        "targets": checked["targets"],
+        "profilers": checked["profilers"],
+        "steps": args.steps,
+        "torch_schedule": vars(checked["schedule"]),
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+    }
+    (out_dir / "profile_config.json").write_text(json.dumps(conf, indent=2))
+    log(
+        f"profiling {info.arch} on {spec} ({args.device}, {run_cfg.threads} threads, batch {args.batch_size}, "
+        f"{args.num_workers} workers): targets {', '.join(checked['targets'])}; "
+        f"profilers {', '.join(checked['profilers'])} -> {out_dir}"
+    )
+    return loaded, bundle, run_cfg, out_dir, conf
+
+
+def _run_profilers(target: str, workload, checked: dict[str, Any], args: Any, out_dir: Path) -> dict[str, Any]:
+    """The requested profilers over ``workload``; returns the files each wrote."""
+    from bench.profile.cprof import run_cprofile
+    from bench.profile.lineprof import run_line_profiler
+    from bench.profile.torchprof import run_torch_profiler
+
+    files: dict[str, Any] = {}
+    if "cprofile" in checked["profilers"]:
+        log(f"[{target}] cProfile, {args.steps} steps ...")
+        res = run_cprofile(workload, args.steps, out_dir, args.top)
+        say(res.tables)
+        say(f"view: snakeviz {res.prof_path}    (full table: {res.text_path})")
+        files.update(cprofile=str(res.prof_path), cprofile_txt=str(res.text_path))
+    if "torch" in checked["profilers"]:
+        log(f"[{target}] torch.profiler, {checked['schedule'].total_steps} steps ...")
+        res = run_torch_profiler(workload, checked["schedule"], out_dir, args.with_stack, args.top)
+        say(res.table)
+        say(f"traces: {res.trace_dir} ({len(res.traces)} file(s)); open in https://ui.perfetto.dev or with")
+        say(f"        tensorboard --logdir {out_dir.parent.parent}")
+        files.update(torch_trace_dir=str(res.trace_dir), torch_traces=[str(t) for t in res.traces])
+        files["torch_table"] = str(res.table_path)
+        if res.stacks_path:
+            files["torch_stacks"] = str(res.stacks_path)
+    if "line" in checked["profilers"]:
+        log(f"[{target}] line_profiler, {args.steps} steps ...")
+        res = run_line_profiler(workload, args.steps, out_dir)
+        say(res.summary)
+        say(f"view: python -m line_profiler -u 1e-3 {res.lprof_path}    (report: {res.text_path})")
+        files.update(lprof=str(res.lprof_path), lprof_txt=str(res.text_path), line_functions=list(res.functions))
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    checked = _validate(args)
+    for note in checked["notes"]:
+        log(f"note: {note}")
+    loaded, bundle, run_cfg, out_dir, conf = _setup(args, checked)
+    verdicts = []
+    outputs: dict[str, dict[str, Any]] = {}
+    for target in checked["targets"]:
+        say(f"\n===== {target} =====")
+        workload, model = _build_workload(target, loaded, bundle, run_cfg, checked["recipe"], args, out_dir)
+        for note in workload.notes:
+            say(f"note: {note}")
+        outputs[target] = _run_profilers(target, workload, checked, args, out_dir)
+        log(f"[{target}] timing {args.steps} steps with no profiler attached ...")
+        verdict = _verdict_for(target, workload, model, loaded, args.steps, not args.no_fixes)
+        workload.close()
+        verdicts.append(verdict)
+        say(f"verdict: {verdict.summary}")
+        if table := _fix_table(verdict):
+            say(table)
+    summary: dict[str, Any] = {"config": conf, "outputs": outputs, "verdicts": [v.to_dict() for v in verdicts]}
+    (out_dir / "verdict.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out_dir / "verdict.txt").write_text("\n".join(v.summary for v in verdicts) + "\n")
+    say("\n===== verdict =====")
+    for v in verdicts:
+        say(v.summary)
+    say(f"\nall outputs: {out_dir} (verdict.json, verdict.txt)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,186 @@
+"""``pareto.png``: batch-1 latency against top-1 with the Pareto front, and throughput in a second panel.
+
+The picture answers the same question as the answer line, but shows the trade-off: which variants are
+dominated (slower *and* less accurate than another), which are over the top-1 budget (red crosses) and
+which are slower than FP32 (orange rings, said in the label too). Matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REFERENCE = "fp32"
+COLORS = {"ok": "#1f77b4", "over": "#d62728", "slower": "#ff7f0e", "ref": "#222222"}
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (latency, top1) not dominated by another (lower-or-equal latency and higher-or-equal top-1)."""
+    front: list[tuple[float, float]] = []
+    best = -math.inf
+    for lat, top1 in sorted(points, key=lambda p: (p[0], -p[1])):
+        if top1 > best:
+            front.append((lat, top1))
+            best = top1
+    return front
+
+
+def _label(rec: dict[str, Any], many_devices: bool) -> str:
+    name = str(rec["variant"]) + (f" ({rec['device']})" if many_devices else "")
+    speed = _num(rec.get("speedup_vs_fp32"))
+    if rec["variant"] != REFERENCE and not math.isnan(speed) and speed < 1.0:
+        name += f"\nslower than fp32 ({speed:.2f}x)"
+    return name
+
+
+def _latency_panel(ax, ok: pd.DataFrame, max_drop: float, many_devices: bool) -> None:
+    records = ok.to_dict("records")
+    has_acc = [r for r in records if not math.isnan(_num(r.get("top1")))]
+    if not has_acc:
+        _latency_bars(ax, records, many_devices)
+        return
+    offsets = [(6, 4), (6, -11), (6, 15), (6, -22)]  # alternate so labels of close points do not overprint
+    has_acc.sort(key=lambda r: _num(r["latency_p50_ms"]))
+    for index, rec in enumerate(has_acc):
+        lat, top1 = _num(rec["latency_p50_ms"]), _num(rec["top1"])
+        speed = _num(rec.get("speedup_vs_fp32"))
+        if rec["variant"] == REFERENCE:
+            ax.scatter(lat, top1, marker="*", s=220, color=COLORS["ref"], zorder=4, label="fp32 reference")
+        elif rec.get("within_budget") == "no":
+            ax.scatter(lat, top1, marker="x", s=90, color=COLORS["over"], zorder=3, label="over the top-1 budget")
+        else:
+            ax.scatter(lat, top1, s=60, color=COLORS["ok"], zorder=3, label="within budget")
+        if rec["variant"] != REFERENCE and not math.isnan(speed) and speed < 1.0:
+            ax.scatter(
+                lat,
+                top1,
+                s=260,
+                facecolors="none",
+                edgecolors=COLORS["slower"],
+                linewidths=2,
+                zorder=2,
+                label="slower than fp32",
+            )
+        ax.annotate(
+            _label(rec, many_devices), (lat, top1), textcoords="offset points", xytext=offsets[index % 4], fontsize=7
+        )
+    front = pareto_front([(_num(r["latency_p50_ms"]), _num(r["top1"])) for r in has_acc])
+    xs, ys = zip(*front, strict=True)
+    ax.step(xs, ys, where="post", color="#2ca02c", linestyle="--", linewidth=1.2, zorder=1)
+    ax.scatter(xs, ys, s=140, facecolors="none", edgecolors="#2ca02c", linewidths=1.5, zorder=2, label="Pareto front")
+    ref = [r for r in has_acc if r["variant"] == REFERENCE]
+    if ref:
+        budget = _num(ref[0]["top1"]) - max_drop
+        ax.axhline(budget, color=COLORS["over"], linestyle=":", linewidth=1, label=f"budget: fp32 - {max_drop:g} pt")
+    lats = [_num(r["latency_p50_ms"]) for r in has_acc]
+    if min(lats) > 0 and max(lats) / min(lats) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency p50 at batch 1 (ms at fp32's pace: fp32 p50 / speedup; lower is better)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title("latency vs top-1")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    ax.grid(True, alpha=0.3)
+
+
+def _latency_bars(ax, records: list[dict[str, Any]], many_devices: bool) -> None:
+    """Without accuracy (random init) there is no top-1 axis: latency bars instead, said in the title."""
+    records = sorted(records, key=lambda r: _num(r["latency_p50_ms"]))
+    names = [_label(r, many_devices).replace("\n", " ") for r in records]
+    values = [_num(r["latency_p50_ms"]) for r in records]
+    colors = [COLORS["ref"] if r["variant"] == REFERENCE else COLORS["ok"] for r in records]
+    ax.barh(names, values, color=colors)
+    ax.invert_yaxis()
+    if values and min(values) > 0 and max(values) / min(values) > 20:
+        ax.set_xscale("log")  # one very slow variant (e.g. emulated BF16) must not flatten every other bar
+    ax.set_xlabel("latency p50 at batch 1 (ms at fp32's pace: fp32 p50 / speedup)")
+    ax.set_title("latency (accuracy not measured: no top-1 axis)")
+    ax.tick_params(axis="y", labelsize=7)
+
+
+def _throughput_panel(ax, ok: pd.DataFrame, many_devices: bool) -> None:
+    records = [r for r in ok.to_dict("records") if not math.isnan(_num(r.get("throughput_img_s")))]
+    if not records:
+        ax.text(0.5, 0.5, "no throughput measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
+    records.sort(key=lambda r: -_num(r["throughput_img_s"]))
+    names, values, colors = [], [], []
+    for rec in records:
+        tspeed = _num(rec.get("throughput_speedup_vs_fp32"))
+        name = str(rec["variant"]) + (f" ({rec['device']})" if many_devices else "")
+        if rec["variant"] == REFERENCE:
+            color = COLORS["ref"]
+        elif rec.get("within_budget") == "no":
+            color, name = COLORS["over"], name + " [over budget]"
+        elif not math.isnan(tspeed) and tspeed < 1.0:
+            color, name = COLORS["slower"], name + f" [slower than fp32, {tspeed:.2f}x]"
+        else:
+            color = COLORS["ok"]
+        names.append(name)
+        values.append(_num(rec["throughput_img_s"]))
+        colors.append(color)
+    ax.barh(names, values, color=colors)
+    ax.invert_yaxis()
+    ref = [r for r in records if r["variant"] == REFERENCE]
+    if ref:
+        ax.axvline(_num(ref[0]["throughput_img_s"]), color=COLORS["ref"], linestyle=":", linewidth=1)
+    batches = sorted(
+        {int(_num(r["throughput_batch"])) for r in records if not math.isnan(_num(r.get("throughput_batch")))}
+    )
+    batch_txt = f" at batch {'/'.join(map(str, batches))}" if batches else ""
+    ax.set_xlabel(f"img/s{batch_txt} at fp32's pace (fp32 x speedup), higher is better")
+    ax.set_title("throughput")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def pareto_plot(df: pd.DataFrame, path: str | Path, max_drop: float = 1.0, title: str = "") -> Path:
+    """Draw the two panels for the measured variants of ``df`` (a leaderboard) to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].map(_num).notna()] if not df.empty else df
+    if not ok.empty:  # positions at fp32's pace, so the plot agrees with the leaderboard's paired order
+        from bench.report.leaderboard import paced
+
+        ok = ok.assign(latency_p50_ms=paced(ok, "latency"), throughput_img_s=paced(ok, "throughput"))
+    n = len(ok)
+    fig, axes = plt.subplots(1, 2, figsize=(14, max(4.5, 0.35 * n + 2.5)))
+    try:
+        if ok.empty:
+            for ax in axes:
+                ax.text(
+                    0.5, 0.5, "no variant was measured successfully", ha="center", va="center", transform=ax.transAxes
+                )
+                ax.set_axis_off()
+        else:
+            many_devices = ok["device"].nunique() > 1
+            _latency_panel(axes[0], ok, max_drop, many_devices)
+            _throughput_panel(axes[1], ok, many_devices)
+        failed = df[df["status"] != "ok"]["variant"].tolist() if not df.empty else []
+        suptitle = title
+        if failed:
+            suptitle += ("\n" if suptitle else "") + f"not measured: {', '.join(map(str, failed))[:150]}"
+        if suptitle:
+            fig.suptitle(suptitle, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,151 @@
+"""The sweep as one Weights & Biases run, only when asked (``--wandb``): config = the run configuration, the
+leaderboard as a Table with a latency-vs-top-1 scatter and a speedup bar chart, the best variant's figures in the
+summary, and the leaderboard files.
+
+Without an API key it runs offline under ``<run_dir>/wandb``, and that folder is self-contained: W&B stages an
+artifact's files under ``~/.local/share/wandb`` by default, which a run folder copied off a CI machine would sync
+without, so the staging folder is put inside the run folder and the files are also saved with the run itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import netrc
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.report.leaderboard import num
+from models.errors import MissingDependencyError
+
+WANDB_PROJECT = "optbench"
+SUMMARY_KEYS = ("latency_p50_ms", "latency_p99_ms", "throughput_img_s", "speedup_vs_fp32", "top1", "top1_drop")
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("//")[-1]
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_requested(flag: bool) -> bool:
+    """Only ``--wandb`` turns W&B on (``WANDB_MODE=disabled`` still turns it off)."""
+    return bool(flag) and os.environ.get("WANDB_MODE", "").strip().lower() != "disabled"
+
+
+def table_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """W&B tables want one type per column: numeric columns become floats (NaN when missing), others strings."""
+    out = df.copy()
+    for col in out.columns:
+        present = out[col].notna()
+        numeric = pd.to_numeric(out[col], errors="coerce")
+        if (numeric.notna() == present).all():
+            out[col] = numeric.astype(float)
+        else:
+            out[col] = [str(v) if ok else "" for v, ok in zip(out[col], present, strict=True)]
+    return out
+
+
+@contextlib.contextmanager
+def _staging_inside(run_dir: Path) -> Iterator[None]:
+    """Artifact staging in the run folder for the duration of the logging (see the module docstring)."""
+    saved = os.environ.get("WANDB_DATA_DIR")
+    os.environ["WANDB_DATA_DIR"] = str((run_dir / "wandb" / "staging").resolve())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("WANDB_DATA_DIR", None)
+        else:
+            os.environ["WANDB_DATA_DIR"] = saved
+
+
+def _log_tables(run: Any, wandb: Any, df: pd.DataFrame) -> None:
+    table = wandb.Table(dataframe=table_frame(df))
+    run.log({"leaderboard": table})
+    ok = table_frame(df[df["status"] == "ok"])
+    if not ok.empty:
+        measured = wandb.Table(dataframe=ok)
+        run.log(
+            {
+                "latency_vs_top1": wandb.plot.scatter(
+                    measured, "latency_p50_ms", "top1", title="batch-1 p50 latency (ms) vs top-1 (%)"
+                ),
+                "speedup": wandb.plot.bar(measured, "variant", "speedup_vs_fp32", title="speedup vs fp32 at batch 1"),
+            }
+        )
+
+
+def log_wandb(
+    run_dir: Path,
+    df: pd.DataFrame,
+    conf: dict[str, Any],
+    answer: str,
+    best: Any,
+    files: dict[str, Path],
+    fingerprint: dict[str, Any],
+    run_key: str = "",
+) -> dict[str, Any]:
+    """One W&B run per sweep; returns where it lives and in which mode.
+
+    The W&B id is the run id plus a hash of ``run_key`` (the sweep's first row timestamp and folder): a resumed
+    sweep continues its own W&B run, and two sweeps that reuse a run id never write into each other's run.
+    """
+    try:
+        import wandb
+    except ImportError:
+        raise MissingDependencyError("--wandb needs the wandb package: pip install 'wandb>=0.18'") from None
+    mode = os.environ.get("WANDB_MODE", "").strip().lower() or ("online" if _has_api_key() else "offline")
+    mode = "offline" if mode == "dryrun" else mode
+    run_dir = Path(run_dir)
+    run_id = str(conf.get("run_id") or run_dir.name)
+    wandb_id = re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:55] + "-" + hashlib.sha1(run_key.encode()).hexdigest()[:8]
+    with _staging_inside(run_dir):
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+            name=run_id,
+            id=wandb_id,
+            resume="allow",
+            dir=str(run_dir),
+            config={**conf, "fingerprint": fingerprint},
+            mode=mode,
+            job_type="sweep",
+            tags=[str(conf.get("device") or "cpu")],
+        )
+        try:
+            _log_tables(run, wandb, df)
+            summary: dict[str, Any] = {"answer": answer}
+            if best is not None:
+                summary["best_variant"] = str(best["variant"])
+                summary.update(
+                    {f"best_{k}": num(best.get(k)) for k in SUMMARY_KEYS if not math.isnan(num(best.get(k)))}
+                )
+            run.summary.update(summary)
+            if files.get("pareto") and Path(files["pareto"]).is_file():
+                run.log({"pareto": wandb.Image(str(files["pareto"]))})
+            artifact = wandb.Artifact(f"leaderboard-{run.id}", type="benchmark-results", description=answer[:1000])
+            for key in ("leaderboard.csv", "results", "explanations", "leaderboard.md", "leaderboard.html"):
+                path = files.get(key)
+                if path and Path(path).is_file():
+                    artifact.add_file(str(path))
+                    run.save(str(path), base_path=str(Path(path).parent), policy="now")
+            run.log_artifact(artifact)
+            run_path = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id> (run.dir is its files/ folder)
+        finally:
+            run.finish()
+    if mode == "offline":
+        print(f"W&B: offline run saved in {run_path}; upload it with: wandb sync {run_path}", file=sys.stderr)
+    else:
+        print(f"W&B: logged run {run_id} ({mode})", file=sys.stderr)
+    return {"mode": mode, "dir": run_path}

@@ -1,0 +1,132 @@
+"""One variant timed against the fp32 reference: its side started beside the warm reference side, the two
+interleaved, and each of the variant's rows given ``paired``: the Hodges-Lehmann estimate of the per-round time
+ratios, its 95% interval and the signed-rank p-values (:mod:`bench.measure.paired_stats`), which the leaderboard
+uses for ``speedup_vs_fp32``. The absolute percentiles are still every sample each variant took; only the speedup
+changes meaning, from a quotient of two p50s taken minutes apart to a ratio measured at the same moments.
+
+The local executor and the cluster executor both measure this way; only where the processes run differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.config import Job
+from bench.measure import paired_stats
+from bench.run.schedule import PairingPlan, Side, first_side, interleave
+from bench.run.sides import finish_side, spawn_side, start_side
+
+REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to this recipe
+
+# The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 5 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
+# which its false-alarm and power figures were measured with). Per-round noise on a 2-vCPU VM stayed the same with
+# shorter slices (log-ratio SD 0.07-0.11 either way), so three times the rounds cut the median CoV of the paired
+# speedups across default sweeps from 4.8% / 3.7% (20 rounds) to 3.4% / 2.7% (60 rounds; latency / throughput) in
+# the same 8 minutes. The pause between slices is short because each side answers only once its thread pools are
+# idle (bench.measure.quiesce).
+SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005)
+
+# ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile). What moved a
+# batch-1 speedup between default sweeps on the VM was, in about equal parts, the rounds' own noise (CoV 2.6-3.9%
+# across 60-round blocks timed by the same processes) and the processes. Six-recipe sweeps: median CoV of the
+# batch-1 speedup 2.5% over 5 runs, against 5.2% over 2 default runs alternated with them; each run took 383-448 s
+# against 282-293 s.
+PRECISE_ROUNDS = 2 * SWEEP_PLAN.rounds
+QUICK_ROUNDS = 20  # --quick is a smoke run: its shorter budget in fewer, longer slices
+PRECISE_REPLICAS = 4
+
+
+def plan_for(job: Job) -> PairingPlan:
+    return PairingPlan(rounds=job.config.rounds, gap_s=SWEEP_PLAN.gap_s)
+
+
+def paired_info(
+    ref_slices: list[list[float]], slices: list[list[float]], picked: list[int] | None = None
+) -> dict[str, Any] | None:
+    """The ``paired`` field of a variant's row in one scenario, from both sides' slices."""
+    est = paired_stats.estimate(ref_slices, slices)
+    if est is None:
+        return None
+    pooled = [x for chunk in ref_slices for x in chunk]
+    info = {"reference": REFERENCE, **est.to_dict(), "reference_p50_ms": round(float(np.median(pooled)) * 1e3, 6)}
+    if picked and len(set(picked)) > 1:
+        # Each process's own ratio, and whether they differ by more than the rounds' noise explains.
+        groups = []
+        for k in sorted(set(picked)):
+            rounds = [i for i, p in enumerate(picked) if p == k]
+            groups.append(paired_stats.round_ratios([ref_slices[i] for i in rounds], [slices[i] for i in rounds]))
+        info["process_time_ratios"] = [round(float(np.median(g)), 5) if g.size else None for g in groups]
+        info["process_p"] = paired_stats.processes_differ_p(groups)
+    # The variant is side 1 of [reference, variant]; the flags follow the rounds round_ratios keeps.
+    usable = paired_stats.usable_rounds(ref_slices, slices)
+    ratios = paired_stats.round_ratios(ref_slices, slices)
+    order = paired_stats.order_effect(ratios, [first_side(i, 2) == 1 for i in usable])
+    if order is not None:
+        info["order_log_diff"], info["order_p"] = round(order.log_diff, 4), order.p
+    return info
+
+
+def start_reference(job: Job) -> tuple[Side, str | None]:
+    """The warm fp32 side every variant is paired with; its builder writes the FP32 predictions first."""
+    cfg = job.config
+    servers = spawn_side(job, cfg.replicas, cfg.timeout_s, cfg.cpu_replicas)
+    return start_side(servers, job, cfg.replicas, reference=True, cpu_default=cfg.cpu_replicas)
+
+
+def measure_against(ref: Side, job: Job) -> list[dict[str, Any]]:
+    """Build ``job``'s variant in its own process(es), interleave with the reference, return its rows."""
+    cfg = job.config
+    plan = plan_for(job)
+    servers = spawn_side(job, cfg.replicas, cfg.timeout_s, cfg.cpu_replicas)
+    side, note = start_side(servers, job, cfg.replicas, cpu_default=cfg.cpu_replicas)
+    try:
+        slices = interleave([ref, side], job.scenarios, plan)
+        rows, dropped = finish_side(side)
+    finally:
+        side.close()
+    for row in rows:
+        scenario = row["scenario"]
+        info = paired_info(slices[ref.name][scenario], slices[side.name][scenario], side.picked.get(scenario))
+        if info:
+            row["paired"] = info
+        row["pairing"] = {
+            "session": f"{cfg.run_id}/{job.recipe}",
+            "role": "variant",
+            "rounds": plan.rounds,
+            "processes": len(side.servers),
+            "reference_processes": len(ref.servers),
+            # False: the timed processes loaded the saved variant and its builder was not timed (bench.run.sides)
+            "builder_timed": side.report is None,
+            "reference_builder_timed": ref.report is None,
+        }
+        if text := "; ".join(x for x in (row.get("note"), note, *dropped) if x):
+            row["note"] = text
+    return rows
+
+
+def measure_alone(job: Job) -> list[dict[str, Any]]:
+    """The unpaired way: one process builds the variant and times each scenario for its whole budget."""
+    cfg = job.config
+    servers = spawn_side(job, 1, cfg.timeout_s)
+    side, _ = start_side(servers, job, 1)
+    try:
+        for scenario in job.scenarios:
+            side.first.measure(scenario)
+        rows, _ = finish_side(side)
+    finally:
+        side.close()
+    return rows
+
+
+def finish_reference(ref: Side, note: str | None) -> list[dict[str, Any]]:
+    """The fp32 rows from every slice the reference took during the run."""
+    try:
+        rows, dropped = finish_side(ref)
+    finally:
+        ref.close()
+    for row in rows:
+        if text := "; ".join(x for x in (row.get("note"), note, *dropped) if x):
+            row["note"] = text
+    return rows

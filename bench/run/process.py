@@ -1,0 +1,257 @@
+"""What a measurement process does with its job: load the checkpoint, build (or load) the variant, make its
+first call, measure accuracy, save it, and describe it in the fields of a result row.
+
+Every measurement process is a :mod:`bench.run.server`; this module is the work behind its commands. The job is
+a :class:`~bench.config.Job`: the run configuration plus one recipe, so the process loads the checkpoint exactly
+as the command the user typed did.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bench.config import Job
+from bench.measure.timing import ScenarioConfig, WallTimer, cuda_synchronize, summarize
+
+SCHEMA_VERSION = 2
+T = TypeVar("T")
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """A recipe (``prune(0.5)+ort-int8``) as a file or folder name: every path needs the same spelling."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:limit]
+
+
+def variant_dir(job: Job) -> Path:
+    return Path(job.run_dir) / "variants" / safe_name(job.recipe) / job.device
+
+
+def reference_path(job: Job, info: Any) -> Path:
+    """Where the FP32 predictions on val are cached for agreement (shared by every variant of a run)."""
+    key = (info.sha256 or info.arch)[:16]
+    size = info.input_size[1]
+    spec = (job.config.data_spec or "none").replace("/", "_").replace(os.sep, "_")[-40:]
+    return Path(job.run_dir) / "reference" / f"fp32-{key}-{spec}-{size}.npy"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def host_batch(input_size, batch: int, seed: int, device: str):
+    """The host batch timed calls copy in: fixed by the seed, so every process of a run feeds the same data.
+
+    On CUDA it is pinned, as ``DataLoader(pin_memory=True)`` hands batches to a serving loop: a pageable batch
+    is staged through a bounce buffer, and at batch 128 that copy alone (~8 ms for 77 MB) would cap every
+    variant's end-to-end throughput near 4,000 img/s whatever the model does.
+    """
+    import torch
+
+    c, h, w = input_size
+    x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(seed))
+    return x.pin_memory() if device == "cuda" else x
+
+
+def scenario_row(
+    job: Job, scenario: ScenarioConfig, batch: int, e2e: list[float], device_only: list[float] | None, note: str | None
+) -> dict[str, Any]:
+    """Percentiles, every sample, and which timer took them: one scenario's part of a result row."""
+    row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **summarize(e2e, batch)}
+    row["samples_ms"] = [round(s * 1e3, 6) for s in e2e]
+    cuda_timer = "perf_counter+cuda_synchronize (end-to-end, pinned host batch copied in)"
+    row["timer"] = cuda_timer if job.device == "cuda" else "perf_counter"
+    if device_only is not None:
+        stats = summarize(device_only, batch)
+        row.update({f"device_{k}": v for k, v in stats.items() if k != "n"})
+        row["device_timer"] = "cuda_events (device-only, input already on the GPU)"
+    if note:
+        row["note"] = note
+    return row
+
+
+def halve_on_oom(batch: int, attempt: Callable[[int], T]) -> tuple[T, int, str | None]:
+    """``attempt(batch)``; when the GPU runs out of memory, halve the batch and try again (down to 1).
+
+    Returns (result, the batch that worked, a note for the row when it is not the one asked for)."""
+    import torch
+
+    note = None
+    while True:
+        try:
+            return attempt(batch), batch, note
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            torch.cuda.empty_cache()
+            note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
+            batch //= 2
+
+
+@dataclass
+class Prepared:
+    """A built variant in this process, ready to be timed: what measuring and finishing need."""
+
+    job: Job
+    variant: Any
+    info: Any
+    ctx: Any
+    workdir: Path
+    first_ms: float
+    accuracy: dict[str, Any] | None = None
+    saved: bool = False  # the variant directory holds this variant (saved here, or loaded from it)
+    eval_batch: int | None = None  # accuracy runs at this batch: the largest one timed, so nothing compiles again
+    pinning: str | None = None  # how the threads were pinned for timing (bench.measure.threads), None if not
+
+    @property
+    def spec(self) -> str | None:
+        return self.ctx.data_spec
+
+
+def prepare(job: Job, load_dir: str | Path | None = None) -> Prepared:
+    """Load the checkpoint, build the job's variant and make its first call (timed apart from steady state).
+
+    With ``load_dir`` the variant is not built but loaded from a directory another process saved it to
+    (``Variant.load``), as a deployment loads its artifact: that is how a sweep starts a second measurement
+    process of the same variant without paying for the build again.
+    """
+    import torch
+
+    import models
+    from bench.measure.threads import set_threads
+    from optim import Variant, build
+    from optim.context import build_context
+
+    set_threads(job.threads)
+    torch.manual_seed(job.seed)
+    loaded = models.load(job.config.load)
+    workdir = variant_dir(job)
+    ctx = build_context(job.config, loaded, workdir)
+    if job.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if load_dir is not None:
+        variant = Variant.load(load_dir, job.device, base=job.config.load)
+    else:
+        variant = build(job.recipe, loaded, ctx)
+
+    # First call apart from steady state: lazy compilation and autotuning land here, not in the percentiles.
+    c, h, w = loaded.info.input_size
+    first_input = torch.randn(1, c, h, w)
+    sync = cuda_synchronize if job.device == "cuda" else None
+    first_ms = WallTimer(sync).time(lambda: variant.predict(variant.prepare_input(first_input))) * 1e3
+    if load_dir is not None:
+        return Prepared(job, variant, loaded.info, ctx, Path(load_dir), first_ms, saved=True)
+    return Prepared(job, variant, loaded.info, ctx, workdir, first_ms)
+
+
+def save_variant(prep: Prepared) -> str | None:
+    """Save the variant to its directory once; returns why it could not be saved, or None.
+
+    Saving is a convenience (re-benchmarking, replicas): a variant that cannot be saved is still measured.
+    """
+    if prep.saved:
+        return prep.variant.manifest.get("save_error")
+    try:
+        prep.variant.save(prep.workdir)
+    except Exception as exc:  # noqa: BLE001 - recorded in the row; the measurement stands without it
+        prep.variant.manifest["save_error"] = f"{type(exc).__name__}: {exc}"
+    prep.saved = True
+    return prep.variant.manifest.get("save_error")
+
+
+def measure_accuracy(prep: Prepared) -> dict[str, Any]:
+    """Top-1/top-5 on val and agreement with the FP32 predictions (which the fp32 job itself writes)."""
+    import numpy as np
+
+    from bench.measure.accuracy import evaluate_variant
+
+    if prep.accuracy is not None:
+        return prep.accuracy
+    job, info = prep.job, prep.info
+    acc: dict[str, Any] = {}
+    if job.accuracy and info.has_weights and prep.spec:
+        ref_file = reference_path(job, info)
+        reference = np.load(ref_file) if ref_file.is_file() else None
+        val = prep.ctx.data.val
+        acc, preds = evaluate_variant(prep.variant, val, reference, prep.eval_batch)
+        acc["accuracy_batch"] = prep.eval_batch or val.batch_size
+        if reference is None and job.recipe == "fp32":
+            ref_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref_file.with_name(ref_file.name + ".tmp.npy")
+            np.save(tmp, preds)
+            tmp.replace(ref_file)
+            acc["agreement"] = 100.0
+        skipped = prep.ctx.data.skipped_images
+        if skipped:
+            acc["skipped_images"] = skipped
+    elif not info.has_weights:
+        acc = {"accuracy_note": "random init: speed only, accuracy not measured"}
+    prep.accuracy = acc
+    return acc
+
+
+def common_fields(prep: Prepared) -> dict[str, Any]:
+    """Accuracy, save the variant, and every field of a result row that does not depend on the scenario."""
+    import torch
+
+    from bench.measure.fingerprint import fingerprint
+
+    job, info, variant = prep.job, prep.info, prep.variant
+    acc = measure_accuracy(prep)
+    save_variant(prep)
+    peak = {"peak_rss_mb": round(_peak_rss_mb(), 1)}
+    if job.device == "cuda":
+        peak["max_memory_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    manifest = variant.manifest
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": job.run_id,
+        "variant": variant.name,
+        "recipe": job.recipe,
+        "device": job.device,
+        "status": "ok",
+        "model": info.arch,
+        "img_size": info.input_size[1],
+        "num_classes": info.num_classes,
+        "checkpoint": info.source,
+        "checkpoint_sha256": info.sha256,
+        "data_spec": prep.spec,
+        "build_s": manifest.get("build_s"),
+        "first_call_ms": round(prep.first_ms, 3),
+        "size_mb": manifest.get("size_mb"),
+        "variant_dir": str(prep.workdir),
+        **acc,
+        **peak,
+        "threads": job.threads,
+        "thread_pinning": prep.pinning,
+        "quick": job.quick,
+        "manifest": {k: manifest.get(k) for k in ("steps", "artifact_kind", "versions", "notes") if k in manifest},
+        "fingerprint": fingerprint(job.device, job.threads),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One full result row per measured scenario."""
+    common = common_fields(prep)
+    return [{**common, **row} for row in scenario_rows]
+
+
+def status_row(job: Job, status: str, reason: str) -> dict[str, Any]:
+    """A row for a job that produced no measurement: ``failed`` (it broke) or ``skipped`` (cannot run here)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": job.run_id,
+        "variant": job.recipe,
+        "recipe": job.recipe,
+        "device": job.device,
+        "scenario": "*",
+        "status": status,
+        "error" if status == "failed" else "reason": reason,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

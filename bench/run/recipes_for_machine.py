@@ -1,0 +1,68 @@
+"""Which recipes a plain ``python -m bench`` measures on this machine.
+
+No single backend wins everywhere: on an AVX2-only AMD Zen 3, ONNX Runtime INT8 won and BF16 (emulated) ran at
+0.2x of FP32; on an Intel Xeon with AMX, OpenVINO INT8 won and BF16 ran at 3.5x. So the default sweep is chosen from
+the machine's fingerprint: a recipe whose steps need a capability this machine lacks (native BF16 for ``bf16`` and
+``compile(bf16)``, an Intel CPU for OpenVINO) is left out with a ``skipped`` row that says why. ``--recipes all``
+measures every default recipe whatever the machine, and ``--recipes R1,R2`` exactly what it names. The choice is
+printed and kept in the run configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.errors import InputError
+
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+# capability -> (does this machine have it, why a recipe needing it is left out)
+CAPABILITY_TEXT = {
+    "native_bf16": "no native BF16 on this CPU (no avx512_bf16/amx_bf16): BF16 would be emulated, slower than FP32",
+    "intel_cpu": "OpenVINO is measured by default on Intel CPUs only",
+}
+
+
+def machine_capabilities(fp: dict[str, Any], device: str) -> set[str]:
+    """The capabilities the fingerprint ``fp`` (``bench.measure.fingerprint``) shows, for ``device``."""
+    caps: set[str] = set()
+    flags = set(fp.get("cpu_flags") or [])
+    if device == "cuda" or flags & BF16_FLAGS:
+        caps.add("native_bf16")
+    if "intel" in str(fp.get("cpu_model") or "").lower():
+        caps.add("intel_cpu")
+    return caps
+
+
+def choose_recipes(text: str | None, device: str, fp: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any]]:
+    """(recipes in the order measured, fp32 first; the choice: mode, machine, included and skipped with reasons)."""
+    from bench.run.sweep import validate_recipes
+    from optim.recipe import parse, parse_list
+    from optim.registry import default_recipes
+
+    if text is not None and not text.strip():
+        raise InputError("--recipes is empty; name recipes (see --list) or leave the option out for the default")
+    if fp is None:
+        from bench.measure.fingerprint import fingerprint
+
+        fp = fingerprint(device)
+    machine = f"{fp.get('cpu_model') or '?'} ({', '.join(fp.get('cpu_flags') or []) or 'no listed flags'})"
+    if device == "cuda":
+        machine = f"{fp.get('gpu_name') or 'CUDA device'} with {machine}"
+    if text is not None and text.strip() != "all":
+        recipes = validate_recipes([str(r) for r in parse_list(text, [])])
+        return recipes, {"mode": "explicit", "machine": machine, "skipped": {}, "summary": ", ".join(recipes)}
+    recipes = validate_recipes(default_recipes(device))
+    if text is not None:
+        return recipes, {"mode": "all", "machine": machine, "skipped": {}, "summary": "all: " + ", ".join(recipes)}
+    caps = machine_capabilities(fp, device)
+    skipped: dict[str, str] = {}
+    for recipe in recipes:
+        missing = [need for need in parse(recipe).needs(device) if need not in caps]
+        if missing:
+            skipped[recipe] = "; ".join(CAPABILITY_TEXT.get(m, f"needs {m}") for m in missing)
+    kept = [r for r in recipes if r not in skipped]
+    summary = f"chosen for {machine}: {', '.join(kept)}"
+    if skipped:
+        summary += f"; left out: {', '.join(skipped)} (--recipes all measures them)"
+    return recipes, {"mode": "machine", "machine": machine, "included": kept, "skipped": skipped, "summary": summary}

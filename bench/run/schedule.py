@@ -1,0 +1,149 @@
+"""Interleaved measurement: several sides, each warm in its own process(es), timed in alternating slices.
+
+On a 2-vCPU VM the same resnet18 call took 37 ms in one process and 48 ms in the next, and an in-cache matmul
+swung between 51 and 80 us within seconds: the machine's speed drifts faster and further than the differences we
+want to see. Timing variants in turn for a few seconds each therefore compares machine moods. Here every side
+stays loaded in its own process (:mod:`bench.run.server`) and the coordinator asks each for a short slice in turn,
+round after round, rotating who goes first; paired slices see the same mood and their ratio is what
+:mod:`bench.measure.paired_stats` summarizes. Measured on that VM (resnet18, 60 rounds of 0.1 s): an A/A pair gave
+median round ratios of 0.98-1.00 over four runs while the absolute p50 ranged from 38 to 56 ms; a 10% injected
+slowdown read 1.09-1.10.
+
+A side answers a slice only once its thread pools have stopped spin-waiting (:mod:`bench.measure.quiesce`; ONNX
+Runtime's spins for about 55 ms), so the other side starts on idle CPUs; the coordinator adds a short pause.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.measure.timing import ScenarioConfig
+from bench.run.client import MeasurementServer, ServerError
+
+
+@dataclass(frozen=True)
+class PairingPlan:
+    """How many rounds, and how long each slice is: the scenario's timing budget spread over the rounds."""
+
+    rounds: int = 20
+    gap_s: float = 0.05
+    min_rounds: int = 5
+
+    def slice_budget(self, scenario: ScenarioConfig) -> tuple[float, int]:
+        """(seconds, calls) per slice: together the rounds give what one uninterrupted run would."""
+        return scenario.min_seconds / self.rounds, max(1, math.ceil(scenario.min_iters / self.rounds))
+
+
+class Side:
+    """Several processes of one variant measured as one side: each round times one of them.
+
+    Why: a process is one draw. On the 2-vCPU VM six fp32 processes of the same model settled 1-3% apart
+    (SD) for as long as they lived, and that offset, not the round-to-round noise, was most of what still
+    moved a variant's paired speedup from one sweep to the next. Spreading a side's rounds over K processes
+    averages K such offsets at the price of starting K - 1 more processes; the timing budget is unchanged.
+
+    ``report``: when the timed processes all loaded the variant another process built (:mod:`bench.run.sides`),
+    the builder's fields (build time, first call, accuracy), which stand for the side in its rows.
+    """
+
+    def __init__(self, name: str, servers: Sequence[MeasurementServer], report: dict[str, Any] | None = None) -> None:
+        if not servers:
+            raise ValueError("a side needs at least one process")
+        self.name = name
+        self.servers = list(servers)
+        self.report = report
+        self.dropped: dict[int, str] = {}  # process index -> why it was dropped (never 0: the first is the side)
+        self.picked: dict[str, list[int]] = {}  # scenario -> which process took each round of the last interleave
+        self.history: dict[str, list[tuple[int, list[float]]]] = {}  # scenario -> every (process, slice), in order
+
+    @property
+    def first(self) -> MeasurementServer:
+        """The side's first timed process: its failure is the side's (see :meth:`take_slice`)."""
+        return self.servers[0]
+
+    def alive(self) -> bool:
+        return self.first.proc.poll() is None
+
+    def take_slice(self, pick: int, scenario: ScenarioConfig, seconds: float, calls: int) -> tuple[int, list[float]]:
+        """One slice from process ``pick``, or from the next live one if it was dropped.
+
+        A second process that fails is dropped with the reason and the slice is taken from another: the
+        first process failing is the side failing, and raises.
+        """
+        while True:
+            if pick in self.dropped:
+                live = [i for i in range(len(self.servers)) if i not in self.dropped]
+                pick = next((i for i in live if i > pick), live[0])
+            try:
+                samples = self.servers[pick].slice(scenario, seconds, calls)
+            except ServerError as exc:
+                if pick == 0:
+                    raise
+                self.dropped[pick] = str(exc)
+                self.servers[pick].close()
+                continue
+            self.history.setdefault(scenario.name, []).append((pick, samples))
+            return pick, samples
+
+    def drop(self, index: int, why: str) -> None:
+        self.dropped[index] = why
+        self.servers[index].close()
+
+    def notes(self) -> list[str]:
+        """One line per process dropped on the way (its slices until then are kept)."""
+        names = {i: self.servers[i].name for i in self.dropped}
+        return [f"{names[i]} dropped ({why}); its slices until then are kept" for i, why in self.dropped.items()]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+
+def _as_side(server: MeasurementServer | Side) -> Side:
+    return server if isinstance(server, Side) else Side(server.name, [server])
+
+
+def first_side(round_index: int, sides: int) -> int:
+    """The side that takes the first slice of round ``round_index``: the order rotates by one each round."""
+    return round_index % sides
+
+
+def interleave(
+    servers: Sequence[MeasurementServer | Side], scenarios: Sequence[ScenarioConfig], plan: PairingPlan
+) -> dict[str, dict[str, list[list[float]]]]:
+    """Alternate slices of every side, scenario by scenario; returns ``{side: {scenario: [slice samples]}}``.
+
+    The order rotates each round (AB, BA, ...) so neither side always runs right after the pause. A side
+    with several processes (:class:`Side`) gives each round to one of them. The choice changes per
+    block of ``len(sides)`` rounds, so every order occurs with every choice, and the sides' choices are
+    nested, so every combination of processes meets equally often (2 x 2, blocks of two rounds: (0,0),
+    (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round. A scenario stops early,
+    after at least ``plan.min_rounds`` rounds, once it has used ``max_seconds`` per side.
+    """
+    sides = [_as_side(s) for s in servers]
+    out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in sides}
+    strides, stride = [], 1
+    for side in sides:
+        strides.append(stride)
+        stride *= len(side.servers)
+    for scenario in scenarios:
+        seconds, calls = plan.slice_budget(scenario)
+        for side in sides:
+            side.picked[scenario.name] = []
+        start = time.perf_counter()
+        for r in range(plan.rounds):
+            k, block = first_side(r, len(sides)), r // len(sides)
+            for i in [*range(k, len(sides)), *range(k)]:
+                side = sides[i]
+                time.sleep(plan.gap_s)
+                pick, samples = side.take_slice((block // strides[i]) % len(side.servers), scenario, seconds, calls)
+                out[side.name][scenario.name].append(samples)
+                side.picked[scenario.name].append(pick)
+            spent = time.perf_counter() - start
+            if r + 1 >= plan.min_rounds and spent > scenario.max_seconds * len(sides):
+                break
+    return out

@@ -1,0 +1,1 @@
+"""Developer tools for studying the measurement itself (not needed to benchmark a model)."""

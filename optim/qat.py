@@ -1,0 +1,93 @@
+"""``qat(x86|ort)``: PT2E quantization-aware fine-tuning on the train split, then the x86 Inductor graph or ORT QDQ.
+
+Not in the default sweep: it fine-tunes (minutes on 2 cores). The fake-quantized model is trained with the same loop
+as ``python -m models.train``; ``--quick`` caps it at a few steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from models.errors import InputError
+from optim.artifact import Artifact, BuildContext
+from optim.backends.onnx_export import DEFAULT_OPSET, ExportConfig, ParityConfig, check_opset
+from optim.int8 import default_backend, eager_module, step_config, x86_artifact
+from optim.onnx import export_checked, onnx_artifact, parse_key_values
+from optim.registry import MODULE, RUNTIME, register_step
+
+QAT_BACKENDS = ("x86", "ort")
+DEFAULT_QAT_EPOCHS = 1
+QAT_LR = 1e-4  # fine-tuning an already trained model: a tenth of the from-scratch rate
+QUICK_QAT_STEPS = 8
+QAT_USAGE = "qat(x86|ort[,epochs=N][,lr=F])"
+# INT8 vs its own PT2E simulation: integer kernels round differently, so only near-ties may flip.
+INT8_PARITY = ParityConfig(atol=0.5, rtol=0.1, min_cosine=0.99, min_agreement=97.0)
+
+
+def parse_qat_args(args: Sequence[str]) -> dict[str, Any]:
+    """``qat(x86)``, ``qat(ort,epochs=2,lr=5e-5)``."""
+    backend, rest = (args[0], args[1:]) if args and "=" not in args[0] else (None, args)
+    if backend is not None and backend not in QAT_BACKENDS:
+        raise InputError(f"unknown qat backend {backend!r}; choose one of: {', '.join(QAT_BACKENDS)}")
+    values = parse_key_values("qat", rest, {"epochs": int, "lr": float, "opset": int})
+    values["backend"] = backend
+    values["step_text"] = f"qat({','.join(args)})" if args else "qat"
+    if values.get("epochs") is not None and values["epochs"] <= 0:
+        raise InputError(f"qat epochs must be positive, got {values['epochs']}")
+    if values.get("lr") is not None and not values["lr"] > 0:
+        raise InputError(f"qat lr must be positive, got {values['lr']}")
+    if "opset" in values:
+        check_opset(values["opset"])
+    return values
+
+
+@register_step(
+    "qat",
+    accepts=[MODULE],
+    produces=RUNTIME,
+    parse_args=parse_qat_args,
+    devices=["cpu"],
+    usage=QAT_USAGE,
+    description="PT2E quantization-aware fine-tuning on train, then x86 Inductor or ORT QDQ",
+    reload_compiles=lambda args, device: (args.get("backend") or default_backend(device)) == "x86",
+)
+def qat_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
+    """Fake-quantized fine-tuning with the models.train loop."""
+    from models.train import TrainConfig, train
+    from optim.backends.pt2e import qat_convert, qat_prepare
+
+    backend = args.get("backend") or default_backend(ctx.device)
+    if ctx.device != "cpu":
+        raise InputError("qat runs on CPU here (x86 or ort backends)")
+    module = eager_module(artifact, "qat")
+    cfg = TrainConfig(
+        epochs=1 if ctx.quick else args.get("epochs") or DEFAULT_QAT_EPOCHS,
+        lr=args.get("lr") or QAT_LR,
+        weight_decay=0.0,
+        seed=ctx.seed,
+        max_steps_per_epoch=QUICK_QAT_STEPS if ctx.quick else None,
+        progress=bool(ctx.options.get("progress", False)),
+    )
+    prepared = qat_prepare(module, ctx.example_input(2), keep=[])
+    history = train(prepared, ctx.data.train, None, cfg, desc="qat")
+    graph = qat_convert(prepared)
+    notes: dict[str, Any] = {
+        "step": args["step_text"],
+        "config": {**step_config(args), "backend": backend},
+        "quantizer": "torchao X86InductorQuantizer (PT2E QAT)",
+        "finetune": {
+            "epochs": cfg.epochs,
+            "max_steps_per_epoch": cfg.max_steps_per_epoch,
+            "lr": cfg.lr,
+            "train_seconds": round(history["train_seconds"], 2),
+            "final_loss": history["history"][-1]["loss"] if history["history"] else None,
+            "split": "train",
+        },
+    }
+    if backend == "x86":
+        return x86_artifact(graph, ctx, artifact.steps, notes)
+    path = ctx.workdir / "model.onnx"
+    export_cfg = ExportConfig(opset=args.get("opset") or DEFAULT_OPSET, slim=False)  # keep the learned QDQ pairs
+    notes["export"] = export_checked(graph, ctx, export_cfg, path, parity=INT8_PARITY)
+    return onnx_artifact(path, [*artifact.steps, notes])
