@@ -1,4 +1,4 @@
-# Two commands for a fresh machine; both set up .venv first (about a minute: torch comes from pip's cache/disk).
+# Two commands for a fresh machine; both set up .venv first (a few minutes: torch comes from pip's cache/disk).
 #   make bench   -> python -m bench on the embedded default (trains it once, then reuses it)
 #   make test    -> the whole test suite
 PYTHON ?= python3
@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[profile,dev,cluster]'
+	$(PY) -m pip install -e '.[cpu,profile,dev,cluster]'
 	touch $@
 
 bench: setup

@@ -76,6 +76,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--ray-address", help="Ray cluster address (auto, ray://HOST:PORT; default: auto)")
     p.add_argument("--ray-target", help="only nodes with this custom resource/label (e.g. t4)")
     p.add_argument("--sweep-file", help="a TOML grid of checkpoints x recipes x targets: one run directory each")
+    p.add_argument("--search", action="store_true", help="after the sweep, measure chains around the fastest variants")
+    p.add_argument("--search-minutes", type=float, default=30.0, help="time budget of --search (default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     return p
 
@@ -98,6 +100,8 @@ def _check_options(args: Any) -> None:
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.max_drop < 0:
         raise InputError(f"--max-drop must be >= 0, got {args.max_drop:g}")
+    if args.search_minutes <= 0:
+        raise InputError(f"--search-minutes must be positive, got {args.search_minutes:g}")
     if args.precise and args.quick:
         raise InputError("--precise and --quick exclude each other (one asks for more timing, the other for less)")
     if args.precise and args.unpaired:
@@ -272,6 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.recipe_choice.get("summary"):
             print(f"recipes: {cfg.recipe_choice['summary']}", file=sys.stderr)
         rows = run_sweep(cfg, run_dir, executor, progress=not args.no_progress, retry_failed=not args.no_retry_failed)
+        if args.search:
+            from bench.results_io import RESULTS_FILE, read_rows
+            from bench.run.search import run_search
+
+            cfg = run_search(cfg, run_dir, executor, args.search_minutes, progress=not args.no_progress)
+            rows = read_rows(run_dir / RESULTS_FILE)
         outputs = write_reports(run_dir, rows, cfg)
     print(outputs.table)
     print()

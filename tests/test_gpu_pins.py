@@ -50,3 +50,17 @@ def test_torch_tensorrt_matches_torch_minor():
 def test_gpu_only_packages_stay_out_of_the_cpu_install():
     deps = " ".join(_pyproject()["project"]["dependencies"]).lower()
     assert "tensorrt" not in deps and "onnxruntime-gpu" not in deps
+
+
+def test_cpu_and_gpu_onnxruntime_are_never_installed_together():
+    """They share the onnxruntime/ folder: the CPU build is an extra of its own, never beside onnxruntime-gpu."""
+    project = _pyproject()["project"]
+    extras = project["optional-dependencies"]
+    names = {k: {re.split(r"[<>=\[ ;]", r)[0].lower() for r in v} for k, v in extras.items()}
+    core = {re.split(r"[<>=\[ ;]", r)[0].lower() for r in project["dependencies"]}
+    assert "onnxruntime" not in core and "onnxruntime-gpu" not in core
+    assert "onnxruntime" in names["cpu"] and "onnxruntime-gpu" in names["gpu"]
+    assert "onnxruntime" not in names["gpu"] and "onnxruntime-gpu" not in names["cpu"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "[cpu," in makefile and "gpu" not in makefile.split("pip install -e", 1)[1].splitlines()[0]
+    assert "uninstall" not in (ROOT / "Dockerfile.cuda").read_text()

@@ -296,19 +296,20 @@ def test_a_second_sweep_on_a_locked_run_directory_exits_2(run_in_process, finish
     assert f"being measured by process {os.getpid()}" in _bad_input_line(code, err)
 
 
-def test_another_measurement_on_the_machine_is_warned_about(cli, tiny_ckpt, tmp_path, monkeypatch):
+def test_another_measurement_on_the_machine_is_warned_about(run_in_process, tiny_ckpt, tmp_path, monkeypatch):
     import bench.run.run_dir as run_dir
+    from bench.cli import main
 
-    machine_lock = tmp_path / "machine.lock"
-    monkeypatch.setattr(run_dir, "MACHINE_LOCK", machine_lock)
+    monkeypatch.setenv("OPTBENCH_MACHINE_LOCK", str(tmp_path / "machine.lock"))
     holder = run_dir._machine_lock("someone-else")
     try:
-        env = {"OPTBENCH_MACHINE_LOCK": str(machine_lock)}
-        proc = cli(["bench", str(tiny_ckpt), "--recipes", "fp32", "--quick", "--run-id", "w", "--no-progress"], env=env)
+        code, _, err = run_in_process(
+            main, [tiny_ckpt, "--recipes", "fp32", "--quick", "--run-id", "w", "--no-progress"]
+        )
     finally:
         holder.close()
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "another optbench measurement is running on this machine" in proc.stderr and "someone-else" in proc.stderr
+    assert code == 0, err[-2000:]
+    assert "another optbench measurement is running on this machine" in err and "someone-else" in err
 
 
 FLAKY_STEP = """
@@ -324,31 +325,24 @@ def flaky(artifact, ctx):
 """
 
 
-def test_resume_measures_failed_variants_again(cli, tiny_ckpt, tmp_path, install_plugin):
+def test_resume_measures_failed_variants_again(run_in_process, tiny_ckpt, tmp_path, install_plugin, monkeypatch):
+    from bench.cli import main
+
     install_plugin("flaky_steps", FLAKY_STEP, ["flaky-step"])
-    run = [
-        "bench",
-        str(tiny_ckpt),
-        "--recipes",
-        "fp32,flaky-step",
-        "--quick",
-        "--unpaired",
-        "--run-id",
-        "r",
-        "--no-progress",
-    ]
-    first = cli(run, env={"FLAKY_FAILS": "1"})
-    assert first.returncode == 1  # the only variant failed
-    kept = cli(["bench", "--resume", "r", "--no-retry-failed", "--no-progress"])
+    monkeypatch.setenv("FLAKY_FAILS", "1")
+    run = [tiny_ckpt, "--recipes", "fp32,flaky-step", "--quick", "--unpaired", "--run-id", "r", "--no-progress"]
+    code, _, _ = run_in_process(main, run)
+    assert code == 1  # the only variant failed
+    code, _, _ = run_in_process(main, ["--resume", "r", "--no-retry-failed", "--no-progress"])
     results = tmp_path / "results" / "runs" / "r" / "results.jsonl"
     rows = [json.loads(x) for x in results.read_text().splitlines()]
-    assert [r["status"] for r in rows if r["recipe"] == "flaky-step"] == ["failed"] and kept.returncode == 1
-    again = cli(["bench", "--resume", "r", "--no-progress"])
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["status"] for r in rows if r["recipe"] == "flaky-step"] == ["failed"] and code == 1
+    monkeypatch.delenv("FLAKY_FAILS")
+    code, _, err = run_in_process(main, ["--resume", "r", "--no-progress"])
+    assert code == 0, err[-2000:]
     rows = [json.loads(x) for x in results.read_text().splitlines()]
     assert {r["status"] for r in rows if r["recipe"] == "flaky-step"} == {"ok"}
-    retried = results.with_name("results.retried.jsonl").read_text()
-    assert "killed half-way" in retried
+    assert "killed half-way" in results.with_name("results.retried.jsonl").read_text()
 
 
 # ---------------------------------------------------------------- broken images and options
@@ -365,17 +359,21 @@ def broken_images(tmp_path):
     return root
 
 
-def test_broken_images_stop_the_sweep_before_it_starts(cli, tiny_ckpt, broken_images):
-    proc = cli(["bench", str(tiny_ckpt), "--data", str(broken_images), "--recipes", "fp32", "--quick"])
-    line = _one_line(proc)
+def test_broken_images_stop_the_sweep_before_it_starts(run_in_process, tiny_ckpt, broken_images):
+    from bench.cli import main
+
+    code, _, err = run_in_process(main, [tiny_ckpt, "--data", broken_images, "--recipes", "fp32", "--quick"])
+    line = _bad_input_line(code, err)
     assert "2 unreadable image(s)" in line and "cut.jpg" in line and "empty.png" in line and "--skip-bad-images" in line
 
 
-def test_skip_bad_images_leaves_them_out_and_says_so(cli, tiny_ckpt, broken_images, tmp_path):
-    run = ["bench", str(tiny_ckpt), "--data", str(broken_images), "--recipes", "fp32", "--quick", "--run-id", "s"]
-    proc = cli([*run, "--skip-bad-images", "--no-progress"])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 unreadable image(s) left out" in proc.stderr
+def test_skip_bad_images_leaves_them_out_and_says_so(run_in_process, tiny_ckpt, broken_images, tmp_path):
+    from bench.cli import main
+
+    run = [tiny_ckpt, "--data", broken_images, "--recipes", "fp32", "--quick", "--run-id", "s", "--skip-bad-images"]
+    code, _, err = run_in_process(main, [*run, "--no-progress"])
+    assert code == 0, err[-2000:]
+    assert "2 unreadable image(s) left out" in err
     rows = [json.loads(x) for x in (tmp_path / "results" / "runs" / "s" / "results.jsonl").read_text().splitlines()]
     assert all(r["status"] == "ok" and r["skipped_images"] == 2 for r in rows)
     assert "2 unreadable images were left out" in (tmp_path / "results" / "runs" / "s" / "leaderboard.md").read_text()

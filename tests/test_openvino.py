@@ -63,9 +63,8 @@ def test_bf16_says_what_really_ran(built):
         assert step["inference_precision"] == "f32" and "bf16 requested" in step["note"]
 
 
-@pytest.mark.parametrize("recipe", ["ov", "ptq(ov)", "prune(0.5)+ov-int8"])
-def test_saved_openvino_variant_loads_in_a_new_process(built, cli, recipe):
-    variant, folder = built[0][recipe]
+def test_saved_openvino_variant_loads_in_a_new_process(built, cli):
+    variant, folder = built[0]["prune(0.5)+ov-int8"]  # a chain: the pruned widths and the INT8 graph both come back
     proc = cli(["optim", "show", str(folder)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finite: True" in proc.stdout and "model.xml" in proc.stdout

@@ -195,7 +195,7 @@ def test_over_budget_is_reported_never_hidden(tiny_ckpt, cli, tmp_path):
         ("ptq(x86,calib=entropy)", "calib for x86 must be one of"),
         ("ptq(ort,calib=histogram)", "calib for ort must be one of"),
         ("ptq(ort,keep=abc)", "keep must be ends"),
-        ("ptq(ort,wrapper=cpp)", "applies to the x86 backend only"),
+        ("ptq(ort,wrapper=cpp)", "unknown ptq argument 'wrapper'; known: calib, keep, opset, slim"),
         ("ptq(x86,wrapper=java)", "wrapper must be one of"),
         ("qat(tensorrt)", "unknown qat backend"),
         ("qat(x86,epochs=0)", "epochs must be positive"),
@@ -219,7 +219,7 @@ def test_recipes_and_aliases_parse():
     "args, message",
     [
         (["--backend", "tensorrt"], "pip install .[gpu]"),
-        (["--backend", "bogus"], "invalid choice"),
+        (["--backend", "bogus"], "unknown ptq backend 'bogus'; choose one of"),
         (["--calib-size", "100000"], "larger than the train split"),
         (["--method", "dynamic", "--backend", "ort"], "takes no --backend"),
         (["--max-drop", "-1"], "--max-drop must be >= 0"),

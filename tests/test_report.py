@@ -126,3 +126,44 @@ def test_wandb_logs_only_when_asked(monkeypatch):
     assert not wandb_requested(False) and wandb_requested(True)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert not wandb_requested(True)
+
+
+def _chromium() -> str:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.skip("no Chromium on this machine (Debian: apt-get install chromium; .ci/run installs it)")
+
+
+def test_leaderboard_page_fits_1280_px_in_a_real_browser(tmp_path, rows, monkeypatch):
+    """Headless Chromium opens the page: the answer first, the plot embedded, nothing cut off at 1280 px."""
+    import subprocess
+
+    browser = _chromium()
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    rows = [dict(r) for r in rows]
+    rows[0]["note"] = "a long note " * 20  # notes wrap instead of widening the table
+    write_reports(tmp_path, rows, conf(tmp_path))
+    page = tmp_path / "leaderboard.html"
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and '<meta charset="utf-8">' in text and "<title>" in text
+    assert text.index('class="answer"') < text.index("<table") and "data:image/png;base64," in text
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,1000",
+    ]
+    shot = tmp_path / "leaderboard-1280.png"  # the test's artifact: look at it when this fails
+    subprocess.run([browser, *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000, f"no screenshot from {browser}"
+    dom = subprocess.run([browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-fits="true"' in dom.stdout, f"the page is wider than 1280 px; see {shot}"

@@ -51,6 +51,11 @@ def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt
     assert benches["fp32/latency"]["extra_info"]["batch_size"] == 1
     assert benches["fp32/throughput"]["extra_info"]["batch_size"] == 16
     assert benches["fp32/latency"]["extra_info"]["speedup_vs_fp32"] == 1.0
+    for bench in doc["benchmarks"]:  # one statistic, named: images per second at the median time per batch
+        extra = bench["extra_info"]
+        assert "throughput_img_s" not in extra
+        batch_s = bench["stats"]["median"]
+        assert extra["images_per_second_median"] == pytest.approx(extra["batch_size"] / batch_s, rel=1e-3)
     fingerprint = doc["machine_info"]["optbench"]
     assert fingerprint["threads"] >= 1 and "versions" in fingerprint and "cpu_flags" in fingerprint
     assert doc["optbench"]["skipped"] == [{"recipe": "fp16", "device": "cpu", "reason": "step fp16 runs only on cuda"}]
@@ -65,6 +70,7 @@ def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt
             "import sys; from pytest_benchmark.cli import main; sys.exit(main())",
             "compare",
             str(out),
+            f"--histogram={tmp_path / 'hist'}",
         ],
         capture_output=True,
         text=True,
@@ -73,6 +79,7 @@ def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt
     )
     assert compare_main is not None and compare.returncode == 0, compare.stderr[-2000:]
     assert "test_variant[cpu-fp32-cl-latency]" in compare.stdout
+    assert list(tmp_path.glob("hist*.svg"))  # pygal is installed: --histogram works
 
 
 def test_pytest_bench_bad_option_is_a_usage_error(tmp_path):
@@ -114,7 +121,8 @@ def test_interleaved_sweep_writes_paired_speedups_and_resumes_without_duplicates
 
     board = build_leaderboard(rows).set_index("variant")
     assert board.loc["fp32-cl", "speedup_vs_fp32"] == pytest.approx(1 / cl["paired"]["time_ratio"])
-    assert board.loc["fp32-cl", "speedup_ci95"] and board.loc["fp32", "speedup_vs_fp32"] == 1.0
+    low, high = board.loc["fp32-cl", "speedup_ci95_low"], board.loc["fp32-cl", "speedup_ci95_high"]
+    assert 0 < low <= board.loc["fp32-cl", "speedup_vs_fp32"] <= high and board.loc["fp32", "speedup_vs_fp32"] == 1.0
     # Two timed processes a side, both loaded what a third built and saved; the builder only reported.
     assert cl["pairing"]["reference_processes"] == 2 and cl["pairing"]["reference_builder_timed"] is False
     assert cl["top1"] > 80 and cl["agreement"] > 90 and cl["build_s"] is not None  # the builder's fields

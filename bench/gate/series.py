@@ -1,6 +1,6 @@
 """A :class:`Series` (the samples of one benchmark), and reading the two formats the gate compares into them:
-``results.jsonl`` rows of ``python -m bench`` and pytest-benchmark JSON of ``pytest bench``. Every field read is checked for its shape, so a
-damaged or hand-edited file is one line of bad input, never a traceback."""
+``results.jsonl`` rows of ``python -m bench`` and pytest-benchmark JSON of ``pytest bench``. Every field read is
+checked for its shape, so a damaged or hand-edited file is one line of bad input, never a traceback."""
 
 from __future__ import annotations
 

@@ -16,11 +16,11 @@ run's median at ``run_alpha`` (0.01). With one run a side that spread cannot be 
 then rests on the threshold alone, which is why CI gates in A/B mode and not against a stored run.
 
 Interleaved A/B (``python -m bench.gate --ab``, :mod:`bench.run.schedule`): both sides were timed in
-alternating slices in the same session, so round r of the baseline and round r of the candidate saw the
+alternating slices in the same job, so round r of the baseline and round r of the candidate saw the
 same machine. Then the test is a one-sided Wilcoxon signed-rank test on the per-round log ratios at
 ``paired_alpha`` (0.01: the rounds, not the calls, are the independent units, and there are only 20 of
-them), and the ratio is its Hodges-Lehmann estimate (:mod:`bench.measure.paired_stats`; formerly the median round ratio,
-with which the README's false-alarm and power figures were measured: the decision rests on the test).
+them), and the ratio is its Hodges-Lehmann estimate (:mod:`bench.measure.paired_stats`; docs/gate.md's false-alarm
+and power figures were measured with the median round ratio, which it replaced: the decision rests on the test).
 
 Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
 test: it fails when it drops by more than the variant's budget in points.
@@ -39,7 +39,7 @@ DEFAULT_ALPHA = 0.001
 DEFAULT_RUN_ALPHA = 0.01
 # The paired test's level. Its units are rounds (20 by default), whose log ratios scatter by about 0.15 on the
 # 2-vCPU VM, so p < 0.001 caught only 57% of 10% slowdowns in bench.gate.sim; at 0.01 it caught 96-99% with
-# 3 processes a side, and the 5% ratio threshold kept A/A false alarms at 0.0% (recorded sessions, see README).
+# 3 processes a side, and the 5% ratio threshold kept A/A false alarms at 0.0% (docs/gate.md).
 DEFAULT_PAIRED_ALPHA = 0.01
 TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"
 RUN_TEST_NAME = "one-sided Welch t on log run medians (when both sides have >= 2 runs)"

@@ -122,3 +122,11 @@ def machine_key(fp: dict[str, Any]) -> tuple:
         versions.get("onnxruntime"),
         versions.get("tensorrt"),
     )
+
+
+def hardware_kind(fp: dict[str, Any], device: str) -> str:
+    """A short name for a kind of machine: the GPU on CUDA, else the CPU model and its INT8/BF16 flags."""
+    if device == "cuda" and fp.get("gpu_name"):
+        return str(fp["gpu_name"])
+    flags = [f for f in fp.get("cpu_flags") or [] if f != "avx2"]
+    return f"{fp.get('cpu_model') or 'unknown CPU'}" + (f" ({', '.join(flags)})" if flags else "")

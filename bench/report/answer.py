@@ -42,12 +42,12 @@ def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series
     ok = _measured(df, device)
     if ok.empty:
         return None
-    known = ok[ok["within_budget"].isin(["yes", "no"])]
+    known = ok[ok["within_budget"].notna()]
     if known.empty:
         if ok["top1"].map(num).notna().any():
             return None  # accuracy measured, but no reference to measure the drop against
         return _fastest(ok)
-    pool = known[known["within_budget"] == "yes"]
+    pool = known[known["within_budget"].astype(bool)]
     return None if pool.empty else _fastest(pool)
 
 
@@ -59,7 +59,7 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) ->
     if best is None:
         if ok.empty:
             return f"no variant{where} was measured successfully; see the failures in the leaderboard"
-        if not ok["within_budget"].isin(["yes", "no"]).any():
+        if not ok["within_budget"].notna().any():
             fastest = _fastest(ok)
             return (
                 f"cannot check the {max_drop:g}-point top-1 budget{where}: the fp32 reference was not measured; "

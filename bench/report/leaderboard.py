@@ -23,7 +23,8 @@ COLUMNS = [
     "throughput_batch",
     "speedup_vs_fp32",
     "throughput_speedup_vs_fp32",
-    "speedup_ci95",
+    "speedup_ci95_low",
+    "speedup_ci95_high",
     "top1",
     "top5",
     "top1_drop",
@@ -36,7 +37,7 @@ COLUMNS = [
     "note",
 ]
 # Columns holding words, not numbers (everything else is a metric: TensorBoard logs one tag per metric).
-TEXT_COLUMNS = ("variant", "device", "status", "speedup_ci95", "within_budget", "note")
+TEXT_COLUMNS = ("variant", "device", "status", "within_budget", "note")
 
 
 def num(value: Any) -> float:
@@ -83,7 +84,7 @@ def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
             rec["_paired_" + key] = 1.0 / num(paired["time_ratio"])
             ci = paired.get("ci95") or []
             if scenario == "latency" and len(ci) == 2 and num(ci[0]) > 0 and num(ci[1]) > 0:
-                rec["speedup_ci95"] = f"{1 / num(ci[1]):.3g}-{1 / num(ci[0]):.3g}"
+                rec["speedup_ci95_low"], rec["speedup_ci95_high"] = 1 / num(ci[1]), 1 / num(ci[0])
             if disagreement := _process_disagreement(paired, scenario):
                 process_notes.append(disagreement)
             if disturbed := _order_dependence(paired, scenario):
@@ -169,7 +170,7 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
         df.loc[on_device & (df["variant"] == REFERENCE), ["speedup_vs_fp32", "throughput_speedup_vs_fp32"]] = 1.0
         if not math.isnan(num(ref.get("top1"))):
             df.loc[on_device, "top1_drop"] = num(ref["top1"]) - df.loc[on_device, "top1"].map(num)
-    df["within_budget"] = [_budget_flag(r, max_drop) for r in df.to_dict("records")]
+    df["within_budget"] = pd.array([_budget_flag(r, max_drop) for r in df.to_dict("records")], dtype="boolean")
     df["note"] = [_explain(r, max_drop) for r in df.to_dict("records")]
     status_order = df["status"].map({"ok": 0, "failed": 1, "skipped": 2}).fillna(3)
     df = df.assign(_s=status_order, _l=paced(df, "latency").fillna(math.inf))
@@ -204,13 +205,18 @@ def paced(df: pd.DataFrame, scenario: str) -> pd.Series:
     return out
 
 
-def _budget_flag(rec: dict[str, Any], max_drop: float) -> str:
-    if rec.get("status") != "ok":
-        return ""
+def over_budget(rec: dict[str, Any]) -> bool:
+    """Whether a leaderboard record is known to lose more top-1 than the budget."""
+    value = rec.get("within_budget")
+    return value is not None and not pd.isna(value) and not bool(value)
+
+
+def _budget_flag(rec: dict[str, Any], max_drop: float) -> Any:
+    """True or False where the top-1 drop is known, else missing (failed, skipped, or speed only)."""
     drop = num(rec.get("top1_drop"))
-    if math.isnan(drop):
-        return "unknown"
-    return "yes" if drop <= max_drop + 1e-9 else "no"
+    if rec.get("status") != "ok" or math.isnan(drop):
+        return pd.NA
+    return bool(drop <= max_drop + 1e-9)
 
 
 def _explain(rec: dict[str, Any], max_drop: float) -> str:
@@ -225,7 +231,7 @@ def _explain(rec: dict[str, Any], max_drop: float) -> str:
     tspeed = num(rec.get("throughput_speedup_vs_fp32"))
     if rec.get("variant") != REFERENCE and not math.isnan(tspeed) and tspeed < 1.0:
         parts.append(f"lower throughput than fp32 ({tspeed:.2f}x)")
-    if rec.get("within_budget") == "no":
+    if over_budget(rec):
         parts.append(f"over budget: top-1 drop {num(rec.get('top1_drop')):.2f} > {max_drop:g} points")
     if rec.get("accuracy_note"):
         parts.append(str(rec["accuracy_note"]))

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.answer import answer_line, best_within_budget
-from bench.report.leaderboard import REFERENCE, build_leaderboard
+from bench.report.leaderboard import REFERENCE, build_leaderboard, over_budget
 from bench.report.tables import console_table, write_leaderboard
 
 
@@ -137,7 +137,7 @@ def explain(
             causes = _likely_causes(rec, fp, img_size)
             if causes:
                 parts.append("Likely causes: " + "; ".join(causes))
-        if rec.get("within_budget") == "no":
+        if over_budget(rec):
             agree = _num(rec.get("agreement"))
             agree_txt = f", agrees with fp32 on {agree:.1f}% of images" if not math.isnan(agree) else ""
             parts.append(
@@ -150,31 +150,27 @@ def explain(
     return lines
 
 
-def write_reports(run_dir: Path, rows: list[dict[str, Any]], cfg: Any) -> ReportOutputs:
-    """Write every report of a sweep under ``run_dir`` and return what to print.
+def by_hardware(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows measured on several kinds of machine (a cluster) get the kind in their device label ("cpu @ Xeon ..."),
+    so every comparison, speedup and answer stays within one kind of hardware."""
+    from bench.measure.fingerprint import hardware_kind
 
-    ``cfg`` is the run's :class:`~bench.config.RunConfig`. W&B runs when ``cfg.wandb`` or ``WANDB_MODE`` is set
-    (not ``disabled``); a tracker failure is reported on stderr and in ``trackers`` and never loses the files
-    already written.
-    """
-    conf = cfg.to_dict()
-    wandb_enabled = cfg.wandb
-    from bench.report.plots import pareto_plot
-    from bench.report.tensorboard import log_tensorboard
-    from bench.report.wandb_run import log_wandb, wandb_requested
+    kinds = {
+        hardware_kind(r["fingerprint"], str(r.get("device"))) for r in rows if isinstance(r.get("fingerprint"), dict)
+    }
+    if len(kinds) < 2:
+        return rows
+    out = []
+    for row in rows:
+        fp = row.get("fingerprint")
+        if isinstance(fp, dict):
+            row = {**row, "device": f"{row.get('device')} @ {hardware_kind(fp, str(row.get('device')))}"}
+        out.append(row)
+    return out
 
-    run_dir = Path(run_dir)
-    max_drop = float(conf.get("max_drop", 1.0))
-    device = conf.get("device")
-    df = build_leaderboard(rows, max_drop)
-    answer = answer_line(df, max_drop, device)
-    skipped = max((int(r.get("skipped_images") or 0) for r in rows), default=0)
-    if skipped:
-        answer += f" ({skipped} unreadable images were left out of the data: --skip-bad-images)"
-    files = {f"leaderboard.{k}": p for k, p in write_leaderboard(df, run_dir, answer).items()}
-    files["results"] = run_dir / "results.jsonl"
-    fp = run_fingerprint(rows, device)
 
+def _write_explanations(run_dir: Path, df, rows, max_drop: float, fp: dict, answer: str, conf: dict) -> str:
+    """``explanations.md``; returns the explanations (empty when there is nothing to explain)."""
     lines = explain(df, rows, max_drop, fp, run_dir / "logs")
     explanations = ""
     if lines:
@@ -184,16 +180,48 @@ def write_reports(run_dir: Path, rows: list[dict[str, Any]], cfg: Any) -> Report
         + (explanations or "Every variant was measured, none is slower than fp32 or over the budget.")
         + "\n"
     )
+    return explanations
+
+
+def write_reports(run_dir: Path, rows: list[dict[str, Any]], cfg: Any) -> ReportOutputs:
+    """Write every report of a sweep under ``run_dir`` and return what to print.
+
+    ``cfg`` is the run's :class:`~bench.config.RunConfig`. W&B runs when ``cfg.wandb`` or ``WANDB_MODE`` is set
+    (not ``disabled``); a tracker failure is reported on stderr and in ``trackers`` and never loses the files
+    already written.
+    """
+    from bench.report.html_page import write_html
+    from bench.report.plots import pareto_plot
+    from bench.report.tensorboard import log_tensorboard
+    from bench.report.wandb_run import log_wandb, wandb_requested
+
+    conf, rows, run_dir = cfg.to_dict(), by_hardware(rows), Path(run_dir)
+    max_drop = float(conf.get("max_drop", 1.0))
+    device = conf.get("device")
+    df = build_leaderboard(rows, max_drop)
+    devices = sorted({str(r.get("device")) for r in rows if str(r.get("device", "")).startswith(str(device))}) or [
+        device
+    ]
+    answer = "\n".join(answer_line(df, max_drop, d) for d in devices)
+    skipped = max((int(r.get("skipped_images") or 0) for r in rows), default=0)
+    if skipped:
+        answer += f" ({skipped} unreadable images were left out of the data: --skip-bad-images)"
+    files = {f"leaderboard.{k}": p for k, p in write_leaderboard(df, run_dir, answer).items()}
+    files["results"] = run_dir / "results.jsonl"
+    fp = run_fingerprint(rows, device)
+
+    explanations = _write_explanations(run_dir, df, rows, max_drop, fp, answer, conf)
     files["explanations"] = run_dir / "explanations.md"
 
     title = f"{conf.get('run_id', run_dir.name)}: {fp.get('cpu_model') or ''} {fp.get('gpu_name') or ''}".strip()
     files["pareto"] = pareto_plot(df, run_dir / "pareto.png", max_drop, title=title)
+    files["leaderboard.html"] = write_html(run_dir / "leaderboard.html", df, answer, files["pareto"], fp, conf)
 
     table = console_table(df)
     trackers: dict[str, Any] = {}
     trackers["tensorboard"] = log_tensorboard(run_dir, df, conf, answer, table)
     files["tensorboard"] = trackers["tensorboard"]
-    if wandb_requested(wandb_enabled):
+    if wandb_requested(cfg.wandb):
         try:
             first = min((str(r.get("timestamp")) for r in rows if r.get("timestamp")), default="")
             key = f"{run_dir.resolve()}|{first}"

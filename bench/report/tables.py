@@ -12,20 +12,21 @@ from bench.report.leaderboard import COLUMNS
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     shown = df.copy()
     for col in shown.columns:
-        if shown[col].dtype.kind == "f":
+        if str(shown[col].dtype) == "boolean":
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else ("yes" if v else "no")).astype(object)
+        elif shown[col].dtype.kind == "f":
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
     return shown.fillna("")
 
 
 def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, answer: str) -> dict[str, Path]:
+    """``leaderboard.csv`` (every column, numbers as numbers) and ``leaderboard.md`` (the main columns)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "leaderboard.csv", "md": out_dir / "leaderboard.md", "html": out_dir / "leaderboard.html"}
+    paths = {"csv": out_dir / "leaderboard.csv", "md": out_dir / "leaderboard.md"}
     df.to_csv(paths["csv"], index=False)
     main_cols = [c for c in COLUMNS if c in df.columns]
-    shown = _fmt(df[main_cols])
-    paths["md"].write_text(f"{answer}\n\n{shown.to_markdown(index=False)}\n")
-    paths["html"].write_text(f"<p>{answer}</p>\n{shown.to_html(index=False)}\n")
+    paths["md"].write_text(f"{answer}\n\n{_fmt(df[main_cols]).to_markdown(index=False)}\n")
     return paths
 
 
@@ -38,7 +39,8 @@ def console_table(df: pd.DataFrame) -> str:
         "latency_p99_ms",
         "throughput_img_s",
         "speedup_vs_fp32",
-        "speedup_ci95",
+        "speedup_ci95_low",
+        "speedup_ci95_high",
         "top1",
         "top1_drop",
         "size_mb",

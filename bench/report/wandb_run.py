@@ -87,6 +87,14 @@ def _log_tables(run: Any, wandb: Any, df: pd.DataFrame) -> None:
         )
 
 
+def _summary(answer: str, best: Any) -> dict[str, Any]:
+    summary: dict[str, Any] = {"answer": answer}
+    if best is not None:
+        summary["best_variant"] = str(best["variant"])
+        summary.update({f"best_{k}": num(best.get(k)) for k in SUMMARY_KEYS if not math.isnan(num(best.get(k)))})
+    return summary
+
+
 def log_wandb(
     run_dir: Path,
     df: pd.DataFrame,
@@ -125,13 +133,7 @@ def log_wandb(
         )
         try:
             _log_tables(run, wandb, df)
-            summary: dict[str, Any] = {"answer": answer}
-            if best is not None:
-                summary["best_variant"] = str(best["variant"])
-                summary.update(
-                    {f"best_{k}": num(best.get(k)) for k in SUMMARY_KEYS if not math.isnan(num(best.get(k)))}
-                )
-            run.summary.update(summary)
+            run.summary.update(_summary(answer, best))
             if files.get("pareto") and Path(files["pareto"]).is_file():
                 run.log({"pareto": wandb.Image(str(files["pareto"]))})
             artifact = wandb.Artifact(f"leaderboard-{run.id}", type="benchmark-results", description=answer[:1000])

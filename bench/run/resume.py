@@ -20,6 +20,8 @@ RESUME_FREE = {
     "ray_address",
     "ray_target",
     "sweep_file",
+    "search",
+    "search_minutes",
 }
 
 

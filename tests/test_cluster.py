@@ -1,0 +1,151 @@
+"""Sweeps on a real two-node Ray cluster on this machine (loopback only), through the command a user types."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
+
+RECIPES = "fp32,fp32-cl,bf16,dynamic"  # cheap to build: the cluster, not the producers, is under test
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head and one worker node, each with one measurement slot and one CPU, dashboards off, on 127.0.0.1."""
+    from ray.cluster_utils import Cluster
+
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir="/tmp")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "resources": {"optbench_slot": 1}, "include_dashboard": False},
+    )
+    worker = cluster.add_node(num_cpus=1, resources={"optbench_slot": 1, "second": 1})
+    ray.init(address=cluster.address)
+    try:
+        yield cluster, worker, env
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _sweep(cluster, env, tmp_path, ckpt, run_id, *extra, wait=True):
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        str(ckpt),
+        "--executor",
+        "ray",
+        "--ray-address",
+        cluster.address,
+        "--quick",
+        "--run-id",
+        run_id,
+        "--no-progress",
+        *extra,
+    ]
+    full_env = {**os.environ, **env, "OPTBENCH_RESULTS": str(tmp_path / "results")}
+    if not wait:
+        return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=900)
+
+
+def _rows(tmp_path, run_id):
+    path = tmp_path / "results" / "runs" / run_id / "results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_nodes_talk_over_loopback_only(cluster):
+    addresses = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
+    assert addresses == {"127.0.0.1"} and len([n for n in ray.nodes() if n["Alive"]]) == 2
+
+
+def test_a_sweep_spreads_over_nodes_one_measurement_per_node(cluster, tiny_ckpt, tmp_path):
+    from bench.report.leaderboard import COLUMNS
+
+    nodes, _, env = cluster
+    proc = _sweep(nodes, env, tmp_path, tiny_ckpt, "ray4", "--recipes", RECIPES)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(tmp_path, "ray4")
+    assert {r["recipe"] for r in rows if r["status"] == "ok"} == set(RECIPES.split(","))
+    assert all(r["executor"] == "ray" and r["node"]["address"] == "127.0.0.1" for r in rows if r["status"] == "ok")
+    variants = [r for r in rows if r["recipe"] != "fp32" and r["scenario"] == "latency"]
+    assert all(r["paired"]["rounds"] >= 5 for r in variants)  # paired with an fp32 reference on its own node
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for r in variants:
+        spans.setdefault(r["node"]["id"], []).append((r["measured_from"], r["measured_to"], r["recipe"]))
+    for node, intervals in spans.items():
+        intervals.sort()
+        for (_, end, a), (start, _, b) in zip(intervals, intervals[1:], strict=False):
+            assert start >= end, f"{a} and {b} overlapped on node {node}"
+    fp32_nodes = {r["node"]["id"] for r in rows if r["recipe"] == "fp32"}
+    assert fp32_nodes == set(spans)  # every node that measured variants measured fp32 too
+    header = (tmp_path / "results" / "runs" / "ray4" / "leaderboard.csv").read_text().splitlines()[0].split(",")
+    assert header[: len(COLUMNS)] == COLUMNS  # the same schema as a local sweep
+
+
+def test_a_grid_with_a_target_writes_a_run_directory_per_checkpoint_on_its_nodes(cluster, tiny_ckpt, tmp_path):
+    nodes, worker, env = cluster
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        f'recipes = "fp32"\nquick = true\ntargets = ["second"]\n[[checkpoint]]\npath = "{tiny_ckpt}"\nname = "a"\n'
+        f'[[checkpoint]]\npath = "{tiny_ckpt}"\nname = "b"\n'
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--sweep-file",
+        str(grid),
+        "--executor",
+        "ray",
+        "--ray-address",
+        nodes.address,
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        cmd,
+        env={**os.environ, **env, "OPTBENCH_RESULTS": str(tmp_path / "results")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("grid-a", "grid-b"):
+        rows = _rows(tmp_path, name)
+        assert {r["status"] for r in rows} == {"ok"}
+        assert {r["node"]["id"] for r in rows} == {worker.node_id}  # only the node declaring "second"
+
+
+def test_a_node_that_dies_mid_sweep_leaves_a_retried_or_failed_row(cluster, tiny_ckpt, tmp_path):
+    """Runs last: it removes the worker node."""
+    nodes, worker, env = cluster
+    proc = _sweep(nodes, env, tmp_path, tiny_ckpt, "kill", "--recipes", RECIPES, wait=False)
+    logs = tmp_path / "results" / "runs" / "kill" / "logs"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(logs.glob("*.log"))) < 3:
+        time.sleep(0.5)
+    time.sleep(3)  # both nodes are measuring now
+    nodes.remove_node(worker, allow_graceful=False)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode in (0, 1), err[-3000:]
+    rows = _rows(tmp_path, "kill")
+    touched = [r for r in rows if "retried on another node" in str(r.get("note")) or r["status"] == "failed"]
+    assert touched, err[-3000:]
+    assert (tmp_path / "results" / "runs" / "kill" / "leaderboard.csv").is_file()  # the sweep finished
+    assert Path(tmp_path / "results" / "runs" / "kill" / "results.jsonl").read_text().count("\n") >= len(rows)
