@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# Test files run two at a time (pytest-xdist, one file per worker: a file's fixtures are built once).
+TEST_WORKERS ?= 2
 
 .PHONY: setup bench test lint clean
 
@@ -20,7 +22,7 @@ bench: setup
 	$(PY) -m bench $(ARGS)
 
 test: setup
-	$(PY) -m pytest tests -q $(ARGS)
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -29,28 +29,30 @@ DEFAULT_DATA_CONFIG: dict[str, Any] = {
 }
 
 
-def import_factory(spec: str) -> Callable[..., Any]:
-    """Import ``package.module:callable`` (the attribute may be dotted, e.g. ``mod:Net.from_config``)."""
+def import_factory(spec: str, option: str = "--model") -> Callable[..., Any]:
+    """Import ``package.module:callable`` (the attribute may be dotted, e.g. ``mod:Net.from_config``); errors name
+    ``option``, the command-line option the user wrote it in."""
     if not _SPEC_RE.match(spec):
-        raise CheckpointError(f"--model {spec!r}: write a factory as package.module:callable")
+        raise CheckpointError(f"{option} {spec!r}: write it as package.module:callable")
     module_name, attr = spec.split(":", 1)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
         raise CheckpointError(
-            f"--model {spec}: cannot import {missing!r} (install it, or run from the folder that holds it / add it "
+            f"{option} {spec}: cannot import {missing!r} (install it, or run from the folder that holds it / add it "
             "to PYTHONPATH)"
         ) from None
     except Exception as exc:  # the user's module failed while importing: name it, one line
-        raise CheckpointError(f"--model {spec}: importing {module_name} failed ({type(exc).__name__}: {exc})") from None
+        failure = f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{option} {spec}: importing {module_name} failed ({failure})") from None
     target: Any = module
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise CheckpointError(f"--model {spec}: {module_name} has no attribute {attr!r}")
+            raise CheckpointError(f"{option} {spec}: {module_name} has no attribute {attr!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise CheckpointError(f"--model {spec}: {attr} is not callable")
+        raise CheckpointError(f"{option} {spec}: {attr} is not callable")
     return target
 
 

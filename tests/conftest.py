@@ -17,6 +17,13 @@ def _isolated_results(tmp_path, monkeypatch):
     monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("WANDB_MODE", "disabled")  # W&B tests opt in with WANDB_MODE=offline themselves
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # Test files run in parallel (make test): each test's sweeps take their own machine-wide measurement lock, so
+    # one test's sweep is not warned about another's.
+    monkeypatch.setenv("OPTBENCH_MACHINE_LOCK", str(tmp_path / "machine.lock"))
+    # An xdist worker exports its id; a `pytest bench` started by a test would inherit it, and pytest-benchmark then
+    # disables itself (no JSON written) as if that inner run were an xdist worker too.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(autouse=True)

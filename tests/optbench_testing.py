@@ -178,3 +178,27 @@ def user_checkpoints(root: Path) -> dict[str, tuple[Path, list[str]]]:
         ["--model", "user_models:build", "--model-kwargs", f"num_classes={USER_CLASSES}"],
     )
     return out
+
+
+REPORT_FINGERPRINT = {"cpu_model": "Test CPU", "cpu_flags": ["avx2"], "threads": 2, "versions": {"torch": "x"}}
+
+
+def report_rows(variant: str, p50: float, top1: float, thr: float, cov: float = 0.02) -> list[dict[str, Any]]:
+    """A measured variant's latency and throughput rows, as a sweep writes them, for tests of the reports."""
+    common = {
+        "variant": variant,
+        "recipe": variant,
+        "device": "cpu",
+        "status": "ok",
+        "top1": top1,
+        "top5": 100.0,
+        "size_mb": 5.0,
+        "build_s": 0.1,
+        "img_size": 32,
+        "fingerprint": REPORT_FINGERPRINT,
+        "quick": False,
+    }
+    return [
+        {**common, "scenario": "latency", "batch_size": 1, "p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "cov": cov},
+        {**common, "scenario": "throughput", "batch_size": 16, "throughput_img_s": thr},
+    ]

@@ -101,7 +101,8 @@ def test_a_grid_with_a_target_writes_a_run_directory_per_checkpoint_on_its_nodes
     nodes, worker, env = cluster
     grid = tmp_path / "grid.toml"
     grid.write_text(
-        f'recipes = "fp32"\nquick = true\nthreads = 1\nreplicas = 1\ntargets = ["second"]\n[[checkpoint]]\npath = "{tiny_ckpt}"\nname = "a"\n'
+        'recipes = "fp32"\nquick = true\nthreads = 1\nreplicas = 1\ntargets = ["second"]\n'
+        f'[[checkpoint]]\npath = "{tiny_ckpt}"\nname = "a"\n'
         f'[[checkpoint]]\npath = "{tiny_ckpt}"\nname = "b"\n'
     )
     cmd = [

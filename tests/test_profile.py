@@ -111,7 +111,7 @@ def test_torch_trace_is_chrome_json_with_operator_events(profiled, target):
     assert ops, "no operator events in the trace"
     assert all("ts" in e and "dur" in e and e.get("ph") == "X" for e in ops)
     names = {e["name"] for e in events}
-    assert f"optbench/{target}/next_batch" in names
+    assert f"enumerate(DataLoader)#optbench/{target}.__next__" in {e["name"] for e in ops}  # the plugin's DataLoader
     if target != "data":
         assert "aten::convolution" in names or any(n.startswith("aten::mkldnn_conv") for n in names)
     table = (profiled / f"{target}.torch.txt").read_text()
@@ -317,3 +317,88 @@ def test_cuda_train_trace_has_kernels_and_tries_pin_memory(quick_ckpt, tmp_path)
     verdict = json.loads((out_dir / "verdict.json").read_text())["verdicts"][0]
     if verdict["fixes"]:
         assert any("pin_memory" in f["label"] for f in verdict["fixes"])
+
+
+# ---------- TensorBoard: the profiler and HParams plugins, read through their HTTP endpoints ----------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, body: dict | None = None):
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def tensorboard(profiled):
+    """``tensorboard --logdir results/runs`` on 127.0.0.1 over the profile run and a sweep's reports beside it."""
+    from optbench_testing import report_rows, tiny_config
+
+    from bench.report import write_reports
+
+    runs = profiled.parent.parent
+    sweep = runs / "sweep"
+    sweep.mkdir()
+    rows = report_rows("fp32", 10.0, 95.0, 200.0) + report_rows("fp32-cl", 6.0, 95.0, 300.0)
+    write_reports(sweep, rows, tiny_config(sweep / "ckpt.pt", ["fp32", "fp32-cl"], run_id="sweep"))
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                listing = _get(f"{base}/pytorch_profiler/runs")
+                if not listing["loading"] and listing["runs"]:
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"tensorboard did not serve the profiler runs: {server.stderr.read()[-2000:]}")
+            time.sleep(1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_tensorboard_profiler_overview_counts_the_data_wait_the_verdict_measured(tensorboard, profiled):
+    run = f"{RUN_ID}/profile/torch/train"
+    assert run in _get(f"{tensorboard}/pytorch_profiler/runs")["runs"]
+    assert _get(f"{tensorboard}/pytorch_profiler/workers?run={run}&view=Overview") == ["train"]
+    overview = _get(f"{tensorboard}/pytorch_profiler/overview?run={run}&worker=train&span=1")
+    parts = {p["name"]: p["value"] for p in overview["performance"][0]["children"]}  # microseconds per step
+    verdict = {v["target"]: v for v in json.loads((profiled / "verdict.json").read_text())["verdicts"]}
+    waited_us = 1e3 * verdict["train"]["measurements"]["base"]["wait_ms_mean"]
+    # The same fetch, profiled and not: within a factor of five (profiler overhead, two steps each).
+    assert parts["DataLoader"] > 0 and waited_us / 5 < parts["DataLoader"] < waited_us * 5, (parts, waited_us)
+
+
+def test_tensorboard_hparams_lists_one_sortable_row_per_variant(tensorboard):
+    experiment = _get(f"{tensorboard}/hparams/experiment", {"experimentName": ""})
+    assert {"variant", "device"} <= {h["name"] for h in experiment["hparamInfos"]}
+    metrics = {m["name"]["tag"] for m in experiment["metricInfos"]}
+    assert {"hparam/p50_ms", "hparam/speedup_vs_fp32", "hparam/top1"} <= metrics
+    groups = _get(
+        f"{tensorboard}/hparams/session_groups",
+        {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"], "startIndex": 0,
+         "sliceSize": 100, "colParams": [{"metric": {"tag": "hparam/p50_ms"}, "order": "ORDER_ASC"}]},
+    )["sessionGroups"]  # fmt: skip
+    assert [g["hparams"]["variant"] for g in groups] == ["fp32-cl", "fp32"]  # sorted by p50 by the plugin
+    p50 = {m["name"]["tag"]: m["value"] for m in groups[0]["metricValues"]}["hparam/p50_ms"]
+    assert p50 == 6.0

@@ -5,31 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from optbench_testing import report_rows as rows_for
 
 from bench.report import write_reports
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-FP = {"cpu_model": "Test CPU", "cpu_flags": ["avx2"], "threads": 2, "versions": {"torch": "x"}}
-
-
-def rows_for(variant: str, p50: float, top1: float, thr: float, cov: float = 0.02) -> list[dict]:
-    common = {
-        "variant": variant,
-        "recipe": variant,
-        "device": "cpu",
-        "status": "ok",
-        "top1": top1,
-        "top5": 100.0,
-        "size_mb": 5.0,
-        "build_s": 0.1,
-        "img_size": 32,
-        "fingerprint": FP,
-        "quick": False,
-    }
-    return [
-        {**common, "scenario": "latency", "batch_size": 1, "p50_ms": p50, "p90_ms": p50, "p99_ms": p50, "cov": cov},
-        {**common, "scenario": "throughput", "batch_size": 16, "throughput_img_s": thr},
-    ]
 
 
 @pytest.fixture
@@ -83,10 +63,10 @@ def test_reports_plot_explanations_and_tensorboard(tmp_path, rows, monkeypatch):
     assert [p.name.split("-", 1)[1] for p in found] == ["fp32-cpu", "fp32-cl-cpu", "bf16-cpu", "int8-bad-cpu"]
     acc = EventAccumulator(str(found[1]))
     acc.Reload()
-    assert {"hparam/latency_p50_ms", "hparam/throughput_img_s", "hparam/top1", "hparam/speedup_vs_fp32"} <= set(
+    assert {"hparam/p50_ms", "hparam/throughput_img_s", "hparam/top1", "hparam/speedup_vs_fp32"} <= set(
         acc.Tags()["scalars"]
     )
-    assert acc.Scalars("hparam/latency_p50_ms")[0].value == 6.0
+    assert acc.Scalars("hparam/p50_ms")[0].value == 6.0
     # A second report (a resumed sweep) rewrites the sessions instead of adding more.
     write_reports(tmp_path, rows, conf(tmp_path))
     assert len(sessions()) == 4
@@ -105,7 +85,7 @@ def test_wandb_offline_run_holds_the_table(tmp_path, rows, monkeypatch, capsys):
     tables = list(run_dir.glob("files/media/table/leaderboard_*.table.json"))
     assert tables, sorted(p.name for p in run_dir.rglob("*"))
     table = json.loads(tables[0].read_text())
-    assert "variant" in table["columns"] and "latency_p50_ms" in table["columns"]
+    assert "variant" in table["columns"] and "p50_ms" in table["columns"]
     names = [row[table["columns"].index("variant")] for row in table["data"]]
     assert {"fp32", "fp32-cl", "bf16", "ptq(ort)"} <= set(names)
     assert list(run_dir.glob("files/media/images/pareto_*.png"))

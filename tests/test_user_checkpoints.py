@@ -86,7 +86,8 @@ GRID_SHAPES = ("custom_head.ckpt", "plain.pth", "lightning_hydra.ckpt", "timm_tr
 
 def test_users_checkpoints_measure_in_workers_through_one_sweep_file(cli, user_files, tmp_path):
     images, files, folder = user_files
-    lines = ['recipes = "fp32"', "quick = true", f'data = "{images}"', "img-size = 32"]
+    lines = ['recipes = "fp32"', "quick = true", "rounds = 5", "replicas = 1", "threads = 1", f'data = "{images}"']
+    lines.append("img-size = 32")
     for name in GRID_SHAPES:
         path, options = files[name]
         lines += ["[[checkpoint]]", f'path = "{path}"']

@@ -9,7 +9,6 @@ Everything lands in ``results/runs/<run-id>/profile/``.
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 from models.cli_args import add_load_arguments, load_spec_from_args, placeholder_note
 from models.errors import ArgumentParser, InputError, MissingDependencyError, run_cli
 
-TARGETS = ("data", "train", "infer")
+TARGETS = ("data", "train", "infer")  # of a checkpoint; --step adds "step", the user's own loop
 PROFILERS = ("cprofile", "torch", "line")
 DEVICES = ("cpu", "cuda")
 
@@ -33,7 +32,12 @@ def build_parser() -> ArgumentParser:
     add_load_arguments(p)
     p.add_argument("--data", help="digits | ImageFolder dir | torch/<name> (default: the checkpoint's own)")
     p.add_argument("--data-dir", help="root for timm dataset names")
-    p.add_argument("--target", default=",".join(TARGETS), help=f"comma-separated: {', '.join(TARGETS)} (default: all)")
+    p.add_argument("--target", help=f"comma-separated: {', '.join(TARGETS)} (default: all)")
+    p.add_argument(
+        "--step",
+        metavar="PKG.MOD:FACTORY",
+        help="profile your own loop instead of a checkpoint: FACTORY() returns step() or (step, data)",
+    )
     p.add_argument(
         "--profiler",
         default=None,
@@ -70,11 +74,25 @@ def parse_choices(text: str, choices: Sequence[str], option: str) -> list[str]:
     return [c for c in choices if c in names]
 
 
+def _check_step_alone(args: Any) -> None:
+    """``--step`` profiles the user's own loop: checkpoint targets and options have nothing to act on."""
+    if args.target and args.target.strip() != "step":
+        raise InputError("--step runs your own step (target 'step'); --target data/train/infer need a checkpoint")
+    given = [f"--{n.replace('_', '-')}" for n in ("model", "data", "num_classes", "img_size") if getattr(args, n)]
+    if args.ckpt or given:
+        what = "a checkpoint" if args.ckpt else " and ".join(given)
+        raise InputError(f"--step profiles your own step, which sets up its own model and data; drop {what}")
+
+
 def _validate(args: Any) -> dict[str, Any]:
     from bench.profile.lineprof import EXTRA_HINT, line_profiler_available, require_line_profiler
     from bench.profile.torchprof import TorchSchedule
 
-    targets = parse_choices(args.target, TARGETS, "--target")
+    if args.step:
+        _check_step_alone(args)
+        targets = ["step"]
+    else:
+        targets = parse_choices(args.target or ",".join(TARGETS), TARGETS, "--target")
     notes: list[str] = []
     if args.profiler is None:
         profilers = list(PROFILERS)
@@ -112,6 +130,10 @@ def _validate(args: Any) -> dict[str, Any]:
         reason = recipe.unavailable_reason(args.device)
         if reason:
             raise InputError(f"recipe {recipe} cannot run on {args.device} here: {reason}")
+    if args.run_id:
+        from bench.run.run_dir import check_run_id
+
+        check_run_id(args.run_id)  # a bad name stops here, before the checkpoint loads
     return {"targets": targets, "profilers": profilers, "schedule": sched, "recipe": recipe, "notes": notes}
 
 
@@ -123,104 +145,57 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _model_rates(model, batch, device: str, steps: int) -> dict[str, float]:
-    """Images/s of a train step and of an inference forward alone, on one batch already in memory."""
+def _out_dir(args: Any, tag: str) -> Path:
+    from bench.run.run_dir import check_run_id
+    from models.default import results_dir
+
+    run_id = check_run_id(args.run_id) if args.run_id else None
+    safe_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)[:40]
+    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_tag}-profile"
+    out_dir = results_dir() / "runs" / run_id / "profile"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _base_conf(args: Any, checked: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "targets": checked["targets"],
+        "profilers": checked["profilers"],
+        "steps": args.steps,
+        "torch_schedule": vars(checked["schedule"]),
+    }
+
+
+def _setup_step(args: Any, checked: dict[str, Any]):
+    """Call the user's factory, make the run directory; yields the one ``step`` target."""
     import torch
 
-    from bench.profile.measure import time_compute
-    from bench.profile.workloads import train_compute
+    from bench.profile.user_step import load_user_step, user_workload
 
-    trainee = copy.deepcopy(model).to(device).train()
-    compute, _, _ = train_compute(trainee)
-    images, targets = batch[0].to(device), batch[1].to(device)
-    train_rate = time_compute(compute, (images, targets), steps, device)
-    evaluated = copy.deepcopy(model).to(device).eval()
-
-    def forward(b) -> None:
-        with torch.inference_mode():
-            evaluated(b[0])
-
-    forward_rate = time_compute(forward, (images, targets), steps, device)
-    return {"train_step_images_per_s": train_rate, "forward_images_per_s": forward_rate}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    user = load_user_step(args.step)
+    out_dir = _out_dir(args, args.step.rsplit(":", 1)[-1])
+    conf = {"step": args.step, "device": args.device, "threads": torch.get_num_threads(), **_base_conf(args, checked)}
+    (out_dir / "profile_config.json").write_text(json.dumps(conf, indent=2))
+    data = "its own data" if user.data is None else type(user.data).__name__
+    log(f"profiling {args.step} on {data} ({args.device}, {conf['threads']} threads) -> {out_dir}")
+    return out_dir, conf, {"step": lambda: (user_workload(user, args.device), None, None)}
 
 
-def _verdict_for(target: str, workload, model, loaded, steps: int, try_fixes_: bool):
-    from bench.profile.measure import time_loop, try_fixes
-    from bench.profile.verdict import data_verdict, loop_verdict, worth_fixing
-
-    base = time_loop(workload, steps, "as configured")
-    if target == "data":
-        sample = next(iter(workload.loader))
-        rates = _model_rates(loaded.model, sample, workload.device, max(2, min(steps, 5)))
-        loader_rate = base.images_per_s
-        verdict = data_verdict(loader_rate, rates["train_step_images_per_s"], "the train step")
-        if try_fixes_ and worth_fixing(verdict.data_fraction):
-            trials = try_fixes(workload, steps, base, log=log)
-            fixes = [(t.label, t.images_per_s, t.startup_s) for t in trials]
-            verdict = data_verdict(loader_rate, rates["train_step_images_per_s"], "the train step", fixes)
-        verdict.measurements.update(rates)
-        verdict.measurements["loader"] = base.summary()
-        verdict.summary += f" (forward alone: {rates['forward_images_per_s']:.0f} img/s)"
-        return verdict
-    trials = []
-    if try_fixes_ and worth_fixing(base.data_fraction):
-        trials = try_fixes(workload, steps, base, model=model if target == "train" else None, log=log)
-    return loop_verdict(target, base, trials, what="train step" if target == "train" else "predict step")
-
-
-def _fix_table(verdict) -> str:
-    """The base measurement and every fix tried, one row each (empty when no fix was tried)."""
-    from tabulate import tabulate
-
-    if not verdict.fixes:
-        return ""
-    m = verdict.measurements
-    base = m.get("base") or {**m.get("loader", {}), "data_fraction": verdict.data_fraction}
-    rows = []
-    for f in [{**base, "label": "as configured"}, *verdict.fixes]:
-        epoch = f.get("epoch_start_ms")
-        rows.append(
-            [
-                f["label"],
-                f"{100 * f['data_fraction']:.0f}%",
-                f"{f['images_per_s']:.0f}",
-                "" if epoch is None else f"{epoch:.0f}",
-            ]
-        )
-    rate = "loader img/s" if "loader" in m else "img/s"
-    return tabulate(rows, headers=["measured", "data share", rate, "epoch start ms"], tablefmt="simple")
-
-
-def _build_workload(target: str, loaded, bundle, run_cfg, recipe, args: Any, run_dir: Path):
-    from bench.profile.workloads import data_workload, infer_workload, train_workload
-
-    if target == "data":
-        return data_workload(bundle.train, args.device), None
-    if target == "train":
-        model = copy.deepcopy(loaded.model)
-        return train_workload(model, bundle.train, args.device), model
-    from optim import build
-    from optim.context import build_context
-
-    variant = build(recipe, loaded, build_context(run_cfg, loaded, run_dir / "variant"))
-    return infer_workload(variant, bundle.val, args.device), None
-
-
-def _setup(args: Any, checked: dict[str, Any]):
-    """Load the checkpoint and data, make the run directory and its configuration; returns what the targets use."""
+def _setup_checkpoint(args: Any, checked: dict[str, Any]):
+    """Load the checkpoint and data, make the run directory and its configuration; returns a builder per target."""
     import torch
 
     import data
     import models
     from bench.config import RunConfig
     from bench.measure.timing import default_scenarios
-    from bench.run.run_dir import check_run_id
-    from models.default import results_dir
+    from bench.profile.targets import checkpoint_workload
 
     if args.threads:
         torch.set_num_threads(args.threads)
     load = load_spec_from_args(args)
-    run_id = check_run_id(args.run_id) if args.run_id else None
     loaded = models.load(load)
     if note := placeholder_note(loaded.info):
         log(note)
@@ -230,10 +205,7 @@ def _setup(args: Any, checked: dict[str, Any]):
     bundle = data.build(spec, info.data_config, loader_cfg, args.data_dir)  # a bad spec exits 2 here
     if bundle.num_classes and bundle.num_classes != info.num_classes:
         raise InputError(f"data spec {spec!r} has {bundle.num_classes} classes, the checkpoint {info.num_classes}")
-    arch_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (info.arch or "model"))[:40]
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{arch_tag}-profile"
-    out_dir = results_dir() / "runs" / run_id / "profile"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _out_dir(args, info.arch or "model")
     run_cfg = RunConfig(
         load=load,
         recipes=(str(checked["recipe"] or "fp32"),),
@@ -242,14 +214,12 @@ def _setup(args: Any, checked: dict[str, Any]):
         data_spec=spec,
         data_dir=args.data_dir,
         threads=torch.get_num_threads(),
-        run_id=run_id,
+        run_id=out_dir.parent.name,
     ).validated()
     conf = {
         "run": run_cfg.to_dict(),
-        "targets": checked["targets"],
-        "profilers": checked["profilers"],
-        "steps": args.steps,
-        "torch_schedule": vars(checked["schedule"]),
+        "recipe": str(checked["recipe"] or "fp32"),
+        **_base_conf(args, checked),
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
     }
@@ -259,7 +229,17 @@ def _setup(args: Any, checked: dict[str, Any]):
         f"{args.num_workers} workers): targets {', '.join(checked['targets'])}; "
         f"profilers {', '.join(checked['profilers'])} -> {out_dir}"
     )
-    return loaded, bundle, run_cfg, out_dir, conf
+
+    def builder(target: str):
+        def build():
+            workload, model = checkpoint_workload(
+                target, loaded, bundle, run_cfg, checked["recipe"], args.device, out_dir
+            )
+            return workload, model, loaded
+
+        return build
+
+    return out_dir, conf, {target: builder(target) for target in checked["targets"]}
 
 
 def _run_profilers(target: str, workload, checked: dict[str, Any], args: Any, out_dir: Path) -> dict[str, Any]:
@@ -295,25 +275,27 @@ def _run_profilers(target: str, workload, checked: dict[str, Any], args: Any, ou
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bench.profile.targets import fix_table, measure_verdict
+
     args = build_parser().parse_args(argv)
     checked = _validate(args)
     for note in checked["notes"]:
         log(f"note: {note}")
-    loaded, bundle, run_cfg, out_dir, conf = _setup(args, checked)
+    out_dir, conf, builders = (_setup_step if args.step else _setup_checkpoint)(args, checked)
     verdicts = []
     outputs: dict[str, dict[str, Any]] = {}
-    for target in checked["targets"]:
+    for target, build in builders.items():
         say(f"\n===== {target} =====")
-        workload, model = _build_workload(target, loaded, bundle, run_cfg, checked["recipe"], args, out_dir)
+        workload, model, loaded = build()
         for note in workload.notes:
             say(f"note: {note}")
         outputs[target] = _run_profilers(target, workload, checked, args, out_dir)
         log(f"[{target}] timing {args.steps} steps with no profiler attached ...")
-        verdict = _verdict_for(target, workload, model, loaded, args.steps, not args.no_fixes)
+        verdict = measure_verdict(target, workload, model, loaded, args.steps, not args.no_fixes, log)
         workload.close()
         verdicts.append(verdict)
         say(f"verdict: {verdict.summary}")
-        if table := _fix_table(verdict):
+        if table := fix_table(verdict):
             say(table)
     summary: dict[str, Any] = {"config": conf, "outputs": outputs, "verdicts": [v.to_dict() for v in verdicts]}
     (out_dir / "verdict.json").write_text(json.dumps(summary, indent=2, default=str))

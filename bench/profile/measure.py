@@ -70,7 +70,7 @@ def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: 
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     loader, compute, device = workload.loader, workload.compute, workload.device
-    startup = epoch_start(loader)
+    startup = epoch_start(loader) if isinstance(loader, DataLoader) else None
     iterator = iter(loader)
     batch = workload.move(next(iterator))
     for _ in range(warmup):
@@ -97,7 +97,9 @@ def time_loop(workload: Workload, steps: int, label: str | None = None, warmup: 
         waits.append(t1 - t0)
         computes.append(t2 - t1 if compute is not None else 0.0)
     del iterator
-    return LoopTiming(label or workload.name, tuple(waits), tuple(computes), workload.batch_size, startup)
+    return LoopTiming(
+        label or workload.name, tuple(waits), tuple(computes), workload.batch_size, startup, workload.unit
+    )
 
 
 def time_compute(compute: Callable[[Batch], None], batch: Batch, steps: int, device: str = "cpu") -> float:

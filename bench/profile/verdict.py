@@ -18,7 +18,10 @@ DATA_BOUND_FRACTION = 0.5
 COMPUTE_BOUND_FRACTION = 0.2
 # A fix must be at least this much faster (images/s) to be reported as helping; below it is noise.
 HELPS = 1.05
-NO_FIX_HINT = "the CPU may be saturated: try lighter decoding (pre-resized images) or a machine with more cores"
+NO_FIX_HINT = (
+    "the CPU may be saturated: make samples cheaper to produce (pre-resized images, precomputed features) or use a "
+    "machine with more cores"
+)
 
 DATA, COMPUTE, MIXED = "data-bound", "compute-bound", "mixed"
 
@@ -32,6 +35,7 @@ class LoopTiming:
     compute_s: tuple[float, ...]
     batch_size: int
     startup_s: float | None = None  # first batch of a fresh iterator at an epoch start (worker spawn lands here)
+    unit: str = "img"  # what batch_size counts: img, or samples / steps for a user's own step
 
     def __post_init__(self) -> None:
         if len(self.wait_s) != len(self.compute_s):
@@ -82,6 +86,7 @@ class LoopTiming:
             "data_fraction": self.data_fraction,
             "compute_fraction": self.compute_fraction,
             "images_per_s": self.images_per_s,
+            "unit": self.unit,
             "epoch_start_ms": None if self.startup_s is None else 1e3 * self.startup_s,
         }
 
@@ -92,8 +97,8 @@ class Verdict:
 
     target: str
     bound: str
-    data_fraction: float
-    compute_fraction: float
+    data_fraction: float | None  # None when the step loads its own data: nothing to split
+    compute_fraction: float | None
     summary: str
     measurements: dict[str, Any] = field(default_factory=dict)
     fixes: list[dict[str, Any]] = field(default_factory=list)
@@ -126,17 +131,28 @@ def _best(fixes: Sequence[LoopTiming]) -> LoopTiming | None:
     return max(fixes, key=lambda t: t.images_per_s) if fixes else None
 
 
-def loop_verdict(target: str, base: LoopTiming, fixes: Sequence[LoopTiming] = (), what: str = "step") -> Verdict:
+COMPUTE_ADVICE = "the input pipeline keeps up, so speed up the model (see python -m bench for variants)"
+
+
+def loop_verdict(
+    target: str,
+    base: LoopTiming,
+    fixes: Sequence[LoopTiming] = (),
+    what: str = "step",
+    compute_advice: str = COMPUTE_ADVICE,
+) -> Verdict:
     """Verdict of a train or infer loop: the share of each step spent waiting for data, and the best measured fix.
 
     ``fixes`` are the same loop re-measured with one change each (their ``label`` names the change).
     """
     bound = classify(base.data_fraction)
     s = base.summary()
+    per = f"step, {base.images_per_s:.1f} steps/s" if base.unit == "steps" else f"batch of {base.batch_size}"
+    if base.unit != "steps":
+        per += f", {base.images_per_s:.0f} {base.unit}/s"
     text = (
         f"{target}: data loading is {_pct(base.data_fraction)} of the {what} "
-        f"({s['wait_ms_mean']:.1f} ms waiting + {s['compute_ms_mean']:.1f} ms computing per batch of "
-        f"{base.batch_size}, {base.images_per_s:.0f} img/s): {bound}"
+        f"({s['wait_ms_mean']:.1f} ms waiting + {s['compute_ms_mean']:.1f} ms computing per {per}): {bound}"
     )
     best = _best(fixes)
     if best is not None:
@@ -144,17 +160,17 @@ def loop_verdict(target: str, base: LoopTiming, fixes: Sequence[LoopTiming] = ()
         if speedup >= HELPS and best.data_fraction < base.data_fraction:
             text += (
                 f"; {best.label} brings it to {_pct(best.data_fraction)} "
-                f"(measured: {best.images_per_s:.0f} img/s, {speedup:.2f}x)"
+                f"(measured: {best.images_per_s:.0f} {best.unit}/s, {speedup:.2f}x)"
             )
         elif speedup >= HELPS:  # faster overall, though waiting still takes as large a share of the shorter step
             text += (
-                f"; {best.label} is fastest (measured: {best.images_per_s:.0f} img/s, {speedup:.2f}x), "
+                f"; {best.label} is fastest (measured: {best.images_per_s:.0f} {best.unit}/s, {speedup:.2f}x), "
                 f"data still {_pct(best.data_fraction)} of the step"
             )
         else:
             text += f"; none of the fixes tried helped (best: {best.label}, {speedup:.2f}x, measured); {NO_FIX_HINT}"
     elif bound == COMPUTE:
-        text += "; the input pipeline keeps up, so speed up the model (see python -m bench for variants)"
+        text += f"; {compute_advice}"
     return Verdict(
         target=target,
         bound=bound,

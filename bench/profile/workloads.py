@@ -8,7 +8,8 @@ Keeping fetch and compute apart is what lets the verdict time them separately.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +29,36 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-class BatchStream:
-    """Endless batches from a DataLoader: a new epoch (a new iterator) starts when one runs out."""
+def data_wait_event(target: str) -> Any:
+    """A profiler range over one batch fetch (loader and device copy: what the verdict times as data) that the
+    TensorBoard profiler plugin files under DataLoader.
 
-    def __init__(self, loader: DataLoader) -> None:
+    The plugin only counts operator events named ``enumerate(DataLoader)#<...>.__next__``; torch's own range of that
+    name is a user annotation since torch 2.x, which the plugin drops, so its Overview showed 0 us of DataLoader
+    time. ``_RecordFunctionFast`` records an operator event; plain ``record_function`` is the fallback.
+    """
+    name = f"enumerate(DataLoader)#optbench/{target}.__next__"
+    fast = getattr(getattr(torch._C, "_profiler", None), "_RecordFunctionFast", None)
+    return fast(name) if fast is not None else torch.profiler.record_function(name)
+
+
+class NoData:
+    """The "data" of a step that fetches its own: ``None`` forever, so the loop has nothing to wait for."""
+
+    def __iter__(self) -> Iterator[None]:
+        return itertools.repeat(None)
+
+
+def batch_length(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor; 1 for anything else (a graph, a dict, None)."""
+    first = batch[0] if isinstance(batch, tuple | list) and batch else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else 1
+
+
+class BatchStream:
+    """Endless batches from a DataLoader (or any re-iterable): a new epoch starts when one runs out."""
+
+    def __init__(self, loader: Iterable) -> None:
         self.loader = loader
         self._it: Iterator | None = None
 
@@ -51,27 +78,37 @@ class BatchStream:
 
 @dataclass
 class Workload:
-    """One target: ``loader`` feeds ``compute`` (None for the data target, which only loads)."""
+    """One target: ``loader`` feeds ``compute`` (None for the data target, which only loads).
+
+    ``loader`` is a DataLoader for the checkpoint targets; for a user's own step it is whatever re-iterable the
+    user returned (or :class:`NoData`), and ``unit`` names what ``batch_size`` counts.
+    """
 
     name: str
-    loader: DataLoader
+    loader: Iterable
     device: str
     compute: Callable[[Batch], None] | None = None
     memory_format: torch.memory_format | None = None
-    move_to_device: bool = True  # False when compute does its own copy (a variant's prepare_input)
+    move_to_device: bool = True  # False when compute does its own copy (a variant's prepare_input, a user's step)
+    unit: str = "img"
     line_functions: list[Callable] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _stream: BatchStream | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
-        return int(self.loader.batch_size or 1)
+        return int(getattr(self.loader, "batch_size", None) or 1)
+
+    @property
+    def fetches_nothing(self) -> bool:
+        """True for a user step that loads its own data: every second of it counts as compute."""
+        return isinstance(self.loader, NoData)
 
     def move(self, batch: Batch) -> Batch:
         """Host batch to the device (and memory format) the compute wants; part of the data side of a step."""
-        images, targets = batch[0], batch[1]
         if not self.move_to_device:
-            return images, targets
+            return batch
+        images, targets = batch[0], batch[1]
         dev = torch.device(self.device)
         if dev.type != "cpu":
             images = images.to(dev, non_blocking=True)
@@ -81,9 +118,10 @@ class Workload:
         return images, targets
 
     def fetch(self) -> Batch:
+        """The next batch on the device, recorded as the DataLoader wait that TensorBoard's Overview counts."""
         if self._stream is None:
             self._stream = BatchStream(self.loader)
-        with torch.profiler.record_function(f"optbench/{self.name}/next_batch"):
+        with data_wait_event(self.name):
             return self.move(self._stream.next())
 
     def step(self) -> int:
@@ -93,7 +131,7 @@ class Workload:
             with torch.profiler.record_function(f"optbench/{self.name}/compute"):
                 self.compute(batch)
         synchronize(self.device)
-        return int(batch[0].shape[0])
+        return batch_length(batch)
 
     def close(self) -> None:
         if self._stream is not None:

@@ -11,7 +11,7 @@ from bench.report.leaderboard import REFERENCE, num, paced
 
 
 def _measured(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
-    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].map(num).notna()]
+    ok = df[(df["status"] == "ok") & df["p50_ms"].map(num).notna()]
     return ok[ok["device"] == device] if device else ok
 
 
@@ -26,7 +26,7 @@ def _fastest(pool: pd.DataFrame) -> pd.Series:
     key = paced(pool, "latency")
     pool = pool.assign(
         _p50=key,
-        _p90=pool["latency_p90_ms"].map(num).fillna(math.inf),
+        _p90=pool["p90_ms"].map(num).fillna(math.inf),
         _size=pool["size_mb"].map(num).fillna(math.inf),
     )
     return pool.sort_values(["_p50", "_p90", "_size", "variant"], kind="stable").iloc[0]
@@ -63,7 +63,7 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) ->
             fastest = _fastest(ok)
             return (
                 f"cannot check the {max_drop:g}-point top-1 budget{where}: the fp32 reference was not measured; "
-                f"fastest measured: {fastest['variant']} (p50 {num(fastest['latency_p50_ms']):.3f} ms, "
+                f"fastest measured: {fastest['variant']} (p50 {num(fastest['p50_ms']):.3f} ms, "
                 f"top-1 {num(fastest.get('top1')):.2f}%)"
             )
         closest = ok.assign(_d=ok["top1_drop"].map(num)).sort_values("_d", kind="stable").iloc[0]
@@ -90,5 +90,5 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) ->
     budget = f"within {max_drop:g}-point top-1 budget" if not math.isnan(top1) else "(no accuracy budget: speed only)"
     return (
         f"fastest {budget}{where}: {best['variant']} — "
-        f"p50 {num(best['latency_p50_ms']):.3f} ms at batch 1{speed_txt}{thr_txt}; {acc}"
+        f"p50 {num(best['p50_ms']):.3f} ms at batch 1{speed_txt}{thr_txt}; {acc}"
     )

@@ -27,9 +27,9 @@ SHOWN = {
     "speedup_vs_fp32": ("speedup ×fp32 (batch 1)", "{:.2f}"),
     "speedup_ci95_low": ("95% CI low", "{:.2f}"),
     "speedup_ci95_high": ("95% CI high", "{:.2f}"),
-    "latency_p50_ms": ("p50 ms", "{:.3f}"),
-    "latency_p99_ms": ("p99 ms", "{:.3f}"),
-    "latency_cov": ("CoV", "{:.2f}"),
+    "p50_ms": ("p50 ms", "{:.3f}"),
+    "p99_ms": ("p99 ms", "{:.3f}"),
+    "cov": ("CoV", "{:.2f}"),
     "throughput_img_s": ("img/s", "{:,.1f}"),
     "throughput_speedup_vs_fp32": ("img/s ×fp32", "{:.2f}"),
     "top1": ("top-1 %", "{:.2f}"),
@@ -105,13 +105,11 @@ def _table(df: pd.DataFrame) -> str:
     body = []
     for rec in df.to_dict("records"):
         classes = [str(rec.get("status") or "")]
-        if num(rec.get("latency_cov")) > NOISY_COV:
+        if num(rec.get("cov")) > NOISY_COV:
             classes.append("noisy")
             rec = {
                 **rec,
-                "note": "; ".join(
-                    x for x in (f"noisy: batch-1 CoV {num(rec['latency_cov']):.2f}", rec.get("note")) if x
-                ),
+                "note": "; ".join(x for x in (f"noisy: batch-1 CoV {num(rec['cov']):.2f}", rec.get("note")) if x),
             }
         body.append(f'<tr class="{" ".join(classes)}">' + "".join(_cell(c, rec.get(c)) for c in columns) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

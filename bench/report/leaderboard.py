@@ -15,10 +15,10 @@ COLUMNS = [
     "variant",
     "device",
     "status",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_cov",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "cov",
     "throughput_img_s",
     "throughput_batch",
     "speedup_vs_fp32",
@@ -63,13 +63,13 @@ def _variant_record(rows: list[dict[str, Any]]) -> dict[str, Any]:
     lat, thr = by_scenario.get("latency"), by_scenario.get("throughput")
     if lat:
         rec.update(
-            latency_p50_ms=lat.get("p50_ms"),
-            latency_p90_ms=lat.get("p90_ms"),
-            latency_p99_ms=lat.get("p99_ms"),
-            latency_cov=lat.get("cov"),
+            p50_ms=lat.get("p50_ms"),
+            p90_ms=lat.get("p90_ms"),
+            p99_ms=lat.get("p99_ms"),
+            cov=lat.get("cov"),
         )
         if "device_p50_ms" in lat:
-            rec["device_latency_p50_ms"] = lat["device_p50_ms"]
+            rec["device_p50_ms"] = lat["device_p50_ms"]
     if thr:
         rec.update(throughput_img_s=thr.get("throughput_img_s"), throughput_batch=thr.get("batch_size"))
         if "device_throughput_img_s" in thr:
@@ -158,7 +158,7 @@ def build_leaderboard(rows: Iterable[dict[str, Any]], max_drop: float = 1.0) -> 
         if ref.empty:
             continue
         ref = ref.iloc[0]
-        df.loc[on_device, "speedup_vs_fp32"] = num(ref["latency_p50_ms"]) / df.loc[on_device, "latency_p50_ms"].map(num)
+        df.loc[on_device, "speedup_vs_fp32"] = num(ref["p50_ms"]) / df.loc[on_device, "p50_ms"].map(num)
         df.loc[on_device, "throughput_speedup_vs_fp32"] = df.loc[on_device, "throughput_img_s"].map(num) / num(
             ref["throughput_img_s"]
         )
@@ -189,9 +189,7 @@ def paced(df: pd.DataFrame, scenario: str) -> pd.Series:
     output in the order the paired speedups give (see ``_fastest``).
     """
     column, speedup = (
-        ("latency_p50_ms", "speedup_vs_fp32")
-        if scenario == "latency"
-        else ("throughput_img_s", "throughput_speedup_vs_fp32")
+        ("p50_ms", "speedup_vs_fp32") if scenario == "latency" else ("throughput_img_s", "throughput_speedup_vs_fp32")
     )
     out = df[column].map(num)
     for device in df["device"].unique():

@@ -84,10 +84,10 @@ def _latency_panel(ax, ok: pd.DataFrame, max_drop: float, many_devices: bool) ->
     if not has_acc:
         _latency_bars(ax, records, many_devices)
         return []
-    has_acc.sort(key=lambda r: _num(r["latency_p50_ms"]))
+    has_acc.sort(key=lambda r: _num(r["p50_ms"]))
     key, numbered = [], []
     for index, rec in enumerate(has_acc, start=1):
-        lat, top1 = _num(rec["latency_p50_ms"]), _num(rec["top1"])
+        lat, top1 = _num(rec["p50_ms"]), _num(rec["top1"])
         speed = _num(rec.get("speedup_vs_fp32"))
         if rec["variant"] == REFERENCE:
             ax.scatter(lat, top1, marker="*", s=220, color=COLORS["ref"], zorder=4, label="fp32 reference")
@@ -108,7 +108,7 @@ def _latency_panel(ax, ok: pd.DataFrame, max_drop: float, many_devices: bool) ->
             )
         numbered.append((lat, top1, str(index)))
         key.append(f"{index}. {_label(rec, many_devices).replace(chr(10), ', ')}")
-    front = pareto_front([(_num(r["latency_p50_ms"]), _num(r["top1"])) for r in has_acc])
+    front = pareto_front([(_num(r["p50_ms"]), _num(r["top1"])) for r in has_acc])
     xs, ys = zip(*front, strict=True)
     ax.step(xs, ys, where="post", color="#2ca02c", linestyle="--", linewidth=1.2, zorder=1)
     ax.scatter(xs, ys, s=140, facecolors="none", edgecolors="#2ca02c", linewidths=1.5, zorder=2, label="Pareto front")
@@ -116,7 +116,7 @@ def _latency_panel(ax, ok: pd.DataFrame, max_drop: float, many_devices: bool) ->
     if ref:
         budget = _num(ref[0]["top1"]) - max_drop
         ax.axhline(budget, color=COLORS["over"], linestyle=":", linewidth=1, label=f"budget: fp32 - {max_drop:g} pt")
-    lats = [_num(r["latency_p50_ms"]) for r in has_acc]
+    lats = [_num(r["p50_ms"]) for r in has_acc]
     if min(lats) > 0 and max(lats) / min(lats) > 20:
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
@@ -134,9 +134,9 @@ def _latency_panel(ax, ok: pd.DataFrame, max_drop: float, many_devices: bool) ->
 
 def _latency_bars(ax, records: list[dict[str, Any]], many_devices: bool) -> None:
     """Without accuracy (random init) there is no top-1 axis: latency bars instead, said in the title."""
-    records = sorted(records, key=lambda r: _num(r["latency_p50_ms"]))
+    records = sorted(records, key=lambda r: _num(r["p50_ms"]))
     names = [_label(r, many_devices).replace("\n", " ") for r in records]
-    values = [_num(r["latency_p50_ms"]) for r in records]
+    values = [_num(r["p50_ms"]) for r in records]
     colors = [COLORS["ref"] if r["variant"] == REFERENCE else COLORS["ok"] for r in records]
     ax.barh(names, values, color=colors)
     ax.invert_yaxis()
@@ -192,11 +192,11 @@ def pareto_figure(df: pd.DataFrame, max_drop: float = 1.0, title: str = ""):
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].map(_num).notna()] if not df.empty else df
+    ok = df[(df["status"] == "ok") & df["p50_ms"].map(_num).notna()] if not df.empty else df
     if not ok.empty:  # positions at fp32's pace, so the plot agrees with the leaderboard's paired order
         from bench.report.leaderboard import paced
 
-        ok = ok.assign(latency_p50_ms=paced(ok, "latency"), throughput_img_s=paced(ok, "throughput"))
+        ok = ok.assign(p50_ms=paced(ok, "latency"), throughput_img_s=paced(ok, "throughput"))
     n = len(ok)
     key_rows = math.ceil(n / 2)
     fig, axes = plt.subplots(1, 2, figsize=(14, max(4.5, 0.35 * n + 2.5) + 0.18 * key_rows))

@@ -26,7 +26,7 @@ from bench.report.leaderboard import num
 from models.errors import MissingDependencyError
 
 WANDB_PROJECT = "optbench"
-SUMMARY_KEYS = ("latency_p50_ms", "latency_p99_ms", "throughput_img_s", "speedup_vs_fp32", "top1", "top1_drop")
+SUMMARY_KEYS = ("p50_ms", "p99_ms", "throughput_img_s", "speedup_vs_fp32", "top1", "top1_drop")
 
 
 def _has_api_key() -> bool:
@@ -80,7 +80,7 @@ def _log_tables(run: Any, wandb: Any, df: pd.DataFrame) -> None:
         run.log(
             {
                 "latency_vs_top1": wandb.plot.scatter(
-                    measured, "latency_p50_ms", "top1", title="batch-1 p50 latency (ms) vs top-1 (%)"
+                    measured, "p50_ms", "top1", title="batch-1 p50 latency (ms) vs top-1 (%)"
                 ),
                 "speedup": wandb.plot.bar(measured, "variant", "speedup_vs_fp32", title="speedup vs fp32 at batch 1"),
             }

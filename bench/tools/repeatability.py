@@ -19,7 +19,7 @@ from bench.report.leaderboard import REFERENCE, build_leaderboard
 from bench.results_io import RESULTS_FILE, read_rows
 from models.errors import ArgumentParser, InputError, run_cli
 
-METRICS = ("latency_p50_ms", "throughput_img_s", "speedup_vs_fp32", "throughput_speedup_vs_fp32")
+METRICS = ("p50_ms", "throughput_img_s", "speedup_vs_fp32", "throughput_speedup_vs_fp32")
 
 
 def _rows(path: Path) -> list[dict]:
