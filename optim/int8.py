@@ -30,7 +30,8 @@ def default_backend(device: str = "cpu") -> str:
     On the embedded default (resnet10t, 32 px, batch 1, 2 threads) ORT static INT8 beat PT2E x86 + Inductor both on
     an AMD EPYC (no VNNI) and on an Intel Xeon with AVX512-VNNI and AMX (ORT 5.9x vs x86 1.6x over eager FP32): on
     small inputs the compiled graph's per-call overhead dominates. PT2E x86 won on mobilenetv3/convnext/ViT, so
-    ``python -m bench`` measures both (``ptq(x86)`` and ``ptq(ort)``), and OpenVINO (``ptq(ov)``) on Intel CPUs.
+    ``python -m bench`` measures both (``ptq(x86)`` and ``ptq(ort)``), and OpenVINO (``ptq(ov)``) on x86-64 CPUs
+    with AVX2.
     """
     return "tensorrt" if device == "cuda" else "ort"
 

@@ -99,7 +99,7 @@ def _cache_dir() -> Path:
     description="OpenVINO CPU plugin, precision set explicitly (f32, or bf16 on AMX/avx512_bf16); LATENCY/THROUGHPUT",
     default_recipes={"cpu": ["ov", "ov(bf16)"]},
     available=_unavailable,
-    needs=lambda args, device: ("intel_cpu", "native_bf16") if args.get("precision") == "bf16" else ("intel_cpu",),
+    needs=lambda args, device: ("x86_avx2", "native_bf16") if args.get("precision") == "bf16" else ("x86_avx2",),
     slow_hints=lambda args, device, flags: ["OpenVINO copies the batch between torch and numpy on every call"],
 )
 def ov_step(artifact: Artifact, ctx: BuildContext, precision: str = "f32") -> Artifact:
@@ -107,6 +107,9 @@ def ov_step(artifact: Artifact, ctx: BuildContext, precision: str = "f32") -> Ar
     source = _source(artifact, "ov")
     model = ov_runtime.convert(source, ctx.loaded.info.input_size)
     entry = {"step": f"ov({precision})" if precision != "f32" else "ov", "converted_from": type(source).__name__}
+    int8 = ov_runtime.int8_summary(model)
+    if int8["fake_quantize_nodes"]:  # an ONNX file with quantize/dequantize pairs, e.g. qat(ort)+ov: INT8 in OpenVINO
+        entry.update(int8, int8_from="the ONNX file's quantize/dequantize pairs")
     return _runtime_artifact(model, ctx, precision, artifact.steps, entry)
 
 
@@ -247,7 +250,7 @@ def _register() -> None:
         available=_unavailable,
         fallbacks=ptq_fallbacks,
         slow_hints=int8_slow_hints,
-        needs=lambda args, device: ("intel_cpu",),
+        needs=lambda args, device: ("x86_avx2",),
     )(lambda artifact, ctx, **args: build_ov_int8(artifact, ctx, args))
 
 

@@ -164,7 +164,7 @@ PTQ_USAGE = "ptq(x86|ort|tensorrt|ov[,calib=...][,keep=ends|N|ends+N][,BACKEND O
     reload_compiles=_reload_compiles,
     fallbacks=ptq_fallbacks,
     slow_hints=int8_slow_hints,
-    needs=lambda args, device: ("intel_cpu",) if args.get("backend") == "ov" else (),
+    needs=lambda args, device: ("x86_avx2",) if args.get("backend") == "ov" else (),
 )
 def ptq_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Dispatch on the backend; ``ptq`` without one picks the machine's best (see :func:`default_backend`)."""

@@ -1,6 +1,8 @@
 """``qat(x86|ort)``: PT2E quantization-aware fine-tuning on the train split, then the x86 Inductor graph or ORT QDQ.
 
-Not in the default sweep: it fine-tunes (minutes on 2 cores). The fake-quantized model is trained with the same loop
+``qat(ort)`` makes an ONNX file with the learned quantize/dequantize pairs, so it can end a chain in ONNX Runtime or
+go on to OpenVINO (``qat(ort)+ov``), which reads those pairs as its own INT8 (FakeQuantize) layers. Not in the
+default sweep: it fine-tunes (minutes on 2 cores). The fake-quantized model is trained with the same loop
 as ``python -m models.train``; ``--quick`` caps it at a few steps.
 """
 
@@ -14,7 +16,7 @@ from optim.artifact import Artifact, BuildContext
 from optim.backends.onnx_export import DEFAULT_OPSET, ExportConfig, ParityConfig, check_opset
 from optim.int8 import default_backend, eager_module, step_config, x86_artifact
 from optim.onnx import export_checked, onnx_artifact, parse_key_values
-from optim.registry import MODULE, RUNTIME, register_step
+from optim.registry import MODULE, ONNX, RUNTIME, register_step
 
 QAT_BACKENDS = ("x86", "ort")
 DEFAULT_QAT_EPOCHS = 1
@@ -46,6 +48,7 @@ def parse_qat_args(args: Sequence[str]) -> dict[str, Any]:
     "qat",
     accepts=[MODULE],
     produces=RUNTIME,
+    produces_for=lambda args: ONNX if (args.get("backend") or default_backend("cpu")) == "ort" else RUNTIME,
     parse_args=parse_qat_args,
     devices=["cpu"],
     usage=QAT_USAGE,

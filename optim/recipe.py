@@ -51,7 +51,7 @@ class Recipe:
         return False
 
     def needs(self, device: str) -> tuple[str, ...]:
-        """Capabilities of the machine (``native_bf16``, ``intel_cpu``, ...) the recipe's steps need to pay off."""
+        """Capabilities of the machine (``native_bf16``, ``x86_avx2``, ...) the recipe's steps need to pay off."""
         out: list[str] = []
         for step in self.steps:
             if step.spec.needs is not None:
@@ -128,7 +128,7 @@ def parse(text: str) -> Recipe:
                 f"recipe {text!r}: step {step} cannot run {before} (it takes {'/'.join(sorted(step.spec.accepts))}, "
                 f"gets {produced})"
             )
-        produced = step.spec.produces
+        produced = step.spec.output_kind(step.args)
     return Recipe(steps)
 
 

@@ -63,6 +63,13 @@ class StepSpec:
     # Hardware this step needs to be worth measuring by default: (args, device) -> capability names
     # (bench.run.recipes_for_machine says which machine has which). --recipes runs a step anyway.
     needs: Callable[[dict[str, Any], str], tuple[str, ...]] | None = None
+    # When the kind made depends on the arguments (qat(ort) writes an ONNX file another step can take, qat(x86) a
+    # compiled graph): (args) -> kind. ``produces`` stays the kind listed by ``python -m optim list``.
+    produces_for: Callable[[dict[str, Any]], str] | None = None
+
+    def output_kind(self, args: dict[str, Any]) -> str:
+        """The artifact kind this step makes with ``args``: what the next step of a chain must accept."""
+        return self.produces_for(args) if self.produces_for is not None else self.produces
 
 
 STEPS: dict[str, StepSpec] = {}
@@ -98,6 +105,7 @@ def register_step(
     fallbacks: Callable[[Any], list[tuple[str, str]]] | None = None,
     slow_hints: Callable[[dict[str, Any], str, set[str]], list[str]] | None = None,
     needs: Callable[[dict[str, Any], str], tuple[str, ...]] | None = None,
+    produces_for: Callable[[dict[str, Any]], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn(artifact, ctx, **args) -> Artifact`` as recipe step ``name``."""
 
@@ -131,6 +139,7 @@ def register_step(
             fallbacks=fallbacks,
             slow_hints=slow_hints,
             needs=needs,
+            produces_for=produces_for,
         )
         return fn
 

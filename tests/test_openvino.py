@@ -3,6 +3,8 @@
 Thresholds: ``ov`` computes FP32 as eager does (max logit difference ~1e-5 here), so its predictions must agree on
 at least 99% of val; INT8 rounds weights and activations, so near-tie predictions may flip: at least 95% (it was
 100% when measured). ``prune(0.5)+ov-int8`` is compared with ``prune(0.5)``, its own FP32, for the same reason.
+``qat(ort)+ov`` (eight quick fine-tuning steps, then OpenVINO reads the learned quantize/dequantize pairs as INT8)
+is held to the INT8 bar.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 from optbench_testing import tiny_config
+
+from models.errors import InputError
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino nncf)")
 
@@ -24,7 +28,7 @@ def built(tiny_loaded, tmp_path_factory):
     ctx = build_context(cfg, tiny_loaded, root / "data")
     bundle = ctx.data
     out = {}
-    for recipe in ("fp32", "ov", "ov(bf16)", "ptq(ov)", "prune(0.5)", "prune(0.5)+ov-int8"):
+    for recipe in ("fp32", "ov", "ov(bf16)", "ptq(ov)", "prune(0.5)", "prune(0.5)+ov-int8", "qat(ort)+ov"):
         folder = root / recipe.replace("(", "_").replace(")", "").replace("+", "-")
         variant = build(recipe, tiny_loaded, build_context(cfg, tiny_loaded, folder, bundle))
         variant.save(folder)
@@ -38,7 +42,12 @@ def _predictions(variant, loader) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "recipe,reference,minimum",
-    [("ov", "fp32", 99.0), ("ptq(ov)", "fp32", 95.0), ("prune(0.5)+ov-int8", "prune(0.5)", 95.0)],
+    [
+        ("ov", "fp32", 99.0),
+        ("ptq(ov)", "fp32", 95.0),
+        ("prune(0.5)+ov-int8", "prune(0.5)", 95.0),
+        ("qat(ort)+ov", "fp32", 95.0),
+    ],
 )
 def test_openvino_variants_agree_with_their_fp32(built, recipe, reference, minimum):
     variants, bundle = built
@@ -51,6 +60,18 @@ def test_int8_is_int8_and_fp32_is_explicitly_f32(built):
     int8 = variants["ptq(ov)"][0].manifest["steps"][-1]
     assert int8["fake_quantize_nodes"] > 0 and int8["int8_constants"] > 0
     assert variants["ov"][0].manifest["steps"][-1]["inference_precision"] == "f32"
+    assert "fake_quantize_nodes" not in variants["ov"][0].manifest["steps"][-1]
+    qat, ov = variants["qat(ort)+ov"][0].manifest["steps"][-2:]
+    assert qat["finetune"]["split"] == "train" and qat["export"]["parity"]["passed"]
+    assert ov["fake_quantize_nodes"] > 0 and "quantize/dequantize" in ov["int8_from"]
+
+
+def test_only_an_onnx_qat_goes_on_to_openvino():
+    from optim import parse
+
+    assert str(parse("qat(ort)+ov")) == "qat(ort)+ov" and str(parse("qat+ov")) == "qat+ov"  # ort is qat's default
+    with pytest.raises(InputError, match=r"cannot run after qat\(x86\)"):
+        parse("qat(x86)+ov")
 
 
 def test_bf16_says_what_really_ran(built):
