@@ -130,11 +130,19 @@ def _validate(args: Any) -> dict[str, Any]:
         reason = recipe.unavailable_reason(args.device)
         if reason:
             raise InputError(f"recipe {recipe} cannot run on {args.device} here: {reason}")
+    run_id = None
     if args.run_id:
         from bench.run.run_dir import check_run_id
 
-        check_run_id(args.run_id)  # a bad name stops here, before the checkpoint loads
-    return {"targets": targets, "profilers": profilers, "schedule": sched, "recipe": recipe, "notes": notes}
+        run_id = check_run_id(args.run_id)  # a bad name stops here, before the checkpoint loads
+    return {
+        "targets": targets,
+        "profilers": profilers,
+        "schedule": sched,
+        "recipe": recipe,
+        "notes": notes,
+        "run_id": run_id,
+    }
 
 
 def say(text: str = "") -> None:
@@ -145,13 +153,11 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _out_dir(args: Any, tag: str) -> Path:
-    from bench.run.run_dir import check_run_id
+def _out_dir(checked: dict[str, Any], tag: str) -> Path:
     from models.default import results_dir
 
-    run_id = check_run_id(args.run_id) if args.run_id else None
     safe_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)[:40]
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_tag}-profile"
+    run_id = checked["run_id"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_tag}-profile"
     out_dir = results_dir() / "runs" / run_id / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
@@ -175,7 +181,7 @@ def _setup_step(args: Any, checked: dict[str, Any]):
     if args.threads:
         torch.set_num_threads(args.threads)
     user = load_user_step(args.step)
-    out_dir = _out_dir(args, args.step.rsplit(":", 1)[-1])
+    out_dir = _out_dir(checked, args.step.rsplit(":", 1)[-1])
     conf = {"step": args.step, "device": args.device, "threads": torch.get_num_threads(), **_base_conf(args, checked)}
     (out_dir / "profile_config.json").write_text(json.dumps(conf, indent=2))
     data = "its own data" if user.data is None else type(user.data).__name__
@@ -205,7 +211,7 @@ def _setup_checkpoint(args: Any, checked: dict[str, Any]):
     bundle = data.build(spec, info.data_config, loader_cfg, args.data_dir)  # a bad spec exits 2 here
     if bundle.num_classes and bundle.num_classes != info.num_classes:
         raise InputError(f"data spec {spec!r} has {bundle.num_classes} classes, the checkpoint {info.num_classes}")
-    out_dir = _out_dir(args, info.arch or "model")
+    out_dir = _out_dir(checked, info.arch or "model")
     run_cfg = RunConfig(
         load=load,
         recipes=(str(checked["recipe"] or "fp32"),),

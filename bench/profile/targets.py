@@ -90,11 +90,11 @@ def measure_verdict(target: str, workload: Workload, model, loaded, steps: int, 
     if target == "data":
         return _data_target_verdict(workload, loaded, steps, try_fixes_, log)
     base = time_loop(workload, steps, "as configured")
+    if workload.fetches_nothing:
+        return _unsplit_verdict(base)
     trials = []
     if try_fixes_ and isinstance(workload.loader, DataLoader) and worth_fixing(base.data_fraction):
         trials = try_fixes(workload, steps, base, model=model if target == "train" else None, log=log)
-    if workload.fetches_nothing:
-        return _unsplit_verdict(base)
     advice = STEP_ADVICE if target == "step" else COMPUTE_ADVICE
     return loop_verdict(target, base, trials, what=WHAT[target], compute_advice=advice)
 

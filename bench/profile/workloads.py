@@ -38,8 +38,10 @@ def data_wait_event(target: str) -> Any:
     time. ``_RecordFunctionFast`` records an operator event; plain ``record_function`` is the fallback.
     """
     name = f"enumerate(DataLoader)#optbench/{target}.__next__"
-    fast = getattr(getattr(torch._C, "_profiler", None), "_RecordFunctionFast", None)
-    return fast(name) if fast is not None else torch.profiler.record_function(name)
+    return _FAST_EVENT(name) if _FAST_EVENT is not None else torch.profiler.record_function(name)
+
+
+_FAST_EVENT = getattr(getattr(torch._C, "_profiler", None), "_RecordFunctionFast", None)  # once, not per batch
 
 
 class NoData:
