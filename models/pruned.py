@@ -37,6 +37,8 @@ SHAPE_ATTRS = (
     "embed_dim",
     "num_heads",
     "head_dim",
+    "attn_dim",
+    "head_hidden_size",
     "hidden_size",
     "dim",
 )
@@ -136,6 +138,8 @@ def rebuild_pruned(model: nn.Module, pruned_layers: Mapping[str, Any]) -> nn.Mod
                 raise CheckpointError(f"pruned layer {name!r}: cannot set attribute {attr!r}")
             old = module.__dict__[attr]
             setattr(module, attr, tuple(value) if isinstance(old, tuple) else value)
+        if "head_dim" in (record.get("attrs") or {}) and isinstance(module.__dict__.get("scale"), float):
+            module.scale = module.head_dim**-0.5  # attention's softmax scale follows its pruned head width
         own = _own_tensors(module)
         for tname, shape in (record.get("tensors") or {}).items():
             if tname not in own:

@@ -2,9 +2,10 @@
 
 Channels are removed for real (layers get narrower), so the pruned model is a smaller dense model that any
 backend runs faster, unlike unstructured sparsity. The classifier is never pruned and widths are rounded to
-multiples of 8 (SIMD and tensor-core friendly). MACs and parameters before/after come from torch-pruning's
-counter, and the speedup is *measured*: fewer MACs does not always mean faster (Torch-Pruning issues 149, 382),
-and the manifest says so when it is not.
+multiples of 8 (SIMD and tensor-core friendly). In transformers laid out like timm's ViT (a fused ``qkv``), the
+embedding width and the same share of every head's width go, and the head count stays. MACs and parameters
+before/after come from torch-pruning's counter, and the speedup is *measured*: fewer MACs does not always mean
+faster (Torch-Pruning issues 149, 382), and the manifest says so when it is not.
 
 The pruned variant is saved as our checkpoint plus per-layer shapes (:mod:`models.pruned`), never as a pickled
 module, so ``models.load`` rebuilds it with ``weights_only=True``.

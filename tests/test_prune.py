@@ -171,13 +171,37 @@ def test_cli_prunes_and_reports(cli, tiny_ckpt, tmp_path):
 
 
 def test_unsupported_model_fails_naming_the_layer(tmp_path):
-    """timm's ViT attention reshapes to a fixed head count: the pruner cuts qkv and the forward breaks."""
-    loaded = models.load(None, arch="test_vit", num_classes=10)
+    """test_vit3 pools with latent attention that reshapes to a fixed width: the forward breaks after the cut."""
+    loaded = models.load(None, arch="test_vit3", num_classes=10)
     ctx = BuildContext(loaded=loaded, device="cpu", workdir=tmp_path, threads=1)
     with pytest.raises(InputError) as err:
         build("prune(0.5,finetune=0)", loaded, ctx)
     message = str(err.value)
-    assert "cannot prune test_vit" in message and "blocks.0.attn" in message
+    assert "cannot prune test_vit3" in message and "attn_pool" in message
+
+
+def test_vit_from_a_plain_state_dict_prunes_head_widths_and_reloads(cli, tmp_path):
+    """A user's ViT (plain state dict + --model): every head keeps its place but gets narrower, and the saved
+    variant reloads weights-only with the same head layout and softmax scale as the pruned model."""
+    torch.save(models.create_model("test_vit", 10).state_dict(), tmp_path / "vit.pth")
+    out = tmp_path / "variant"
+    argv = ["optim.prune", str(tmp_path / "vit.pth"), "--model", "test_vit", "--num-classes", "10", "--ratio", "0.5"]
+    proc = cli([*argv, "--finetune-epochs", "0", "--no-eval", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    entry = json.loads((out / "manifest.json").read_text())["steps"][0]
+    assert entry["macs_after"] < 0.6 * entry["macs_before"]
+    saved = models.load(out / "model.pt")  # weights-only, rebuilt from the recorded widths
+    model = saved.model.eval()
+    attention = [block.attn for block in model.blocks]
+    assert {(a.num_heads, a.head_dim, a.attn_dim) for a in attention} == {(2, 16, 32)}
+    assert all(a.scale == 16**-0.5 for a in attention)
+    x = torch.randn(2, *saved.info.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fused = model(x)
+        for a in attention:
+            a.fused_attn = False  # the explicit path multiplies by `scale`: it must equal what SDPA uses
+        explicit = model(x)
+    torch.testing.assert_close(fused, explicit, rtol=1e-4, atol=1e-4)
 
 
 def test_rebuild_rejects_records_that_do_not_fit(tiny_loaded):

@@ -7,6 +7,7 @@ faster, unlike unstructured sparsity. The classifier is never pruned and widths 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,14 @@ def count_macs_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int
     return int(macs), int(params)
 
 
+PRUNER_ERRORS = (RuntimeError, ValueError, KeyError, IndexError, TypeError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def _run_named(model: nn.Module, example: torch.Tensor, arch: str, when: str) -> None:
     """Forward once; if it fails, raise an InputError naming the innermost layer that was running."""
     names = {module: name for name, module in model.named_modules()}
@@ -106,9 +115,9 @@ def _run_named(model: nn.Module, example: torch.Tensor, arch: str, when: str) ->
     try:
         with torch.no_grad():
             model(example)
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+    except PRUNER_ERRORS as exc:
         failed = list(stack)
-        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        message = _first_line(exc)
         layer = failed[-1] if failed else "<model>"
         block = next((n for n in reversed(failed[:-1]) if n), None)
         module = dict(model.named_modules()).get(layer)
@@ -157,32 +166,78 @@ def _taylor_gradients(model: nn.Module, ctx: BuildContext) -> None:
     model.eval()
 
 
+def attention_layers(model: nn.Module) -> list[nn.Module]:
+    """Multi-head attention blocks laid out like timm's (a fused ``qkv`` Linear, ``num_heads``, ``head_dim``).
+
+    Their forward reshapes ``qkv``'s output to (3, num_heads, head_dim), so the pruner must cut the same
+    dimensions in every head, and the block's own ``head_dim`` must follow the cut (:func:`sync_attention`).
+    """
+    return [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "qkv", None), nn.Linear)
+        and isinstance(m.__dict__.get("num_heads"), int)
+        and isinstance(m.__dict__.get("head_dim"), int)
+    ]
+
+
+def sync_attention(layers: Sequence[nn.Module]) -> None:
+    """Set each attention block's head width from its (pruned) ``qkv``, and the softmax scale to match.
+
+    The fused path (scaled_dot_product_attention) already scales by the new head width; the explicit path
+    reads ``scale``, so both must agree or the same weights would give two different models.
+    """
+    for layer in layers:
+        layer.head_dim = layer.qkv.out_features // 3 // layer.num_heads
+        if isinstance(layer.__dict__.get("attn_dim"), int):
+            layer.attn_dim = layer.num_heads * layer.head_dim
+        if isinstance(layer.__dict__.get("scale"), float):
+            layer.scale = layer.head_dim**-0.5
+
+
 def prune_module(model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch: str, ctx: BuildContext | None = None):
-    """Prune ``model`` in place (no fine-tune); returns (model, report). Raises InputError if nothing was removed."""
+    """Prune ``model`` in place (no fine-tune); returns (model, report). Raises InputError if nothing was removed.
+
+    Transformers keep their head count and lose the same share of every head's width (torch-pruning's
+    ``prune_head_dims``); the embedding width shrinks with it, class and position tokens included.
+    """
     tp = _import_torch_pruning()
     model.eval()
     widths = _widths(model)
     macs0, params0 = count_macs_params(model, example)
     head = classifier_of(model)
+    attention = attention_layers(model)
+    heads = {"num_heads": {a.qkv: a.num_heads for a in attention}, "prune_head_dims": True} if attention else {}
     try:
-        pruner = tp.pruner.BasePruner(
-            model,
-            example,
-            importance=_importance(tp, cfg.importance),
-            pruning_ratio=cfg.ratio,
-            iterative_steps=cfg.steps,
-            ignored_layers=[head],
-            round_to=cfg.round_to,
-        )
-    except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        with warnings.catch_warnings():
+            # cls/position tokens are found and cut along their last dimension, which is the embedding width
+            warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
+            pruner = tp.pruner.BasePruner(
+                model,
+                example,
+                importance=_importance(tp, cfg.importance),
+                pruning_ratio=cfg.ratio,
+                iterative_steps=cfg.steps,
+                ignored_layers=[head],
+                round_to=cfg.round_to,
+                **heads,
+            )
+    except PRUNER_ERRORS as exc:
+        first = _first_line(exc)
         raise InputError(f"torch-pruning cannot trace {arch} to find prunable channel groups ({first})") from None
     for step in range(cfg.steps):
         if cfg.importance == "taylor":
             if ctx is None:
                 raise InputError("importance=taylor needs training data for gradients; pass --data")
             _taylor_gradients(model, ctx)
-        pruner.step()
+        try:
+            pruner.step()
+        except PRUNER_ERRORS as exc:
+            raise InputError(
+                f"torch-pruning cannot prune {arch}: its channel groups do not fit the layers they were traced from "
+                f"({type(exc).__name__}: {_first_line(exc)}); use another recipe"
+            ) from None
+        sync_attention(attention)
         model.zero_grad(set_to_none=True)
         _run_named(model, example, arch, f"after pruning step {step + 1}/{cfg.steps}")
     removed = _removed_channels(widths, model)
