@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.attention import set_head_dim
 from models.errors import CheckpointError
 
 PRUNED_FORMAT = 1
@@ -138,8 +139,8 @@ def rebuild_pruned(model: nn.Module, pruned_layers: Mapping[str, Any]) -> nn.Mod
                 raise CheckpointError(f"pruned layer {name!r}: cannot set attribute {attr!r}")
             old = module.__dict__[attr]
             setattr(module, attr, tuple(value) if isinstance(old, tuple) else value)
-        if "head_dim" in (record.get("attrs") or {}) and isinstance(module.__dict__.get("scale"), float):
-            module.scale = module.head_dim**-0.5  # attention's softmax scale follows its pruned head width
+        if "head_dim" in (record.get("attrs") or {}):
+            set_head_dim(module, module.head_dim)  # the softmax scale follows the pruned head width
         own = _own_tensors(module)
         for tname, shape in (record.get("tensors") or {}).items():
             if tname not in own:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.attention import attention_layers, sync_attention
 from models.errors import InputError, MissingDependencyError
 from optim.artifact import BuildContext
 
@@ -166,33 +167,26 @@ def _taylor_gradients(model: nn.Module, ctx: BuildContext) -> None:
     model.eval()
 
 
-def attention_layers(model: nn.Module) -> list[nn.Module]:
-    """Multi-head attention blocks laid out like timm's (a fused ``qkv`` Linear, ``num_heads``, ``head_dim``).
-
-    Their forward reshapes ``qkv``'s output to (3, num_heads, head_dim), so the pruner must cut the same
-    dimensions in every head, and the block's own ``head_dim`` must follow the cut (:func:`sync_attention`).
-    """
-    return [
-        m
-        for m in model.modules()
-        if isinstance(getattr(m, "qkv", None), nn.Linear)
-        and isinstance(m.__dict__.get("num_heads"), int)
-        and isinstance(m.__dict__.get("head_dim"), int)
-    ]
-
-
-def sync_attention(layers: Sequence[nn.Module]) -> None:
-    """Set each attention block's head width from its (pruned) ``qkv``, and the softmax scale to match.
-
-    The fused path (scaled_dot_product_attention) already scales by the new head width; the explicit path
-    reads ``scale``, so both must agree or the same weights would give two different models.
-    """
-    for layer in layers:
-        layer.head_dim = layer.qkv.out_features // 3 // layer.num_heads
-        if isinstance(layer.__dict__.get("attn_dim"), int):
-            layer.attn_dim = layer.num_heads * layer.head_dim
-        if isinstance(layer.__dict__.get("scale"), float):
-            layer.scale = layer.head_dim**-0.5
+def _pruner(tp, model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch: str, attention: list[nn.Module]):
+    """torch-pruning's pruner for ``model``: the classifier kept, attention blocks cut per head."""
+    heads = {"num_heads": {a.qkv: a.num_heads for a in attention}, "prune_head_dims": True} if attention else {}
+    try:
+        with warnings.catch_warnings():
+            # cls/position tokens are found and cut along their last dimension, which is the embedding width
+            warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
+            return tp.pruner.BasePruner(
+                model,
+                example,
+                importance=_importance(tp, cfg.importance),
+                pruning_ratio=cfg.ratio,
+                iterative_steps=cfg.steps,
+                ignored_layers=[classifier_of(model)],
+                round_to=cfg.round_to,
+                **heads,
+            )
+    except PRUNER_ERRORS as exc:
+        first = _first_line(exc)
+        raise InputError(f"torch-pruning cannot trace {arch} to find prunable channel groups ({first})") from None
 
 
 def prune_module(model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch: str, ctx: BuildContext | None = None):
@@ -205,26 +199,8 @@ def prune_module(model: nn.Module, example: torch.Tensor, cfg: PruneConfig, arch
     model.eval()
     widths = _widths(model)
     macs0, params0 = count_macs_params(model, example)
-    head = classifier_of(model)
     attention = attention_layers(model)
-    heads = {"num_heads": {a.qkv: a.num_heads for a in attention}, "prune_head_dims": True} if attention else {}
-    try:
-        with warnings.catch_warnings():
-            # cls/position tokens are found and cut along their last dimension, which is the embedding width
-            warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
-            pruner = tp.pruner.BasePruner(
-                model,
-                example,
-                importance=_importance(tp, cfg.importance),
-                pruning_ratio=cfg.ratio,
-                iterative_steps=cfg.steps,
-                ignored_layers=[head],
-                round_to=cfg.round_to,
-                **heads,
-            )
-    except PRUNER_ERRORS as exc:
-        first = _first_line(exc)
-        raise InputError(f"torch-pruning cannot trace {arch} to find prunable channel groups ({first})") from None
+    pruner = _pruner(tp, model, example, cfg, arch, attention)
     for step in range(cfg.steps):
         if cfg.importance == "taylor":
             if ctx is None:
