@@ -45,7 +45,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, help="threads for every intra-op pool (default: CPUs available)")
     p.add_argument("--batch-size", type=int, help="throughput batch (default 16 on CPU, 128 on CUDA)")
     p.add_argument("--max-drop", type=float, default=1.0, help="top-1 budget in points for the answer (default 1.0)")
-    p.add_argument("--calib-size", type=int, default=512, help="calibration images from the train split")
+    p.add_argument(
+        "--calib-size",
+        type=int,
+        help="calibration images from the train split (default 512; 64 with random weights: nothing to keep)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds a variant's build or measurement may take")
     p.add_argument("--run-id", help="name of a new run directory under results/runs/")
@@ -147,7 +151,7 @@ def config_from_args(args: Any) -> Any:
     """Validate the command line and build the run configuration (checkpoint and data are read once here)."""
     import data
     import models
-    from bench.config import RunConfig
+    from bench.config import CALIB_SIZE, RANDOM_INIT_CALIB_SIZE, RunConfig
     from bench.measure.fingerprint import default_threads
     from bench.measure.timing import default_scenarios
     from bench.run.pairing import PRECISE_REPLICAS, PRECISE_ROUNDS, QUICK_ROUNDS, SWEEP_PLAN
@@ -182,7 +186,7 @@ def config_from_args(args: Any) -> Any:
         skip_bad_images=args.skip_bad_images,
         threads=args.threads or default_threads(),
         seed=args.seed,
-        calib_size=args.calib_size,
+        calib_size=args.calib_size or (CALIB_SIZE if info.has_weights else RANDOM_INIT_CALIB_SIZE),
         quick=args.quick,
         max_drop=args.max_drop,
         timeout_s=float(args.timeout),

@@ -153,3 +153,31 @@ def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, roun
     seen.clear()
     main(["--resume", "p", "--no-progress"])  # no flags: the run's own settings come back
     assert seen["cfg"].rounds == rounds and seen["cfg"].cpu_replicas == cpu_replicas
+
+
+@pytest.mark.parametrize(
+    ("argv", "calib"),
+    [
+        (["--random-init", "--model", "resnet10t", "--num-classes", "10", "--img-size", "32"], 64),
+        (["--random-init", "--model", "resnet10t", "--num-classes", "10", "--calib-size", "128"], 128),
+        (["TINY"], 512),
+    ],
+)
+def test_calibration_size_follows_the_weights(tiny_ckpt, tmp_path, monkeypatch, argv, calib):
+    """Random weights have no accuracy to keep: 64 calibration images unless asked; a trained checkpoint gets 512."""
+    import bench.run.sweep
+    from bench.cli import main
+
+    seen = {}
+
+    def record(cfg, run_dir, executor, **kwargs):
+        seen["cfg"] = cfg
+        return []
+
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(bench.run.sweep, "run_sweep", record)
+    monkeypatch.setattr("bench.report.write_reports", lambda *a, **k: SimpleNamespace(table="", answer="", files={}))
+    argv = [str(tiny_ckpt) if a == "TINY" else a for a in argv]
+    main([*argv, "--recipes", "fp32,ptq(ort)", "--run-id", "c", "--no-progress"])
+    assert seen["cfg"].calib_size == calib
+    assert json.loads((tmp_path / "runs" / "c" / "run_config.json").read_text())["calib_size"] == calib

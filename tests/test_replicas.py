@@ -175,3 +175,60 @@ def test_a_second_process_that_cannot_load_leaves_one_process_and_a_note(tmp_pat
     (ref,) = [r for r in rows if r["recipe"] == "fp32"]
     assert len(ref["process_samples"]) == 2  # the reference's own copies loaded fine
     assert row["pairing"]["reference_builder_timed"] is False
+
+
+class SlowServer(FakeServer):
+    """A slice that takes real time, as a large model's would."""
+
+    def slice(self, scenario, seconds, calls):
+        import time
+
+        time.sleep(0.02 * calls)
+        return super().slice(scenario, seconds, calls)
+
+
+def test_sweep_plan_gives_slow_models_one_call_a_slice_and_caps_each_side():
+    """A call longer than the slice's time share is a slice of one call, and the rounds stop at the side cap but
+    never before min_rounds: how resnet50 at 224 fits a sweep (the gate's plan keeps its call shares)."""
+    from bench.run.pairing import SWEEP_PLAN
+
+    scenario = ScenarioConfig("throughput", 16, min_iters=300, min_seconds=3.0, max_seconds=60.0)
+    assert SWEEP_PLAN.slice_budget(scenario) == (0.05, 1)
+    assert PairingPlan(rounds=60).slice_budget(scenario)[1] == 5
+    log: list[str] = []
+    sides = [Side(n, [SlowServer(n, 1.0, log)]) for n in ("ref", "var")]
+    plan = PairingPlan(rounds=60, gap_s=0.0, min_rounds=4, calls_per_slice=1, side_seconds=0.05)
+    out = interleave(sides, [scenario], plan)
+    taken = len(out["ref"]["throughput"])
+    assert taken == len(out["var"]["throughput"])
+    assert 4 <= taken < 10  # 0.05 s a side at 0.02 s a slice: the cap, not the 60 rounds, ended it
+    plan = PairingPlan(rounds=60, gap_s=0.0, min_rounds=8, calls_per_slice=1, side_seconds=0.001)
+    assert len(interleave(sides, [scenario], plan)["ref"]["throughput"]) == 8  # min_rounds holds against the cap
+
+
+@pytest.mark.parametrize(("call_s", "untimed"), [(0.0, 3), (0.03, 1)])
+def test_a_slice_warms_up_only_while_calls_are_shorter_than_the_slice(monkeypatch, call_s, untimed):
+    """Three slices of 20 ms: a fast call gets its untimed warm call every slice; a 30 ms call only before its
+    first timed slice (after that the warm call would double every slice of a large model)."""
+    import io
+    import time
+    from types import SimpleNamespace
+
+    from bench.measure import quiesce
+    from bench.measure.timing import WallTimer
+    from bench.run.server import _Server
+
+    calls = []
+
+    def call():
+        calls.append(time.perf_counter())
+        time.sleep(call_s)
+
+    server = _Server(io.StringIO())
+    scenario = ScenarioConfig("latency", 1)
+    server.prep = SimpleNamespace(job=SimpleNamespace(scenarios=[scenario]))
+    server.calls["latency"] = (call, WallTimer(), 1, None)
+    server.samples["latency"] = []
+    monkeypatch.setattr(quiesce, "wait_until_idle", lambda: 0.0)
+    timed = sum(len(server.slice("latency", 0.02, 1)["samples"]) for _ in range(3))
+    assert len(calls) - timed == untimed

@@ -9,6 +9,7 @@ The local executor and the cluster executor both measure this way; only where th
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,13 @@ REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to thi
 # speedups across default sweeps from 4.8% / 3.7% (20 rounds) to 3.4% / 2.7% (60 rounds; latency / throughput) in
 # the same 8 minutes. The pause between slices is short because each side answers only once its thread pools are
 # idle (bench.measure.quiesce).
-SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005)
+#
+# A slice is its time share (50 ms) with at least one call, not a share of the gate's call count as well: on
+# resnet50 at 224 (about 100 ms a call on that VM) five calls a slice made every batch-1 round half a second per
+# side without changing what the round ratio measures. Each side spends at most 30 s per scenario and at least
+# 10 rounds, so a model whose batch of 16 takes seconds still fits a sweep: the rows record the rounds they got,
+# and the interval widens with fewer of them. Small models never reach either limit.
+SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=30.0)
 
 # ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile). What moved a
 # batch-1 speedup between default sweeps on the VM was, in about equal parts, the rounds' own noise (CoV 2.6-3.9%
@@ -39,7 +46,9 @@ PRECISE_REPLICAS = 4
 
 
 def plan_for(job: Job) -> PairingPlan:
-    return PairingPlan(rounds=job.config.rounds, gap_s=SWEEP_PLAN.gap_s)
+    return dataclasses.replace(
+        SWEEP_PLAN, rounds=job.config.rounds, min_rounds=min(SWEEP_PLAN.min_rounds, job.config.rounds)
+    )
 
 
 def paired_info(

@@ -32,10 +32,20 @@ class PairingPlan:
     rounds: int = 20
     gap_s: float = 0.05
     min_rounds: int = 5
+    # None: each slice takes its share of the scenario's call count too (the gate's samples for its U test).
+    # 1: a slice is its time share, and a call longer than that is a slice of one call.
+    calls_per_slice: int | None = None
+    # Cap on the seconds each side may spend per scenario, below the scenario's own max_seconds (None: no cap).
+    side_seconds: float | None = None
 
     def slice_budget(self, scenario: ScenarioConfig) -> tuple[float, int]:
         """(seconds, calls) per slice: together the rounds give what one uninterrupted run would."""
-        return scenario.min_seconds / self.rounds, max(1, math.ceil(scenario.min_iters / self.rounds))
+        calls = self.calls_per_slice or math.ceil(scenario.min_iters / self.rounds)
+        return scenario.min_seconds / self.rounds, max(1, calls)
+
+    def seconds_per_side(self, scenario: ScenarioConfig) -> float:
+        """How long a side may be timed in ``scenario`` before the rounds stop (after ``min_rounds``)."""
+        return min(scenario.max_seconds, self.side_seconds or scenario.max_seconds)
 
 
 class Side:
@@ -122,7 +132,7 @@ def interleave(
     block of ``len(sides)`` rounds, so every order occurs with every choice, and the sides' choices are
     nested, so every combination of processes meets equally often (2 x 2, blocks of two rounds: (0,0),
     (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round. A scenario stops early,
-    after at least ``plan.min_rounds`` rounds, once it has used ``max_seconds`` per side.
+    after at least ``plan.min_rounds`` rounds, once it has used ``plan.seconds_per_side`` per side.
     """
     sides = [_as_side(s) for s in servers]
     out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in sides}
@@ -144,6 +154,6 @@ def interleave(
                 out[side.name][scenario.name].append(samples)
                 side.picked[scenario.name].append(pick)
             spent = time.perf_counter() - start
-            if r + 1 >= plan.min_rounds and spent > scenario.max_seconds * len(sides):
+            if r + 1 >= plan.min_rounds and spent > plan.seconds_per_side(scenario) * len(sides):
                 break
     return out

@@ -112,6 +112,8 @@ class _Server:
     def slice(self, scenario: str, seconds: float, min_calls: int, warm_calls: int = 1) -> dict[str, Any]:
         """Untimed ``warm_calls`` first (the other process just ran: caches and thread pools are cold), then time.
 
+        Not once a call has outlasted the whole slice: the warm call would double the slice and warm nothing.
+
         The reply waits until this process's thread pools stop spinning (:mod:`bench.measure.quiesce`): the
         process timed next must not share the CPUs with them.
         """
@@ -120,8 +122,10 @@ class _Server:
 
         self._scenario(scenario)
         call, timer, _, _ = self.calls[scenario]
-        for _ in range(max(0, int(warm_calls))):
-            call()
+        last = self.samples[scenario][-1] if self.samples[scenario] else None
+        if not (last and min(last) >= seconds):  # a call longer than the slice reads its weights from memory anyway
+            for _ in range(max(0, int(warm_calls))):
+                call()
         samples = time_calls(call, timer, max(1, int(min_calls)), float(seconds), max(60.0, 4 * float(seconds)))
         self.samples[scenario].append(samples)
         self.idle_waits.setdefault(scenario, []).append(wait_until_idle())
