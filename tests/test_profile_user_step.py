@@ -62,6 +62,11 @@ def make_generator_step():
     return step, (b for b in loader)
 
 
+def make_empty_step():
+    step, loader = make_step()
+    return step, torch.utils.data.DataLoader(list(range(0)), batch_size=4)
+
+
 def make_model():
     return TinyGCN()
 """
@@ -125,6 +130,7 @@ def test_a_step_that_loads_its_own_data_is_timed_but_not_split(user_module, run_
         (["--step", "not_installed_mod:make"], "cannot import 'not_installed_mod'"),
         (["--step", "my_gnn:make_model"], "returned a model; return a step function"),
         (["--step", "my_gnn:make_generator_step"], "one-shot iterator"),
+        (["--step", "my_gnn:make_empty_step"], "holds no batches"),
         (["--step", "my_gnn:make_step", "--target", "train"], "--target data/train/infer need a checkpoint"),
         (["some.pt", "--step", "my_gnn:make_step"], "drop a checkpoint"),
     ],

@@ -176,16 +176,16 @@ def test_fallback_recovers_an_over_budget_ptq(tiny_ckpt, cli, tmp_path):
 def test_over_budget_is_reported_never_hidden(tiny_ckpt, cli, tmp_path):
     ckpt = _outlier_checkpoint(tiny_ckpt, tmp_path / "outlier.pt")
     out = tmp_path / "over"
-    # tensorrt has no fallbacks; qat on x86 is too slow here: use a fallback-free ORT build by recipe instead
+    # Plain ORT INT8 misses any budget on this checkpoint, so the fallbacks run; whichever one the search ends on,
+    # the saved verdict must follow its measured drop and an over-budget result must be printed as such.
     proc = cli(["optim.onnx", str(ckpt), "--int8", "--calib-size", "64", "--max-drop", "0", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     acc = manifest["accuracy"]
-    if acc["drop"] > 0:
-        assert acc["within_budget"] is False and acc["verdict"] == "over budget"
-        assert "OVER BUDGET" in proc.stdout
-    else:
-        assert acc["within_budget"] is True
+    assert manifest["fallback"]["tried"][0]["drop"] > 0
+    assert acc["within_budget"] is (acc["drop"] <= 0)
+    assert acc.get("verdict") == (None if acc["within_budget"] else "over budget")
+    assert ("OVER BUDGET" in proc.stdout) is (not acc["within_budget"])
 
 
 @pytest.mark.parametrize(

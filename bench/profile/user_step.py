@@ -16,7 +16,7 @@ The factory does its own set-up (model, optimizer, device), so the profilers see
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,20 +37,24 @@ class UserStep:
 
 
 def _check_data(spec: str, data: Any) -> Iterable:
-    try:
-        first = iter(data)
-    except TypeError:
-        raise InputError(f"{OPTION} {spec}: the data it returned ({type(data).__name__}) is not iterable") from None
-    if first is data:
+    """Refuse data no epoch could run on, without starting it: a DataLoader's ``iter`` would spawn its workers."""
+    if not isinstance(data, Iterable):
+        raise InputError(f"{OPTION} {spec}: the data it returned ({type(data).__name__}) is not iterable")
+    if isinstance(data, Iterator):
         raise InputError(
             f"{OPTION} {spec}: the data it returned is a one-shot iterator (a generator?); return something each "
             "epoch can iterate again: a DataLoader, a list of batches, or an object with __iter__"
         )
     try:
-        next(first)
-    except StopIteration:
-        raise InputError(f"{OPTION} {spec}: the data it returned holds no batches") from None
+        empty = len(data) == 0  # type: ignore[arg-type]
+    except TypeError:  # no length (an IterableDataset's loader): only a first batch can tell
+        empty = next(iter(data), _NOTHING) is _NOTHING
+    if empty:
+        raise InputError(f"{OPTION} {spec}: the data it returned holds no batches")
     return data
+
+
+_NOTHING = object()
 
 
 def _takes_batch(step: Callable[..., Any]) -> bool:
