@@ -125,18 +125,13 @@ def test_optim_list_prints_steps(cli):
     assert "fp32-cl" in proc.stdout and "default recipes on cpu" in proc.stdout
 
 
-@pytest.mark.parametrize(
-    "extra,rounds,cpu_replicas", [([], 60, 2), (["--precise"], 120, 4), (["--precise", "--rounds", "90"], 90, 4)]
-)
-def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, rounds, cpu_replicas):
-    """--precise doubles the rounds and times four loaded processes a side; it is kept in run_config for --resume.
-
-    The sweep itself is replaced by a recorder: what it does with a plan and a process count is tested in
-    test_suite and test_replicas; here only the wiring from the command line is."""
+@pytest.fixture
+def recorded_sweep(tmp_path, monkeypatch) -> dict:
+    """``python -m bench`` with the sweep and the reports replaced: the run config the sweep got lands in
+    ``["cfg"]``, and run_config.json is written under ``tmp_path/runs`` as in a real run."""
     import bench.run.sweep
-    from bench.cli import main
 
-    seen = {}
+    seen: dict = {}
 
     def record(cfg, run_dir, executor, **kwargs):
         seen["cfg"] = cfg
@@ -145,6 +140,20 @@ def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, roun
     monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path))
     monkeypatch.setattr(bench.run.sweep, "run_sweep", record)
     monkeypatch.setattr("bench.report.write_reports", lambda *a, **k: SimpleNamespace(table="", answer="", files={}))
+    return seen
+
+
+@pytest.mark.parametrize(
+    "extra,rounds,cpu_replicas", [([], 60, 2), (["--precise"], 120, 4), (["--precise", "--rounds", "90"], 90, 4)]
+)
+def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, recorded_sweep, extra, rounds, cpu_replicas):
+    """--precise doubles the rounds and times four loaded processes a side; it is kept in run_config for --resume.
+
+    The sweep itself is replaced by a recorder: what it does with a plan and a process count is tested in
+    test_suite and test_replicas; here only the wiring from the command line is."""
+    from bench.cli import main
+
+    seen = recorded_sweep
     main([str(tiny_ckpt), "--recipes", "fp32,fp32-cl", "--run-id", "p", "--no-progress", *extra])
     cfg = seen["cfg"]
     assert cfg.rounds == rounds and cfg.cpu_replicas == cpu_replicas and cfg.replicas is None
@@ -163,20 +172,11 @@ def test_precise_reaches_the_sweep(tiny_ckpt, tmp_path, monkeypatch, extra, roun
         (["TINY"], 512),
     ],
 )
-def test_calibration_size_follows_the_weights(tiny_ckpt, tmp_path, monkeypatch, argv, calib):
+def test_calibration_size_follows_the_weights(tiny_ckpt, tmp_path, recorded_sweep, argv, calib):
     """Random weights have no accuracy to keep: 64 calibration images unless asked; a trained checkpoint gets 512."""
-    import bench.run.sweep
     from bench.cli import main
 
-    seen = {}
-
-    def record(cfg, run_dir, executor, **kwargs):
-        seen["cfg"] = cfg
-        return []
-
-    monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path))
-    monkeypatch.setattr(bench.run.sweep, "run_sweep", record)
-    monkeypatch.setattr("bench.report.write_reports", lambda *a, **k: SimpleNamespace(table="", answer="", files={}))
+    seen = recorded_sweep
     argv = [str(tiny_ckpt) if a == "TINY" else a for a in argv]
     main([*argv, "--recipes", "fp32,ptq(ort)", "--run-id", "c", "--no-progress"])
     assert seen["cfg"].calib_size == calib

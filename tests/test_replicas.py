@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+import time
 
 import pytest
 from optbench_testing import tiny_config
@@ -181,8 +182,6 @@ class SlowServer(FakeServer):
     """A slice that takes real time, as a large model's would."""
 
     def slice(self, scenario, seconds, calls):
-        import time
-
         time.sleep(0.02 * calls)
         return super().slice(scenario, seconds, calls)
 
@@ -211,7 +210,6 @@ def test_a_slice_warms_up_only_while_calls_are_shorter_than_the_slice(monkeypatc
     """Three slices of 20 ms: a fast call gets its untimed warm call every slice; a 30 ms call only before its
     first timed slice (after that the warm call would double every slice of a large model)."""
     import io
-    import time
     from types import SimpleNamespace
 
     from bench.measure import quiesce

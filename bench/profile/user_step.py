@@ -36,6 +36,9 @@ class UserStep:
     data: Iterable | None
 
 
+_NOTHING = object()
+
+
 def _check_data(spec: str, data: Any) -> Iterable:
     """Refuse data no epoch could run on, without starting it: a DataLoader's ``iter`` would spawn its workers."""
     if not isinstance(data, Iterable):
@@ -52,9 +55,6 @@ def _check_data(spec: str, data: Any) -> Iterable:
     if empty:
         raise InputError(f"{OPTION} {spec}: the data it returned holds no batches")
     return data
-
-
-_NOTHING = object()
 
 
 def _takes_batch(step: Callable[..., Any]) -> bool:

@@ -29,7 +29,7 @@ REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to thi
 # idle (bench.measure.quiesce).
 #
 # A slice is its time share (50 ms) with at least one call, not a share of the gate's call count as well: on
-# resnet50 at 224 (about 100 ms a call on that VM) five calls a slice made every batch-1 round half a second per
+# resnet50 at 224 (130-140 ms a call on that VM) five calls a slice made every batch-1 round half a second per
 # side without changing what the round ratio measures. Each side spends at most 30 s per scenario and at least
 # 10 rounds, so a model whose batch of 16 takes seconds still fits a sweep: the rows record the rounds they got,
 # and the interval widens with fewer of them. Small models never reach either limit.
