@@ -270,6 +270,7 @@ def test_qat_ort_fine_tunes_and_exports_qdq(tiny_loaded, tmp_path):
 
 @pytest.mark.gpu
 def test_ptq_tensorrt_on_gpu(tiny_loaded, tmp_path):
+    pytest.importorskip("torch_tensorrt", reason="needs torch-tensorrt (pip install .[gpu] or Dockerfile.cuda)")
     import data
 
     cfg = data.LoaderConfig(batch_size=32, calib_size=64, seed=0)
