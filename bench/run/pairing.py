@@ -30,10 +30,12 @@ REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to thi
 #
 # A slice is its time share (50 ms) with at least one call, not a share of the gate's call count as well: on
 # resnet50 at 224 (130-140 ms a call on that VM) five calls a slice made every batch-1 round half a second per
-# side without changing what the round ratio measures. Each side spends at most 30 s per scenario and at least
-# 10 rounds, so a model whose batch of 16 takes seconds still fits a sweep: the rows record the rounds they got,
-# and the interval widens with fewer of them. Small models never reach either limit.
-SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=30.0)
+# side without changing what the round ratio measures. A scenario's rounds stop, after at least 10, once the two
+# sides together have been timed for 40 s (20 s a side on average; against a fast variant the fp32 side takes most
+# of it), so a model whose batch of 16 takes seconds still fits a sweep: the rows record the rounds they got, and the
+# interval widens with fewer of them. The default resnet50 sweep on the VM took 22.2 min (10-15 throughput rounds),
+# and 27.1 min with 30 s a side (13-22 rounds), over the 25 min it should fit in. Small models reach neither limit.
+SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=20.0)
 
 # ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile). What moved a
 # batch-1 speedup between default sweeps on the VM was, in about equal parts, the rounds' own noise (CoV 2.6-3.9%
