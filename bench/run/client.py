@@ -9,7 +9,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 from bench.config import Job
 from bench.measure.threads import THREAD_VARS
 from bench.measure.timing import ScenarioConfig
-
-SERVER_MODULE = "bench.run.server"
+from bench.run.zygote import spawn
 
 
 class ServerError(RuntimeError):
@@ -47,8 +45,13 @@ class MeasurementServer:
         code_root: Path | None = None,
         timeout_s: float = 1800.0,
         job_dict: dict[str, Any] | None = None,
+        fresh_interpreter: bool = False,
     ) -> None:
-        """Spawn the process (it imports torch and timm, then waits for commands)."""
+        """Spawn the process (it imports torch and timm, then waits for commands).
+
+        ``fresh_interpreter``: a new ``python`` rather than a fork of the warm forkserver; always so for another
+        checkout's code (``code_root``).
+        """
         self.name = name
         self.job = job
         self.job_dict = job_dict or job.to_dict()
@@ -56,15 +59,8 @@ class MeasurementServer:
         self.timeout_s = timeout_s
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         root = Path(code_root) if code_root else Path(__file__).resolve().parents[2]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", SERVER_MODULE, "--log", str(self.log_path)],
-            cwd=str(root),
-            env=child_environment(job.threads, root),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
+        env = child_environment(job.threads, root)
+        self.proc = spawn(self.log_path, str(root), env, fresh_interpreter=fresh_interpreter or code_root is not None)
         self.info: dict[str, Any] = {}
         self.started_at = time.time()
 

@@ -16,6 +16,7 @@ path and the file is under :data:`SHIP_LIMIT`, through Ray's object store; data 
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import sys
 import tempfile
@@ -67,6 +68,8 @@ def measure_on_node(job_dict: dict[str, Any], reference_dict: dict[str, Any] | N
     from bench.run.pairing import finish_reference, measure_against, measure_alone, start_reference
     from bench.run.process import status_row
 
+    # A Ray worker outlives its tasks and is not ours to fork from: fresh interpreters, as everywhere before.
+    os.environ["OPTBENCH_SPAWN"] = "subprocess"
     job = Job.from_dict(_localize(job_dict, shipped))
     node = {
         "id": ray.get_runtime_context().get_node_id(),

@@ -210,16 +210,18 @@ def _import_libraries() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    log_path = argv[argv.index("--log") + 1] if "--log" in argv else os.devnull
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
+def serve(commands: TextIO, reply: TextIO, log_path: str) -> int:
+    """Answer ``commands`` on ``reply`` until ``finish`` or the end of input; the libraries print to ``log_path``.
+
+    A fresh interpreter (:func:`main`) and a process forked from the warm forkserver (:mod:`bench.run.zygote`)
+    both end up here.
+    """
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     server = _Server(reply)
     _import_libraries()
-    for line in sys.stdin:
+    for line in commands:
         if not line.strip():
             continue
         try:
@@ -233,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
             server.send({"error": f"{type(exc).__name__}: {message}"[:500]})
             return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    log_path = argv[argv.index("--log") + 1] if "--log" in argv else os.devnull
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    return serve(sys.stdin, reply, log_path)
 
 
 if __name__ == "__main__":

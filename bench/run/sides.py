@@ -224,8 +224,9 @@ def measure_processes(
 ) -> dict[str, list[dict[str, Any]]]:
     """One process per (name, job, code root), every one its own side, interleaved; the rows of each by name.
 
-    The gate's A/B mode (base and head checkouts) and its simulator (copies of one variant) measure this way.
-    Every process is closed whatever happens.
+    The gate's A/B mode (base and head checkouts) and its simulator (copies of one variant) measure this way,
+    each process a fresh interpreter: the A/B mode must run each checkout's own code, and the simulator's false-alarm
+    figures stand for the A/B mode only if its processes start the same way. Every process is closed whatever happens.
     """
     from bench.run.schedule import interleave
 
@@ -233,7 +234,7 @@ def measure_processes(
     try:
         for name, job, root in named:
             log = log_dir / f"{safe_name(job.recipe)}-{name}.log"
-            servers.append(MeasurementServer(name, job, log, code_root=root, timeout_s=timeout_s))
+            servers.append(MeasurementServer(name, job, log, root, timeout_s, fresh_interpreter=True))
         for server in servers:
             server.wait_ready()
         for server in servers:

@@ -1,0 +1,135 @@
+"""Measurement processes forked from one process that has imported torch and timm already.
+
+Every measurement process used to start as a fresh interpreter, and the first thing each one did was import torch
+and timm: 8 s of CPU on the 2-vCPU VM (torch 3 s, timm 5 s), while a sweep starts three processes per variant
+(a builder and two loaded copies) and a test run hundreds. Here multiprocessing's forkserver imports them once, in
+a process that runs nothing else (so no thread pool exists yet when it forks), and each measurement process is a
+fork of it: the same code, started in milliseconds.
+
+A forked process is made to be the process ``python -m bench.run.server`` would have been: it takes the
+coordinator's environment (thread counts included), working directory, import path and CPU affinity as they are
+when it is asked for, not as they were when the forkserver started, and leads its own process group. Where that
+cannot hold, a fresh interpreter is started as before: for another checkout's code (the gate's A/B mode), inside a
+Ray worker, and wherever ``OPTBENCH_SPAWN=subprocess`` is set.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PRELOAD = ["torch", "timm"]
+_context: Any = None
+_children: list[Any] = []
+
+
+def forking_enabled() -> bool:
+    """Whether measurement processes are forked (the default on Linux) or started as fresh interpreters."""
+    return sys.platform == "linux" and os.environ.get("OPTBENCH_SPAWN", "fork") != "subprocess"
+
+
+def _forkserver() -> Any:
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(PRELOAD)
+        atexit.register(_kill_leftovers)  # runs before multiprocessing's own exit hook, which would wait for them
+    return _context
+
+
+def _kill_leftovers() -> None:
+    for child in _children:
+        if child.poll() is None:
+            child.kill()
+
+
+def _affinity() -> list[int] | None:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+class ForkedProcess:
+    """A forked measurement process behind the part of ``subprocess.Popen`` the client uses (pipes, poll, kill)."""
+
+    def __init__(self, log_path: Path, cwd: str, env: dict[str, str]) -> None:
+        ctx = _forkserver()
+        commands_in, commands_out = ctx.Pipe(duplex=False)
+        replies_in, replies_out = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=serve_forked,
+            args=(dict(env), cwd, _affinity(), str(log_path), commands_in, replies_out),
+            name=f"optbench-server:{Path(log_path).stem}",
+        )
+        self._process.start()
+        commands_in.close()
+        replies_out.close()
+        self.stdin = os.fdopen(os.dup(commands_out.fileno()), "w", buffering=1)
+        self.stdout = os.fdopen(os.dup(replies_in.fileno()), "r")
+        commands_out.close()
+        replies_in.close()
+        self.pid = self._process.pid
+        _children[:] = [child for child in _children if child.poll() is None] + [self]
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        code = self._process.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"measurement process {self.pid}", timeout or 0)
+        return code
+
+    def kill(self) -> None:
+        if self._process.exitcode is None:
+            self._process.kill()
+
+
+def serve_forked(
+    env: dict[str, str], cwd: str, affinity: list[int] | None, log_path: str, commands_in: Any, replies_out: Any
+) -> None:
+    """The forked process: become what a fresh ``python -m bench.run.server`` would have been, then serve."""
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    for entry in reversed([p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]):
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
+    if affinity:
+        try:
+            os.sched_setaffinity(0, affinity)
+        except OSError:
+            pass
+    commands = os.fdopen(os.dup(commands_in.fileno()), "r")
+    reply = os.fdopen(os.dup(replies_out.fileno()), "w", buffering=1)
+    commands_in.close()
+    replies_out.close()
+    from bench.run.server import serve
+
+    code = serve(commands, reply, log_path)
+    sys.stdout.flush()
+    os._exit(code)  # as the server's own entry point: compiled graphs and ORT pools can hang an orderly exit
+
+
+def spawn(log_path: Path, cwd: str, env: dict[str, str], fresh_interpreter: bool = False) -> Any:
+    """A measurement process serving the line protocol of :mod:`bench.run.server` on ``.stdin`` / ``.stdout``."""
+    if forking_enabled() and not fresh_interpreter:
+        return ForkedProcess(log_path, cwd, env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.run.server", "--log", str(log_path)],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
