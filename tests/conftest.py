@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,18 @@ import torch
 
 TINY_ARCH = "resnet10t"
 TINY_IMG = 32
+
+
+def pytest_configure(config):
+    """Parallel workers (make test) each get their share of the CPUs for torch, OpenMP and MKL, and so do the commands
+    their tests start: two workers with two threads each on 2 vCPUs made every spinning OpenMP pool wait for the
+    other's (one epoch of training took 94 s beside another worker, 23 s alone). Measurement processes still set
+    their own thread counts (--threads, or the CPUs available)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(share)
+        torch.set_num_threads(share)
 
 
 @pytest.fixture(autouse=True)
@@ -38,11 +52,23 @@ def _restore_cpus_and_threads():
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
-    """resnet10t trained for 2 epochs on digits at 32 px (about 15 s on 2 cores): real weights, real top-1."""
+    """resnet10t trained for 2 epochs on digits at 32 px (about 15 s on 2 cores): real weights, real top-1.
+
+    Trained once per test run: parallel workers (make test) share the file instead of each training its own.
+    """
     from models.train import TrainConfig, train_checkpoint
 
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    train_checkpoint(TINY_ARCH, "digits", str(path), TrainConfig(epochs=2, seed=0, progress=False), img_size=TINY_IMG)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if base.name.startswith("popen-gw") else base  # xdist: every worker's folder sits in one
+    path = shared / "tiny-ckpt" / "tiny.pt"
+    path.parent.mkdir(exist_ok=True)
+    with open(path.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait for its file
+        if not path.is_file():
+            partial = path.with_name("tiny.partial.pt")
+            config = TrainConfig(epochs=2, seed=0, progress=False)
+            train_checkpoint(TINY_ARCH, "digits", str(partial), config, img_size=TINY_IMG)
+            partial.replace(path)
     return path
 
 
