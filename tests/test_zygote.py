@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import textwrap
 
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.skipif(not zygote.forking_enabled(), reason="measuremen
 
 def _ping(process) -> str:
     process.stdin.write('{"cmd": "ping"}\n')
+    ready, _, _ = select.select([process.stdout], [], [], 120)
+    assert ready, "no answer in 120 s"
     return process.stdout.readline()
 
 
@@ -38,6 +41,7 @@ def test_a_forked_server_answers_and_dies_like_a_process(tmp_path):
     assert process.poll() is None
     process.kill()
     assert process.wait(10) == -9  # as Popen reports a SIGKILL, so the client's message names it
+    assert process.stdout.readline() == ""  # the coordinator sees the end of its replies, not a hang
     silent = zygote.spawn(tmp_path / "b.log", str(tmp_path), {})
     with pytest.raises(subprocess.TimeoutExpired):
         silent.wait(0.1)

@@ -3,20 +3,23 @@
 Every measurement process used to start as a fresh interpreter, and the first thing each one did was import torch
 and timm: 8 s of CPU on the 2-vCPU VM (torch 3 s, timm 5 s), while a sweep starts three processes per variant
 (a builder and two loaded copies) and a test run hundreds. Here multiprocessing's forkserver imports them once, in
-a process that runs nothing else (so no thread pool exists yet when it forks), and each measurement process is a
-fork of it: the same code, started in milliseconds.
+a process that runs nothing else (no model built, nothing compiled, no CUDA context, no torch thread pool started),
+and each measurement process is a fork of it: the same code, started in milliseconds.
 
 A forked process is made to be the process ``python -m bench.run.server`` would have been: it takes the
 coordinator's environment (thread counts included), working directory, import path and CPU affinity as they are
-when it is asked for, not as they were when the forkserver started, and leads its own process group. Where that
-cannot hold, a fresh interpreter is started as before: for another checkout's code (the gate's A/B mode), inside a
-Ray worker, and wherever ``OPTBENCH_SPAWN=subprocess`` is set.
+when it is asked for, not as they were when the forkserver started. What torch, timm and numpy read once at their
+import (numpy's BLAS pool, timm's environment switches) stays as the forkserver had it; torch's thread count is set
+again by every job. Where that cannot hold, a fresh interpreter is started as before: for another checkout's code
+(the gate's A/B mode), inside a Ray worker, wherever ``OPTBENCH_SPAWN=subprocess`` is set, and if the forkserver
+cannot be started. As with any multiprocessing program, a script that starts a sweep itself needs the
+``if __name__ == "__main__":`` guard (each process re-imports the script it was started from).
 """
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
+import multiprocessing.util
 import os
 import subprocess
 import sys
@@ -38,7 +41,8 @@ def _forkserver() -> Any:
     if _context is None:
         _context = multiprocessing.get_context("forkserver")
         _context.set_forkserver_preload(PRELOAD)
-        atexit.register(_kill_leftovers)  # runs before multiprocessing's own exit hook, which would wait for them
+        # Before multiprocessing's exit hook joins its children (which would wait on servers waiting for commands).
+        multiprocessing.util.Finalize(None, _kill_leftovers, exitpriority=100)
     return _context
 
 
@@ -96,7 +100,6 @@ def serve_forked(
     env: dict[str, str], cwd: str, affinity: list[int] | None, log_path: str, commands_in: Any, replies_out: Any
 ) -> None:
     """The forked process: become what a fresh ``python -m bench.run.server`` would have been, then serve."""
-    os.setsid()
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -123,7 +126,14 @@ def serve_forked(
 def spawn(log_path: Path, cwd: str, env: dict[str, str], fresh_interpreter: bool = False) -> Any:
     """A measurement process serving the line protocol of :mod:`bench.run.server` on ``.stdin`` / ``.stdout``."""
     if forking_enabled() and not fresh_interpreter:
-        return ForkedProcess(log_path, cwd, env)
+        try:
+            return ForkedProcess(log_path, cwd, env)
+        except (OSError, EOFError, RuntimeError) as exc:  # the forkserver could not start or died: the old way
+            print(
+                f"warning: measurement processes start as fresh interpreters ({type(exc).__name__}: {exc})",
+                file=sys.stderr,
+            )
+            os.environ["OPTBENCH_SPAWN"] = "subprocess"
     return subprocess.Popen(
         [sys.executable, "-m", "bench.run.server", "--log", str(log_path)],
         cwd=cwd,
