@@ -20,7 +20,7 @@ REPORTING_STEP = textwrap.dedent(
 
     @register_step("report-step", accepts=[MODULE], produces=MODULE)
     def report_step(artifact, ctx):
-        raise RuntimeError(f"mark={os.environ.get('OPTBENCH_MARK')} omp={os.environ.get('OMP_NUM_THREADS')}")
+        raise RuntimeError(f"mark={os.environ.get('OPTBENCH_MARK')}")
     """
 )
 
@@ -49,7 +49,8 @@ def test_a_forked_server_answers_and_dies_like_a_process(tmp_path):
 
 
 def test_forked_servers_take_the_environment_of_the_moment(tmp_path, tiny_ckpt, install_plugin, monkeypatch):
-    """The forkserver started before this test set anything: the plug-in's path and variables still arrive."""
+    """The forkserver started before this test set anything: the plug-in (found through PYTHONPATH and
+    OPTBENCH_PLUGINS, both set afterwards) is imported, and a variable set afterwards is seen."""
     first = zygote.spawn(tmp_path / "warm.log", str(tmp_path), {})
     assert '"ok": true' in _ping(first)
     first.kill()
@@ -59,7 +60,7 @@ def test_forked_servers_take_the_environment_of_the_moment(tmp_path, tiny_ckpt, 
     rows = run_sweep(cfg, tmp_path / "run", LocalExecutor(), progress=False)
     failed = [r for r in rows if r["recipe"] == "report-step"]
     assert failed and failed[0]["status"] == "failed"
-    assert "mark=set-after-the-forkserver-started omp=1" in failed[0]["error"]
+    assert "mark=set-after-the-forkserver-started" in failed[0]["error"]  # else: unknown recipe step
 
 
 def test_subprocess_mode_starts_a_fresh_interpreter(tmp_path, monkeypatch):
