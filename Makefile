@@ -28,4 +28,4 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) results/runs results/checkpoints
+	rm -rf $(VENV) results/runs

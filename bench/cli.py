@@ -166,7 +166,7 @@ def config_from_args(args: Any) -> Any:
         print(note, file=sys.stderr)
     _check_input_size(loaded, args.img_size)
     info = loaded.info
-    data_spec = args.data or info.data_spec or "digits"
+    data_spec = data.resolve_spec(args.data or info.data_spec or "digits")
     report = data.check_spec(data_spec, info, args.data_dir, args.skip_bad_images)
     if report:
         print(report, file=sys.stderr)
@@ -182,7 +182,7 @@ def config_from_args(args: Any) -> Any:
         scenarios=default_scenarios(args.quick, args.device, args.batch_size),
         device=args.device,
         data_spec=data_spec,
-        data_dir=args.data_dir,
+        data_dir=data.resolve_dir(args.data_dir),
         skip_bad_images=args.skip_bad_images,
         threads=args.threads or default_threads(),
         seed=args.seed,

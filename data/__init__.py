@@ -9,6 +9,8 @@ from data.loaders import (
     calibration_subset,
     check_spec,
     eval_transform,
+    resolve_dir,
+    resolve_spec,
 )
 
 __all__ = [
@@ -20,4 +22,6 @@ __all__ = [
     "calibration_subset",
     "check_spec",
     "eval_transform",
+    "resolve_dir",
+    "resolve_spec",
 ]

@@ -20,9 +20,9 @@ CACHE_NAME = "image-check.json"
 
 
 def _cache_path() -> Path:
-    from models.default import results_dir
+    from models.paths import cache_dir
 
-    return results_dir() / "cache" / CACHE_NAME
+    return cache_dir() / CACHE_NAME
 
 
 def _load_cache(path: Path) -> dict[str, list]:

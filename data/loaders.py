@@ -176,6 +176,24 @@ def build_datasets(
     raise DataSpecError(f"unknown data spec {spec!r}: {SPEC_HELP}")
 
 
+def resolve_spec(spec: str | None) -> str | None:
+    """A folder spec made absolute against the current folder (``digits`` and timm names stay as they are), so a
+    process started elsewhere reads the same images; a name that is no folder here stays as typed, for the error."""
+    if not spec or spec == "digits" or spec.startswith(TIMM_DATASET_PREFIXES):
+        return spec
+    from models.paths import absolute
+
+    path = absolute(spec)
+    return str(path) if path.exists() else spec
+
+
+def resolve_dir(path: str | None) -> str | None:
+    """``--data-dir`` and other folder options, absolute (None stays None)."""
+    from models.paths import absolute
+
+    return str(absolute(path)) if path else None
+
+
 def check_spec(spec: str, info: Any, data_dir: str | None = None, skip_bad_images: bool = False) -> str | None:
     """Fail fast, before any process starts: the spec loads, it has images, its classes fit the model, and its
     images are readable. Returns a note to print when images were left out, else None."""

@@ -5,22 +5,19 @@ Every command that gets no checkpoint uses it, so a new user sees a real end-to-
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+
+from models.paths import cache_dir
 
 DEFAULT_ARCH = "resnet10t"
 DEFAULT_DATA = "digits"
 DEFAULT_EPOCHS = 8
 
 
-def results_dir() -> Path:
-    """Root of run outputs and caches; ``OPTBENCH_RESULTS`` moves it (tests point it at tmp_path)."""
-    return Path(os.environ.get("OPTBENCH_RESULTS", "results"))
-
-
 def default_checkpoint_path() -> Path:
-    return results_dir() / "checkpoints" / f"default-{DEFAULT_ARCH}-{DEFAULT_DATA}.pt"
+    """In the cache folder, not the results folder: the same file from whichever folder a command runs."""
+    return cache_dir() / "checkpoints" / f"default-{DEFAULT_ARCH}-{DEFAULT_DATA}.pt"
 
 
 def ensure_default_checkpoint(epochs: int = DEFAULT_EPOCHS) -> Path:

@@ -46,7 +46,24 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a one-line error (argparse's own prints the usage block first)."""
+    """argparse with a one-line error (argparse's own prints the usage block first), and the ``--results`` option
+    every command takes: parsing fixes the results folder, absolute, for the command and every process it starts
+    (:mod:`models.paths`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--results",
+            metavar="DIR",
+            help="folder for run outputs (default: $OPTBENCH_RESULTS, else ./results)",
+        )
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        from models.paths import use_results_dir
+
+        parsed, rest = super().parse_known_args(args, namespace)
+        use_results_dir(getattr(parsed, "results", None))
+        return parsed, rest
 
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)

@@ -75,12 +75,12 @@ def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: 
     loaded = models.load(load_spec_from_args(args))
     if note := placeholder_note(loaded.info):
         print(note, file=sys.stderr)
-    spec = getattr(args, "data", None) or loaded.info.data_spec
+    import data
+
+    spec = data.resolve_spec(getattr(args, "data", None) or loaded.info.data_spec)
     if needs_data and not spec:
         raise InputError("this checkpoint records no data spec; pass --data (digits, a folder, torch/<name>)")
     if spec and (needs_data or getattr(args, "data", None)):
-        import data
-
         report = data.check_spec(
             spec, loaded.info, getattr(args, "data_dir", None), getattr(args, "skip_bad_images", False)
         )
@@ -94,7 +94,7 @@ def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: 
         scenarios=default_scenarios(True, device),
         device=device,
         data_spec=spec,
-        data_dir=getattr(args, "data_dir", None),
+        data_dir=data.resolve_dir(getattr(args, "data_dir", None)),
         skip_bad_images=getattr(args, "skip_bad_images", False),
         threads=threads,
         seed=args.seed,
@@ -107,10 +107,12 @@ def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: 
 
 def out_dir(out: str | None, arch: str, recipe: str) -> Path:
     """``--out``, or ``results/variants/<arch>-<recipe>``; an existing folder that is not a variant is refused."""
-    from models.default import results_dir
+    from models.paths import results_dir
 
     if out:
-        path = Path(out)
+        from models.paths import absolute
+
+        path = absolute(out)
     else:
         safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in f"{arch}-{recipe}")[:100]
         path = results_dir() / "variants" / safe

@@ -84,9 +84,9 @@ def _runtime_artifact(model: Any, ctx: BuildContext, precision: str, steps: list
 
 def _cache_dir() -> Path:
     """OpenVINO's compile cache lives with our caches, never in a variant directory (it is a compiled binary)."""
-    from models.default import results_dir
+    from models.paths import cache_dir
 
-    return results_dir() / "cache" / "openvino"
+    return cache_dir() / "openvino"
 
 
 @register_step(

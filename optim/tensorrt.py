@@ -73,9 +73,9 @@ def engine_cache_key(gpu_name: str, trt_version: str) -> str:
 
 
 def engine_cache_dir(gpu_name: str, trt_version: str) -> Path:
-    from models.default import results_dir
+    from models.paths import cache_dir
 
-    return results_dir() / "cache" / "tensorrt" / engine_cache_key(gpu_name, trt_version)
+    return cache_dir() / "tensorrt" / engine_cache_key(gpu_name, trt_version)
 
 
 def _cuda_reason() -> str | None:

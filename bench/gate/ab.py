@@ -207,7 +207,7 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
 
     Returns (base, head, output folder). The worktree is removed afterwards even when a run fails.
     """
-    from models.default import results_dir
+    from models.paths import results_dir
 
     if cfg.processes < 1:
         raise InputError(f"--processes must be >= 1, got {cfg.processes}")

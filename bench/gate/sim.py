@@ -49,7 +49,8 @@ def record_sessions(count: int, processes: int, ckpt: str | None, recipe: str = 
     from bench.results_io import RESULTS_FILE, append_rows
     from bench.run.schedule import PairingPlan
     from bench.run.sides import measure_processes
-    from models.default import ensure_default_checkpoint, results_dir
+    from models.default import ensure_default_checkpoint
+    from models.paths import results_dir
     from models.spec import LoadSpec
 
     if count < 1 or processes < 2:
@@ -109,7 +110,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _default_samples() -> list[Path]:
-    from models.default import results_dir
+    from models.paths import results_dir
 
     files = sorted((results_dir() / "runs").glob("*/results.jsonl"))
     if not files:

@@ -154,7 +154,7 @@ def log(text: str) -> None:
 
 
 def _out_dir(checked: dict[str, Any], tag: str) -> Path:
-    from models.default import results_dir
+    from models.paths import results_dir
 
     safe_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)[:40]
     run_id = checked["run_id"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_tag}-profile"
@@ -206,9 +206,9 @@ def _setup_checkpoint(args: Any, checked: dict[str, Any]):
     if note := placeholder_note(loaded.info):
         log(note)
     info = loaded.info
-    spec = args.data or info.data_spec or "digits"
+    spec = data.resolve_spec(args.data or info.data_spec or "digits")
     loader_cfg = data.LoaderConfig(batch_size=args.batch_size, num_workers=args.num_workers)
-    bundle = data.build(spec, info.data_config, loader_cfg, args.data_dir)  # a bad spec exits 2 here
+    bundle = data.build(spec, info.data_config, loader_cfg, data.resolve_dir(args.data_dir))  # a bad spec exits 2 here
     if bundle.num_classes and bundle.num_classes != info.num_classes:
         raise InputError(f"data spec {spec!r} has {bundle.num_classes} classes, the checkpoint {info.num_classes}")
     out_dir = _out_dir(checked, info.arch or "model")
@@ -218,7 +218,7 @@ def _setup_checkpoint(args: Any, checked: dict[str, Any]):
         scenarios=default_scenarios(True, args.device),
         device=args.device,
         data_spec=spec,
-        data_dir=args.data_dir,
+        data_dir=data.resolve_dir(args.data_dir),
         threads=torch.get_num_threads(),
         run_id=out_dir.parent.name,
     ).validated()

@@ -60,7 +60,10 @@ class MeasurementServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         root = Path(code_root) if code_root else Path(__file__).resolve().parents[2]
         env = child_environment(job.threads, root)
-        self.proc = spawn(self.log_path, str(root), env, fresh_interpreter=fresh_interpreter or code_root is not None)
+        # Every path in the job is absolute: the process runs in the user's folder (another checkout's code runs in
+        # its own tree, so that tree's packages are the ones imported).
+        cwd = str(root) if code_root else os.getcwd()
+        self.proc = spawn(self.log_path, cwd, env, fresh_interpreter=fresh_interpreter or code_root is not None)
         self.info: dict[str, Any] = {}
         self.started_at = time.time()
 

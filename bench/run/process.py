@@ -40,6 +40,21 @@ def reference_path(job: Job, info: Any) -> Path:
     return Path(job.run_dir) / "reference" / f"fp32-{key}-{spec}-{size}.npy"
 
 
+def predictions_path(run_dir: str | Path, recipe: str, device: str) -> Path:
+    """Where a variant's top-1 prediction for every val image is kept (int64, val order): an exported copy of the
+    variant is checked against it image by image."""
+    return Path(run_dir) / "predictions" / f"{safe_name(recipe)}-{device}.npy"
+
+
+def _save_array(path: Path, array: Any) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -180,11 +195,9 @@ def measure_accuracy(prep: Prepared) -> dict[str, Any]:
         val = prep.ctx.data.val
         acc, preds = evaluate_variant(prep.variant, val, reference, prep.eval_batch)
         acc["accuracy_batch"] = prep.eval_batch or val.batch_size
+        _save_array(predictions_path(job.run_dir, job.recipe, job.device), np.asarray(preds, dtype=np.int64))
         if reference is None and job.recipe == "fp32":
-            ref_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ref_file.with_name(ref_file.name + ".tmp.npy")
-            np.save(tmp, preds)
-            tmp.replace(ref_file)
+            _save_array(ref_file, preds)
             acc["agreement"] = 100.0
         skipped = prep.ctx.data.skipped_images
         if skipped:

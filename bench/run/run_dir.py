@@ -28,7 +28,7 @@ MACHINE_LOCK = Path(tempfile.gettempdir()) / "optbench-measuring.lock"  # OPTBEN
 
 
 def runs_root() -> Path:
-    from models.default import results_dir
+    from models.paths import results_dir
 
     return results_dir() / "runs"
 
