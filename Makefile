@@ -8,7 +8,7 @@ ARGS ?=
 # Test files run two at a time (pytest-xdist, one file per worker: a file's fixtures are built once).
 TEST_WORKERS ?= 2
 
-.PHONY: setup bench test lint clean
+.PHONY: setup bench test lint clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -29,3 +29,11 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) results/runs
+
+# make gpu-check OUT=DIR [WHEELS=DIR]: every CUDA path in one command of at most 8 minutes (docs/gpu.md); without
+# CUDA, the same steps as a dry run on CPU. It uses the machine's own torch: .venv's python where there is one, else
+# $(PYTHON); it installs nothing but the carried wheels, unpacked into a scratch folder. More options: GPU_CHECK_ARGS.
+GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	@test -n "$(OUT)" || { echo "error: make gpu-check needs OUT=DIR" >&2; exit 2; }
+	$(GPU_PYTHON) -m bench.tools.gpu_check --out "$(OUT)" $(if $(WHEELS),--wheels "$(WHEELS)") $(GPU_CHECK_ARGS)

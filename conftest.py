@@ -14,6 +14,21 @@ from typing import Any
 import pytest
 
 SUITE_SCHEMA = 1
+# The suite's options that mean what the same options of `python -m bench` mean (bench.options reads them).
+OPTION_FIELDS = (
+    "ckpt",
+    "model",
+    "model_kwargs",
+    "num_classes",
+    "img_size",
+    "data",
+    "data_dir",
+    "quick",
+    "threads",
+    "batch_size",
+    "calib_size",
+    "seed",
+)
 DEVICES = ("cpu", "cuda")
 # Written into the JSON so nobody mistakes in-process numbers for the isolated ones of ``python -m bench``.
 PROCESS_MODEL = (
@@ -41,52 +56,60 @@ class SuiteOptions:
     quick: bool = False
     threads: int | None = None
     batch_size: int | None = None
-    calib_size: int = 512
+    calib_size: int | None = None
     accuracy: bool = True
     seed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # recipes that cannot run here, with the reason
     suite_info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data, ... filled by the session fixture
     _config: Any = None
+    _namespace: Any = None
+    _checked: Any = None  # (load spec, loaded model), loaded once for the session
 
     def resolved(self) -> SuiteOptions:
         """Fill the defaults that need torch (devices, threads) on first use, so `pytest tests` never pays for them."""
         if not self.devices:
             self.devices = _parse_devices(None)
         if self.threads is None:
-            from bench.measure.fingerprint import default_threads
+            from models.machine import default_threads
 
             self.threads = default_threads()
         return self
 
-    def run_config(self, device: str, data_spec: str | None = None) -> Any:
-        """The run configuration of the suite on ``device`` (``--model`` without ``--ckpt``: random weights)."""
-        from bench.config import RunConfig
-        from bench.measure.timing import default_scenarios
-        from models.cli_args import load_spec
+    def loaded(self) -> Any:
+        """The suite's checkpoint, loaded once (with the run configuration)."""
+        self.run_config(self.devices[0] if self.devices else "cpu")
+        return self._checked[1]
+
+    def run_config(self, device: str) -> Any:
+        """The run configuration of the suite on ``device``, made as every command makes one (the same checks:
+        a bad ``--img-size``, ``--threads`` or data stops the suite with one line)."""
+        import argparse
+
+        from bench.options import run_config_from_args
+        from bench.scenarios import configs_for
 
         if self._config is None:
             self.resolved()
-            load = load_spec(
-                self.ckpt,
-                self.model,
-                self.model_kwargs,
-                self.num_classes,
-                self.img_size,
-                random_init=self.ckpt is None and self.model is not None,
-            )
-            self._config = RunConfig(
-                load=load,
-                data_spec=data_spec,
-                data_dir=self.data_dir,
-                threads=self.threads,
-                seed=self.seed,
-                calib_size=self.calib_size,
-                quick=self.quick,
-                accuracy=self.accuracy,
-                run_id="pytest-bench",
-            )
-        scenarios = default_scenarios(self.quick, device, self.batch_size)
-        return self._config.replace(device=device, scenarios=scenarios, data_spec=data_spec or self._config.data_spec)
+            random_init = self.ckpt is None and self.model is not None
+            names = {
+                "device": self.devices[0],
+                "random_init": random_init,
+                "mean": None,
+                "std": None,
+                "skip_bad_images": False,
+                "run_id": "pytest-bench",
+            }
+            fields = {f: getattr(self, f) for f in OPTION_FIELDS}
+            self._namespace = argparse.Namespace(**fields, **names)
+            from optim.options import check_build_options, load_checked
+
+            check_build_options(self._namespace)
+            self._checked = load_checked(self._namespace)
+            config = run_config_from_args(self._namespace, recipes=("fp32",), checked=self._checked)
+            self._config = config.replace(accuracy=self.accuracy)
+        if device == self._config.device:
+            return self._config
+        return self._config.replace(device=device, scenarios=configs_for(self._namespace, device))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,7 +128,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--threads", type=int, default=None, help="threads for every intra-op pool (default: CPUs available)"
     )
     group.addoption("--batch-size", type=int, default=None, help="throughput batch (default 16 on CPU, 128 on CUDA)")
-    group.addoption("--calib-size", type=int, default=512, help="calibration images from the train split")
+    group.addoption("--calib-size", type=int, default=None, help="calibration images from the train split")
     group.addoption("--no-accuracy", action="store_true", default=False, help="skip the top-1 pass on the val split")
 
 
@@ -153,7 +176,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _check_recipes(text: str) -> None:
     """Parse ``--recipes`` up front so a typo is one usage line, not a collection traceback."""
-    from models.errors import InputError
+    from data.errors import InputError
     from optim.recipe import parse_list
     from optim.registry import default_recipes
 
@@ -178,7 +201,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """Add what pytest-benchmark's machine info lacks: CPU flags, GPU, driver, CUDA, library versions."""
     if getattr(config, "_optbench", None) is None:
         return
-    from bench.measure.fingerprint import fingerprint
+    from models.machine import fingerprint
 
     opts = suite_options(config)
     machine_info["optbench"] = fingerprint("cuda" if "cuda" in opts.devices else "cpu", opts.threads)

@@ -1,5 +1,5 @@
 from bench.cli import main
-from models.errors import run_cli
+from data.errors import run_cli
 
 if __name__ == "__main__":
     run_cli(main)

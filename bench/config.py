@@ -1,62 +1,108 @@
 """The run configuration: one typed value that every entry point builds and every process receives whole.
 
-``python -m bench``, ``pytest bench``, the gate's A/B mode, the producer commands and ``python -m bench.profile``
-each turn their options into a :class:`RunConfig`; a :class:`Job` is that configuration plus one recipe. It is
-written to ``run_config.json`` and read back strictly on ``--resume`` (an unknown field or another version is an
-error, never a silent default), so a resumed run measures exactly what the interrupted one did.
+``python -m bench``, ``pytest bench``, the gate's A/B mode and ``python -m bench.profile`` each turn their options
+into a :class:`RunConfig` with :func:`bench.options.run_config_from_args`; a :class:`Job` is that configuration plus
+one recipe. It is written to ``run_config.json`` and read back strictly on ``--resume`` (an unknown field or another
+version is an error, never a silent default), so a resumed run measures exactly what the interrupted one did.
+
+Each field says, in its definition, what ``--resume`` (and a re-run grid file) may do with it: ``fixed`` fields
+define what was measured and must not change, ``free`` ones say how the run is watched (timeouts, trackers, the
+executor), ``answer`` ones change only the answer drawn from the measurements (the top-1 budget), and ``derived``
+ones are worked out from the others and kept as stored. Each field also says which options rebuild it
+(:meth:`RunConfig.to_cli_args`), which is how a stored run is compared with the options given again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.measure.timing import ScenarioConfig
-from models.errors import InputError
+from bench.scenarios import ScenarioConfig
+from data.errors import InputError
 from models.spec import LoadSpec
+from optim.context import CALIB_SIZE, BuildSettings
 
-RUN_CONFIG_VERSION = 2
+RUN_CONFIG_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2 kept the Ray executor's options as fields of their own
 DEVICES = ("cpu", "cuda")
-EXECUTORS = ("local", "ray")
+FIXED, FREE, ANSWER, DERIVED = "fixed", "free", "answer", "derived"
+# Interleaved rounds per variant and scenario, and timed processes a side on CPU (docs/measurement.md says why).
+SWEEP_ROUNDS = 60
+QUICK_ROUNDS = 20  # --quick is a smoke run: its shorter budget in fewer, longer slices
+PRECISE_ROUNDS = 2 * SWEEP_ROUNDS
+CPU_REPLICAS = 2  # loaded copies timed per side on CPU, where loading the saved variant does not compile
+PRECISE_REPLICAS = 4
 
 
-CALIB_SIZE = 512  # calibration images from the train split: enough for stable activation ranges
-# With random weights there is no accuracy to keep and INT8 speed does not depend on the ranges, so calibrating on
-# 512 images only costs time (resnet50 at 224 on 2 cores: 13-113 s more build time per INT8 recipe than with 64).
-RANDOM_INIT_CALIB_SIZE = 64
+@dataclass(frozen=True)
+class _Cli:
+    """How a field is written as options: ``names`` for messages, ``render(value)`` for the arguments."""
+
+    names: tuple[str, ...]
+    render: Callable[[Any], list[str]]
+
+    def __call__(self, value: Any) -> list[str]:
+        return self.render(value)
+
+
+def _option(name: str) -> _Cli:
+    return _Cli((name,), lambda v: [] if v is None else [name, f"{v:g}" if isinstance(v, float) else str(v)])
+
+
+def _flag(name: str, when: bool = True) -> _Cli:
+    return _Cli((name,), lambda v: [name] if bool(v) == when else [])
+
+
+def _spec(default: Any = dataclasses.MISSING, on_resume: str = FIXED, cli: Callable | None = None, **kw: Any) -> Any:
+    """A field with what ``--resume`` may do with it and the options that rebuild it."""
+    if default is not dataclasses.MISSING:
+        kw["default"] = default
+    return field(metadata={"on_resume": on_resume, "cli": cli}, **kw)
+
+
+def _scenario_args(scenarios: tuple[ScenarioConfig, ...]) -> list[str]:
+    from bench.scenarios import get
+
+    return [a for s in scenarios for a in get(s.name).cli_args(s)]
+
+
+_LOAD = _Cli(
+    ("CKPT", "--model", "--model-kwargs", "--num-classes", "--img-size", "--mean", "--std", "--random-init"),
+    lambda load: ([load.path] if load.path else ["--random-init"]) + load.to_cli_args(),
+)
+_SCENARIOS = _Cli(("--batch-size",), _scenario_args)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """What a run measures and how. Plain values only: it is shipped to processes and to cluster nodes."""
 
-    load: LoadSpec
-    recipes: tuple[str, ...] = ("fp32",)
-    scenarios: tuple[ScenarioConfig, ...] = ()
-    device: str = "cpu"
-    data_spec: str | None = None
-    data_dir: str | None = None
-    skip_bad_images: bool = False
-    threads: int = 1
-    seed: int = 0
-    calib_size: int = CALIB_SIZE
-    quick: bool = False
-    accuracy: bool = True
-    max_drop: float = 1.0
-    timeout_s: float = 1800.0
-    run_id: str = ""
-    paired: bool = True
-    rounds: int = 60
-    replicas: int | None = None  # timed processes a side (None: 2 on CPU where loading does not compile, else 1)
-    cpu_replicas: int = 2  # the default above (4 with --precise)
-    precise: bool = False
-    wandb: bool = False
-    executor: str = "local"
-    ray_address: str | None = None
-    ray_target: str | None = None
-    recipe_choice: Mapping[str, Any] = field(default_factory=dict)  # how the default recipes were chosen (machine)
+    load: LoadSpec = _spec(cli=_LOAD)
+    recipes: tuple[str, ...] = _spec(("fp32",), cli=_Cli(("--recipes",), lambda v: ["--recipes", ",".join(v)]))
+    scenarios: tuple[ScenarioConfig, ...] = _spec((), cli=_SCENARIOS)
+    device: str = _spec("cpu", cli=_option("--device"))
+    data_spec: str | None = _spec(None, cli=_option("--data"))
+    data_dir: str | None = _spec(None, cli=_option("--data-dir"))
+    skip_bad_images: bool = _spec(False, cli=_flag("--skip-bad-images"))
+    threads: int = _spec(1, cli=_option("--threads"))
+    seed: int = _spec(0, cli=_option("--seed"))
+    calib_size: int = _spec(CALIB_SIZE, cli=_option("--calib-size"))
+    quick: bool = _spec(False, cli=_flag("--quick"))
+    accuracy: bool = _spec(True)
+    max_drop: float = _spec(1.0, ANSWER, cli=_option("--max-drop"))
+    timeout_s: float = _spec(1800.0, FREE, cli=_option("--timeout"))
+    run_id: str = _spec("", FREE)
+    paired: bool = _spec(True, cli=_flag("--unpaired", when=False))
+    rounds: int = _spec(SWEEP_ROUNDS, cli=_option("--rounds"))
+    replicas: int | None = _spec(None, cli=_option("--replicas"))  # timed processes a side (None: the default)
+    cpu_replicas: int = _spec(CPU_REPLICAS, DERIVED)  # that default on CPU (4 with --precise)
+    precise: bool = _spec(False, cli=_flag("--precise"))
+    wandb: bool = _spec(False, FREE, cli=_flag("--wandb"))
+    executor: str = _spec("local", FREE, cli=_option("--executor"))
+    executor_options: Mapping[str, Any] = _spec(on_resume=FREE, default_factory=dict)  # the executor's own
+    recipe_choice: Mapping[str, Any] = _spec(on_resume=DERIVED, default_factory=dict)  # how defaults were chosen
 
     def job(self, recipe: str, run_dir: str, accuracy: bool | None = None) -> Job:
         return Job(
@@ -65,6 +111,43 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+    def build_settings(self) -> BuildSettings:
+        """What a recipe's build depends on: the same for every process of the run."""
+        largest = max((s.batch_size for s in self.scenarios), default=16)
+        return BuildSettings(
+            device=self.device,
+            threads=self.threads,
+            seed=self.seed,
+            quick=self.quick,
+            calib_size=self.calib_size,
+            data_spec=self.data_spec,
+            data_dir=self.data_dir,
+            skip_bad_images=self.skip_bad_images,
+            max_drop=self.max_drop,
+            max_batch=largest,
+        )
+
+    def scenario(self, name: str) -> ScenarioConfig | None:
+        return next((s for s in self.scenarios if s.name == name), None)
+
+    def to_cli_args(self) -> list[str]:
+        """The options of ``python -m bench`` that build this configuration again (the executor's own options are
+        its spec's: :meth:`bench.run.executors.ExecutorSpec.to_cli`)."""
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            render = f.metadata.get("cli")
+            if render is not None:
+                out += render(getattr(self, f.name))
+        return out
+
+    def changed_fields(self, other: RunConfig, policy: str = FIXED) -> list[str]:
+        """The fields of ``policy`` in which ``other`` differs from this configuration."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.metadata.get("on_resume") == policy and getattr(self, f.name) != getattr(other, f.name)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"version": RUN_CONFIG_VERSION}
@@ -83,15 +166,16 @@ class RunConfig:
 
     @staticmethod
     def from_dict(data: Mapping[str, Any]) -> RunConfig:
-        """Strict: the version must match and every field must be known and of the right type."""
+        """Strict: the version must be one this reader knows and every field must be known and of the right type."""
         if not isinstance(data, Mapping):
             raise InputError(f"a run configuration must be a JSON object, got {type(data).__name__}")
         version = data.get("version")
-        if version != RUN_CONFIG_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InputError(
-                f"run configuration version {version!r} is not {RUN_CONFIG_VERSION} (written by another optbench "
-                "version); start a new run instead of resuming"
+                f"run configuration version {version!r} is not one of {', '.join(map(str, READABLE_VERSIONS))} "
+                "(written by another optbench version); start a new run instead of resuming"
             )
+        data = _upgraded(data) if version == 2 else data
         known = {f.name: f for f in dataclasses.fields(RunConfig)}
         unknown = sorted(set(data) - set(known) - {"version"})
         if unknown:
@@ -106,14 +190,16 @@ class RunConfig:
             if name == "load":
                 values[name] = LoadSpec.from_dict(value)
             elif name == "scenarios":
-                values[name] = _scenarios(value)
+                if not isinstance(value, list):
+                    raise InputError("run configuration field scenarios must be a list")
+                values[name] = tuple(ScenarioConfig.from_dict(item) for item in value)
             elif name == "recipes":
                 if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
                     raise InputError("run configuration field recipes must be a list of strings")
                 values[name] = tuple(value)
-            elif name == "recipe_choice":
+            elif name in ("recipe_choice", "executor_options"):
                 if not isinstance(value, Mapping):
-                    raise InputError("run configuration field recipe_choice must be an object")
+                    raise InputError(f"run configuration field {name} must be an object")
                 values[name] = dict(value)
             else:
                 values[name] = _typed(name, value, known[name].type)
@@ -122,8 +208,6 @@ class RunConfig:
     def validated(self) -> RunConfig:
         if self.device not in DEVICES:
             raise InputError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICES)}")
-        if self.executor not in EXECUTORS:
-            raise InputError(f"unknown executor {self.executor!r}; choose one of: {', '.join(EXECUTORS)}")
         for name in ("threads", "calib_size", "rounds", "cpu_replicas"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -137,14 +221,21 @@ class RunConfig:
             raise InputError("no recipes to run")
         return self
 
-    def measured_differently(self, other: RunConfig) -> list[str]:
-        """The fields in which ``other`` would measure something else than this run (for ``--resume``)."""
-        same_ok = {"timeout_s", "wandb", "executor", "ray_address", "ray_target", "run_id"}
-        return [
-            f.name
-            for f in dataclasses.fields(self)
-            if f.name not in same_ok and getattr(self, f.name) != getattr(other, f.name)
-        ]
+
+def field_options(name: str) -> list[str]:
+    """The options that set field ``name`` (for messages: ``--data``, ``--unpaired``, ...)."""
+    f = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+    cli = f.metadata.get("cli")
+    return list(cli.names) if cli is not None else [name]
+
+
+def _upgraded(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-2 configuration in the version-3 layout (the Ray address and target became executor options)."""
+    out = {k: v for k, v in data.items() if k not in ("ray_address", "ray_target")}
+    options = {k: data[f"ray_{k}"] for k in ("address", "target") if data.get(f"ray_{k}") is not None}
+    out["executor_options"] = options
+    out["version"] = RUN_CONFIG_VERSION
+    return out
 
 
 _SCALARS = {"str": str, "int": int, "float": (int, float), "bool": bool}
@@ -165,18 +256,6 @@ def _typed(name: str, value: Any, annotation: Any) -> Any:
     if (isinstance(value, bool) and base != "bool") or not isinstance(value, kind):
         raise InputError(f"run configuration field {name} must be {base}, got {value!r}")
     return float(value) if base == "float" else value
-
-
-def _scenarios(value: Any) -> tuple[ScenarioConfig, ...]:
-    if not isinstance(value, list):
-        raise InputError("run configuration field scenarios must be a list")
-    out = []
-    names = {f.name for f in dataclasses.fields(ScenarioConfig)}
-    for item in value:
-        if not isinstance(item, Mapping) or set(item) - names or "name" not in item:
-            raise InputError(f"run configuration: unreadable scenario {item!r}")
-        out.append(ScenarioConfig(**item))
-    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 
 RESULTS_FILE = "results.jsonl"
 

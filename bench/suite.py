@@ -38,14 +38,14 @@ class Suite:
     _references: dict[str, Any] = field(default_factory=dict)
 
     def config(self, device: str):
-        return self.options.run_config(device, self.data_spec)
+        return self.options.run_config(device)
 
     def data(self):
         """The shared DataBundle (calibration, fine-tuning and the accuracy pass); built on first use."""
         from optim.context import build_context
 
         if self._bundle is None:
-            self._bundle = build_context(self.config("cpu"), self.loaded, self.workdir).data_factory()
+            self._bundle = build_context(self.config("cpu").build_settings(), self.loaded, self.workdir).data_factory()
         return self._bundle
 
     def context(self, recipe: str, device: str):
@@ -53,7 +53,8 @@ class Suite:
         from bench.run.process import safe_name
         from optim.context import build_context
 
-        ctx = build_context(self.config(device), self.loaded, self.workdir / safe_name(recipe) / device)
+        settings = self.config(device).build_settings()
+        ctx = build_context(settings, self.loaded, self.workdir / safe_name(recipe) / device)
         ctx.data_factory = self.data
         return ctx
 
@@ -65,8 +66,8 @@ class Suite:
         """FP32 top-1 predictions on val for agreement (from the fp32 variant when it runs, else built here)."""
         if device not in self._references:
             if fp32_preds is None:
-                from bench.measure.accuracy import evaluate_variant
                 from optim import build
+                from optim.evaluate import evaluate_variant
 
                 fp32 = build("fp32", self.loaded, self.context("fp32", device))
                 batch = self.scenario("throughput", device).batch_size
@@ -121,9 +122,9 @@ class VariantCache:
     def _build(self, recipe: str, device: str) -> BuiltVariant:
         import torch
 
-        from bench.measure.accuracy import evaluate_variant
-        from bench.measure.timing import WallTimer, cuda_synchronize
+        from models.timers import WallTimer, cuda_synchronize
         from optim import build
+        from optim.evaluate import evaluate_variant
 
         suite = self.suite
         ctx = suite.context(recipe, device)

@@ -34,7 +34,7 @@ def _plain(value: Any) -> Any:
 def _matrix(config: pytest.Config) -> list[Any]:
     """(device, recipe, scenario) parameters; recipes this machine cannot run are skipped with the reason."""
     from bench.run.sweep import validate_recipes
-    from models.errors import InputError
+    from data.errors import InputError
     from optim.recipe import parse, parse_list
     from optim.registry import default_recipes
 
@@ -74,21 +74,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """Load the model once, fix the thread count for the session (restored after), describe the run."""
 
-    import models
     from bench.measure.threads import set_threads, threads_restored
-    from models.cli_args import placeholder_note
-    from models.errors import InputError
+    from data.errors import InputError
 
     opts = suite_options(request.config)
     try:
         cfg = opts.run_config(opts.devices[0])
-        loaded = models.load(cfg.load)
+        loaded = opts.loaded()
     except InputError as exc:
         pytest.exit(f"error: {exc}", returncode=2)
-    if note := placeholder_note(loaded.info):
-        print(note)
     info = loaded.info
-    data_spec = opts.data or info.data_spec or "digits"
+    data_spec = cfg.data_spec
     with threads_restored():  # the suite sets the threads for the session; undone (CPUs included) at its end
         set_threads(opts.threads)
         opts.suite_info = {
@@ -99,7 +95,7 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "img_size": info.input_size[1],
             "data_spec": data_spec,
             "accuracy": opts.accuracy and info.has_weights,
-            "run_config": cfg.replace(data_spec=data_spec).to_dict(),
+            "run_config": cfg.to_dict(),
         }
         yield Suite(loaded=loaded, options=opts, data_spec=data_spec, workdir=tmp_path_factory.mktemp("variants"))
 
@@ -116,8 +112,8 @@ def test_variant(benchmark, variants: VariantCache, suite: Suite, device: str, r
     """Time one variant in one scenario; accuracy and build facts ride along in ``extra_info``."""
     import torch
 
-    from bench.measure.timing import CudaEventTimer, run_timed, summarize
-    from bench.run.process import host_batch
+    from bench.scenarios.base import host_batch
+    from models.timers import CudaEventTimer, run_timed, summarize
 
     built = variants.get(recipe, device)
     if built.error:

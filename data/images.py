@@ -20,7 +20,7 @@ CACHE_NAME = "image-check.json"
 
 
 def _cache_path() -> Path:
-    from models.paths import cache_dir
+    from data.paths import cache_dir
 
     return cache_dir() / CACHE_NAME
 

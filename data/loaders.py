@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from models.errors import DataSpecError
+from data.errors import DataSpecError
 
 TIMM_DATASET_PREFIXES = ("torch/", "tfds/", "hfds/", "hfids/", "wds/")
 VAL_DIR_NAMES = ("val", "validation")
@@ -181,7 +181,7 @@ def resolve_spec(spec: str | None) -> str | None:
     process started elsewhere reads the same images; a name that is no folder here stays as typed, for the error."""
     if not spec or spec == "digits" or spec.startswith(TIMM_DATASET_PREFIXES):
         return spec
-    from models.paths import absolute
+    from data.paths import absolute
 
     path = absolute(spec)
     return str(path) if path.exists() else spec
@@ -189,7 +189,7 @@ def resolve_spec(spec: str | None) -> str | None:
 
 def resolve_dir(path: str | None) -> str | None:
     """``--data-dir`` and other folder options, absolute (None stays None)."""
-    from models.paths import absolute
+    from data.paths import absolute
 
     return str(absolute(path)) if path else None
 

@@ -1,6 +1,6 @@
 """Checkpoints in, timm models out: ``models.load(path)`` and ``models.save(...)``; training in ``models.train``.
 
-Attributes are resolved lazily so ``from models.errors import InputError`` (every CLI does it) does not pay
+Attributes are resolved lazily so ``from data.errors import InputError`` (every CLI does it) does not pay
 for importing torch and timm.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from models.errors import CheckpointError, DataSpecError, InputError, MissingDependencyError
+from data.errors import CheckpointError, DataSpecError, InputError, MissingDependencyError
 
 _LAZY = {
     **{

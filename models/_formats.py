@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from models.errors import CheckpointError
+from data.errors import CheckpointError
 
 FORMAT_NAME = "optbench-checkpoint"
 # Keys under which trainers nest the weights, best first: EMA weights win when present (timm does the same).

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.errors import CheckpointError
 from models._formats import RawCheckpoint, fit_keys
-from models.errors import CheckpointError
 from models.info import ModelInfo
 from models.spec import LoadSpec
 
@@ -124,10 +124,22 @@ def timm_model(arch: str, raw: RawCheckpoint, spec: LoadSpec, path: Path) -> tup
     return create_model(arch, int(classes)), state_dict
 
 
-def output_classes(model: nn.Module, input_size: list[int]) -> int:
-    """Class count of a custom model: the width of its output for one input of the data config's size."""
-    with torch.inference_mode():
-        out = model.eval()(torch.zeros(1, *[int(v) for v in input_size]))
+def output_classes(model: nn.Module, input_size: list[int], name: str = "the model") -> int:
+    """Class count of a custom model: the width of its output for one input of the data config's size.
+
+    The user's own forward may fail on that input (a head sized for another feature width, a size the model
+    cannot take): that is bad input, said in one line with the model, the shape and the error."""
+    shape = (1, *[int(v) for v in input_size])
+    try:
+        with torch.inference_mode():
+            out = model.eval()(torch.zeros(shape))
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward is the same finding
+        lines = str(exc).strip().splitlines()
+        first = lines[0][:200] if lines else ""
+        raise CheckpointError(
+            f"{name} fails on an input of shape {shape}: {type(exc).__name__}: {first} (check the model's head "
+            "width, --model-kwargs or --img-size)"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CheckpointError(f"the model must return logits of shape (batch, classes), it returned {shape}")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.errors import CheckpointError
 from models._formats import FORMAT_NAME, RawCheckpoint, fit_keys, load_safetensors, strip_wrappers, torch_load, unwrap
 from models._instantiate import (
     apply_overrides,
@@ -29,7 +30,6 @@ from models._instantiate import (
     resolve_data_config,
     timm_model,
 )
-from models.errors import CheckpointError
 from models.info import LoadedModel, ModelInfo
 from models.spec import LoadSpec
 
@@ -79,7 +79,7 @@ def _random_init(spec: LoadSpec) -> LoadedModel:
         data_config, where = resolve_data_config(model), "timm"
     data_config = apply_overrides(data_config, spec)
     classes = spec.num_classes or (
-        output_classes(model, data_config["input_size"]) if spec.factory else model.num_classes
+        output_classes(model, data_config["input_size"], spec.factory) if spec.factory else model.num_classes
     )
     info = ModelInfo(
         arch=spec.model,
@@ -150,7 +150,7 @@ def _class_count(model: nn.Module, raw: RawCheckpoint, spec: LoadSpec, path: Pat
     if not spec.factory:
         return int(getattr(model, "num_classes", None) or raw.header.get("num_classes"))
     classes = raw.header.get("num_classes") if raw.header.get("factory") else None
-    classes = classes or output_classes(model, input_size)
+    classes = classes or output_classes(model, input_size, spec.factory)
     if spec.num_classes and spec.num_classes != classes:
         raise CheckpointError(f"{path} has {classes} classes but --num-classes says {spec.num_classes}")
     return int(classes)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 from models.spec import LoadSpec, parse_floats, parse_model_kwargs
 
 MODEL_HELP = "timm architecture (needed for plain state dicts), or package.module:callable for your own model class"

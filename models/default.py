@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from models.paths import cache_dir
+from data.paths import cache_dir
 
 DEFAULT_ARCH = "resnet10t"
 DEFAULT_DATA = "digits"

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from models.errors import CheckpointError
+from data.errors import CheckpointError
 
 _SPEC_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 # The data config of a model with no timm part: timm's own defaults (ImageNet statistics, 224 px, 0.875 crop).

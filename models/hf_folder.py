@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data.errors import CheckpointError
 from models._formats import RawCheckpoint, load_safetensors, strip_wrappers, torch_load
-from models.errors import CheckpointError
 
 CONFIG = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.errors import CheckpointError
 from models.attention import set_head_dim
-from models.errors import CheckpointError
 
 PRUNED_FORMAT = 1
 # Module attributes that describe widths; anything else (stride, padding, eps) is never changed by pruning.

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from models.errors import CheckpointError, InputError
+from data.errors import CheckpointError, InputError
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,16 @@ class LoadSpec:
             if getattr(self, name):
                 out += [f"--{name}", ",".join(f"{v:g}" for v in getattr(self, name))]
         return out
+
+    def differences(self, other: LoadSpec) -> dict[str, str]:
+        """{option (``CKPT``, ``--img-size``, ...): "old -> new"} for each field in which ``other`` differs."""
+        return {
+            "CKPT" if f.name == "path" else "--" + f.name.replace("_", "-"): (
+                f"{getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
+            )
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
 
     def describe(self) -> str:
         """One line for logs: what is loaded, and how."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from models.errors import ArgumentParser, InputError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
 
 DIGITS_IMG_SIZE = 32  # digits are 8x8: larger inputs only add cost, so train them at 32 px unless asked otherwise
 

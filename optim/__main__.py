@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.errors import ArgumentParser, InputError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
 
 
 def _list(pattern: str) -> int:

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import InputError
+from data.errors import InputError
 from optim.cli import ProducerRun, producer_run, quick_check, quick_check_line, save_atomically, scratch_dir
+from optim.context import DATA_BATCH
 
 
 def add_budget_arguments(p) -> None:
@@ -41,7 +42,7 @@ class Candidate:
 
 def _evaluate(variant, val) -> tuple[dict[str, Any], np.ndarray]:
     """Accuracy at the loader's batch size throughout: its short last batch, filled up, compiles nothing new."""
-    from bench.measure.accuracy import evaluate_variant
+    from optim.evaluate import evaluate_variant
 
     return evaluate_variant(variant, val, batch_size=getattr(val, "batch_size", None))
 
@@ -99,7 +100,7 @@ def run_with_budget(recipe: str, args: Any, prog: str, fallbacks: bool) -> int:
     info, cfg = run.loaded.info, run.config
     if not info.has_weights:
         raise InputError("a random-init model has no accuracy to keep; pass a trained checkpoint")
-    loader_cfg = data.LoaderConfig(batch_size=32, calib_size=cfg.calib_size, seed=cfg.seed)
+    loader_cfg = data.LoaderConfig(batch_size=DATA_BATCH, calib_size=cfg.calib_size, seed=cfg.seed)
     bundle = data.build(
         cfg.data_spec,
         info.data_config,

@@ -50,6 +50,7 @@ class BuildContext:
     seed: int = 0
     quick: bool = False
     calib_size: int = 512
+    max_drop: float = 1.0  # top-1 budget in points, for builds that control accuracy themselves
     data_factory: Callable[[], Any] | None = None
     data_spec: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -60,7 +61,7 @@ class BuildContext:
         """The :class:`data.DataBundle` (train/calib/val); raises InputError if there is none to build."""
         if self._data is None:
             if self.data_factory is None:
-                from models.errors import InputError
+                from data.errors import InputError
 
                 raise InputError("this recipe needs data (calibration or fine-tuning); pass --data")
             self._data = self.data_factory()

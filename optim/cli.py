@@ -8,7 +8,6 @@ No producer imports another producer's command line; they all come here.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Any
 
 import torch
 
-from models.cli_args import add_load_arguments, load_spec_from_args, placeholder_note
-from models.errors import ArgumentParser, InputError, MissingDependencyError
+from data.errors import ArgumentParser, InputError
+from optim.context import BuildSettings
 
 QUICK_CHECK_NOTE = (
     "rough in-process check at batch 1 (both warmed up, timed in alternating blocks); `python -m bench` measures "
@@ -26,26 +25,19 @@ QUICK_CHECK_NOTE = (
 
 
 def add_producer_arguments(p: ArgumentParser, data: bool = True, device: bool = True, calib: bool = True) -> None:
-    """The checkpoint options and what every producer takes besides its own options."""
-    add_load_arguments(p, random_init=False)
-    if data:
-        p.add_argument("--data", help="data spec (default: the checkpoint's own, e.g. digits)")
-        p.add_argument("--data-dir", help="root for timm dataset names such as torch/gtsrb")
-        p.add_argument("--skip-bad-images", action="store_true", help="leave unreadable images out instead of stopping")
-    if calib:
-        p.add_argument("--calib-size", type=int, default=None, help="calibration images from train (default 512)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration subset and fine-tuning")
-    if device:
-        p.add_argument("--device", default="cpu", help="where the variant runs: cpu (default) or cuda")
-    p.add_argument("--quick", action="store_true", help="short fine-tuning and checks (smoke runs)")
-    p.add_argument("--out", help="variant directory (default: results/variants/<arch>-<recipe>)")
+    """The checkpoint options and what every producer takes besides its own options (:mod:`optim.options`)."""
+    from optim.options import add_build_arguments, add_checkpoint_arguments
+
+    add_checkpoint_arguments(p, random_init=False, data=data)
+    add_build_arguments(p, device=device, calib=calib)
+    p.add_argument("--out", help="variant directory (default: <results>/variants/<arch>-<recipe>)")
 
 
 @dataclass
 class ProducerRun:
-    """A producer command's run: its configuration, the loaded checkpoint, and where the variant goes."""
+    """A producer command's run: its build settings, the loaded checkpoint, and where the variant goes."""
 
-    config: Any  # bench.config.RunConfig
+    config: BuildSettings
     loaded: Any  # models.LoadedModel
     out: Path
 
@@ -56,61 +48,26 @@ class ProducerRun:
 
 
 def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: bool = False) -> ProducerRun:
-    """Validate the options, load the checkpoint once and build the run configuration of ``recipe``."""
-    import models
-    from bench.config import RunConfig
-    from bench.measure.fingerprint import default_threads
-    from bench.measure.timing import default_scenarios
+    """Check the options (the same checks as every command), load the checkpoint once, settle the build settings."""
+    from optim.options import check_build_options, load_checked, settings_from_args
     from optim.recipe import parse
 
-    device = device or getattr(args, "device", "cpu")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"unknown device {device!r}; choose one of: cpu, cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MissingDependencyError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
-    calib = getattr(args, "calib_size", None)
-    if calib is not None and calib <= 0:
-        raise InputError(f"--calib-size must be positive, got {calib}")
+    if device is not None:
+        args.device = device
+    check_build_options(args)
     parse(recipe)  # a bad recipe is one line before any work
-    loaded = models.load(load_spec_from_args(args))
-    if note := placeholder_note(loaded.info):
-        print(note, file=sys.stderr)
-    import data
-
-    spec = data.resolve_spec(getattr(args, "data", None) or loaded.info.data_spec)
-    if needs_data and not spec:
-        raise InputError("this checkpoint records no data spec; pass --data (digits, a folder, torch/<name>)")
-    if spec and (needs_data or getattr(args, "data", None)):
-        report = data.check_spec(
-            spec, loaded.info, getattr(args, "data_dir", None), getattr(args, "skip_bad_images", False)
-        )
-        if report:
-            print(report, file=sys.stderr)
-    threads = default_threads()
-    torch.set_num_threads(threads)
-    cfg = RunConfig(
-        load=load_spec_from_args(args),
-        recipes=(recipe,),
-        scenarios=default_scenarios(True, device),
-        device=device,
-        data_spec=spec,
-        data_dir=data.resolve_dir(getattr(args, "data_dir", None)),
-        skip_bad_images=getattr(args, "skip_bad_images", False),
-        threads=threads,
-        seed=args.seed,
-        calib_size=calib or 512,
-        quick=args.quick,
-        run_id="producer",
-    ).validated()
-    return ProducerRun(cfg, loaded, out_dir(args.out, loaded.info.arch, recipe))
+    _, loaded = load_checked(args)
+    settings = settings_from_args(args, loaded, check_data=needs_data or bool(getattr(args, "data", None)))
+    torch.set_num_threads(settings.threads)
+    return ProducerRun(settings, loaded, out_dir(args.out, loaded.info.arch, recipe))
 
 
 def out_dir(out: str | None, arch: str, recipe: str) -> Path:
     """``--out``, or ``results/variants/<arch>-<recipe>``; an existing folder that is not a variant is refused."""
-    from models.paths import results_dir
+    from data.paths import results_dir
 
     if out:
-        from models.paths import absolute
+        from data.paths import absolute
 
         path = absolute(out)
     else:
@@ -144,24 +101,13 @@ def quick_check(reference: Any, variant: Any, example: torch.Tensor, blocks: int
     Rough on purpose (a few seconds, in the producer's own process); the two sides see the same machine moments,
     so the ratio does not compare a cold first call with a warm variant.
     """
-    import numpy as np
+    from models.timers import WallTimer, alternating_p50
 
-    from bench.measure.timing import ScenarioConfig, WallTimer, time_calls, warm_up
-
-    timer = WallTimer(None)
-    warm = ScenarioConfig("check", 1, warmup_iters=5, warmup_seconds=0.3, min_iters=5, min_seconds=0.1, max_seconds=30)
-    sides = {"fp32": reference, "variant": variant}
     calls = {}
-    for name, v in sides.items():
+    for name, v in (("fp32", reference), ("variant", variant)):
         ready = v.prepare_input(example)
         calls[name] = lambda v=v, ready=ready: v.predict(ready)
-        warm_up(calls[name], warm, timer)
-    samples: dict[str, list[float]] = {name: [] for name in sides}
-    for block in range(blocks):
-        order = list(sides) if block % 2 == 0 else list(reversed(list(sides)))
-        for name in order:
-            samples[name] += time_calls(calls[name], timer, 5, 0.05, 5.0)
-    p50 = {name: float(np.median(s)) * 1e3 for name, s in samples.items()}
+    p50 = {name: seconds * 1e3 for name, seconds in alternating_p50(calls, WallTimer(None), blocks).items()}
     return {
         "fp32_p50_ms": round(p50["fp32"], 4),
         "variant_p50_ms": round(p50["variant"], 4),

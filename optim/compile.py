@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from models.errors import ArgumentParser, CheckpointError, InputError, run_cli
+from data.errors import ArgumentParser, CheckpointError, InputError, run_cli
 from optim.artifact import Artifact, BuildContext
 from optim.backends.inductor import MODES, CompileConfig, compile_runtime, first_call_seconds
 from optim.registry import GRAPH, MODULE, RUNTIME, register_step
@@ -91,7 +91,7 @@ def bf16_note(device: str) -> str | None:
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             return "this GPU has no native BF16: autocast to BF16 is likely slower than FP32"
         return None
-    from bench.measure.fingerprint import cpu_info
+    from models.machine import cpu_info
 
     flags = set(cpu_info()["cpu_flags"])
     if flags & {"avx512_bf16", "amx_bf16"}:
@@ -103,7 +103,7 @@ def fp16_note(device: str) -> str | None:
     """FP16 autocast is a GPU feature; on a CPU without AMX-FP16/avx512_fp16 it is emulated and slow."""
     if device == "cuda":
         return None
-    from bench.measure.fingerprint import cpu_info
+    from models.machine import cpu_info
 
     if set(cpu_info()["cpu_flags"]) & {"avx512_fp16", "amx_fp16"}:
         return None

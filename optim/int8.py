@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import InputError
+from data.errors import InputError
 from optim.artifact import Artifact, BuildContext
 from optim.registry import RUNTIME
 from optim.variant import Variant, register_loader

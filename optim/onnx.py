@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError, run_cli
+from data.errors import InputError, run_cli
 from optim.artifact import Artifact, BuildContext
 from optim.backends.onnx_export import (
     DEFAULT_OPSET,
@@ -184,7 +184,7 @@ def load_onnx(directory: Path, manifest: dict[str, Any], device: str, base=None)
 
 
 def build_parser():
-    from models.errors import ArgumentParser
+    from data.errors import ArgumentParser
     from optim.accuracy_budget import add_budget_arguments
     from optim.cli import add_producer_arguments
 

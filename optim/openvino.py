@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError, MissingDependencyError
+from data.errors import InputError, MissingDependencyError
 from optim.artifact import Artifact, BuildContext
 from optim.backends import ov_runtime
 from optim.registry import MODULE, ONNX, RUNTIME, register_step
@@ -84,7 +84,7 @@ def _runtime_artifact(model: Any, ctx: BuildContext, precision: str, steps: list
 
 def _cache_dir() -> Path:
     """OpenVINO's compile cache lives with our caches, never in a variant directory (it is a compiled binary)."""
-    from models.paths import cache_dir
+    from data.paths import cache_dir
 
     return cache_dir() / "openvino"
 
@@ -168,7 +168,7 @@ def _with_accuracy_control(nncf: Any, model: Any, dataset: Any, ctx: BuildContex
             total += 1
         return hits / max(total, 1)
 
-    max_drop = float(ctx.options.get("max_drop", 1.0)) / 100.0
+    max_drop = float(ctx.max_drop) / 100.0  # the run's --max-drop, in points; NNCF takes a fraction
     with torch.inference_mode():
         return nncf.quantize_with_accuracy_control(
             model, dataset, validation, top1, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs

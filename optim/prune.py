@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from models.errors import ArgumentParser, InputError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
 from optim.artifact import Artifact, BuildContext
 from optim.backends.pruning import (
     DEFAULT_FINETUNE_EPOCHS,

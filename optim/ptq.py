@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from models.errors import InputError, MissingDependencyError
+from data.errors import InputError, MissingDependencyError
 from optim.artifact import Artifact, BuildContext
 from optim.backends.onnx_export import DEFAULT_OPSET, ExportConfig, check_opset
 from optim.int8 import (

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 from optim.artifact import Artifact, BuildContext
 from optim.backends.onnx_export import DEFAULT_OPSET, ExportConfig, ParityConfig, check_opset
 from optim.int8 import default_backend, eager_module, step_config, x86_artifact

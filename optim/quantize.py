@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from models.errors import ArgumentParser, InputError, MissingDependencyError, run_cli
+from data.errors import ArgumentParser, InputError, MissingDependencyError, run_cli
 
 METHODS = ("ptq", "qat", "dynamic")
 

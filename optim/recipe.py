@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 from optim.registry import MODULE, StepSpec, get_step
 
 _STEP_RE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\((.*)\))?\s*$")

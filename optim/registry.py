@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 
 # Modules that register steps when imported. Importing is cheap: heavy libraries load inside the builders.
 PRODUCER_MODULES = (

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.errors import CheckpointError
+from data.errors import CheckpointError
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,200}$")
 _ALLOWED_TARGET_PREFIXES = ("torch.ops.", "_operator.", "math.", "torch._assert", "torch.sym_", "#")

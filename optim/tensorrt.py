@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from models.errors import ArgumentParser, CheckpointError, InputError, MissingDependencyError, run_cli
+from data.errors import ArgumentParser, CheckpointError, InputError, MissingDependencyError, run_cli
 from optim.artifact import Artifact, BuildContext
 from optim.registry import MODULE, RUNTIME, register_step
 from optim.variant import Variant, module_runtime, register_loader
@@ -73,7 +73,7 @@ def engine_cache_key(gpu_name: str, trt_version: str) -> str:
 
 
 def engine_cache_dir(gpu_name: str, trt_version: str) -> Path:
-    from models.paths import cache_dir
+    from data.paths import cache_dir
 
     return cache_dir() / "tensorrt" / engine_cache_key(gpu_name, trt_version)
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import InputError, MissingDependencyError
+from data.errors import InputError, MissingDependencyError
 from optim.artifact import Artifact, BuildContext
 from optim.registry import MODULE, RUNTIME, register_step
 

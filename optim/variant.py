@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.errors import InputError
 from models.checkpoint import LoadedModel, library_versions
-from models.errors import InputError
 from models.spec import LoadSpec
 from optim.artifact import Artifact, BuildContext
 from optim.recipe import Recipe, parse

@@ -124,7 +124,7 @@ def install_plugin(tmp_path, monkeypatch):
 def run_in_process(capsys):
     """``run_in_process(main, args)``: a command's ``main`` through ``run_cli``, as its ``python -m`` runs it, but
     in this process (milliseconds instead of seconds for bad-input checks); returns (exit code, stdout, stderr)."""
-    from models.errors import run_cli
+    from data.errors import run_cli
 
     def run(main, args):
         with pytest.raises(SystemExit) as exit_info:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any
 
 from bench.config import RunConfig
-from bench.measure.timing import ScenarioConfig, default_scenarios
+from bench.scenarios import ScenarioConfig, configs_for
 from models.spec import LoadSpec
 
 
@@ -29,7 +30,7 @@ def short_scenarios(min_seconds: float = 0.1, min_iters: int = 5) -> tuple[Scena
     """The quick scenarios with a tenth of their budget: enough samples to test the plumbing, not to decide."""
     return tuple(
         s.__class__(**{**s.to_dict(), "min_seconds": min_seconds, "min_iters": min_iters, "warmup_seconds": 0.0})
-        for s in default_scenarios(True)
+        for s in configs_for(argparse.Namespace(quick=True, batch_size=None), "cpu")
     )
 
 

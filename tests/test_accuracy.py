@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.measure.accuracy import evaluate_variant, fixed_batches
+from optim.evaluate import evaluate_variant, fixed_batches
 
 
 def _loader(sizes: list[int]):
@@ -59,9 +59,9 @@ def test_a_job_measures_accuracy_at_its_largest_timed_batch(tmp_path, tiny_ckpt)
     """Through the worker: a compiled variant would otherwise compile the val loader's 32 and its remainder."""
     from optbench_testing import tiny_config
 
-    from bench.measure.timing import ScenarioConfig
     from bench.run.local import LocalExecutor
     from bench.run.sweep import run_sweep
+    from bench.scenarios import ScenarioConfig
 
     scenarios = (
         ScenarioConfig("latency", 1, warmup_iters=1, warmup_seconds=0.0, min_iters=3, min_seconds=0.0),

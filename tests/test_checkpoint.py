@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import models
-from models.errors import CheckpointError
+from data.errors import CheckpointError
 
 ARCH = "resnet10t"
 CLASSES = 7

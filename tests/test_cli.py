@@ -56,7 +56,7 @@ def bad_files(tmp_path_factory):
 def test_bench_bad_input_exits_2_with_one_line(bad_files, args, needle, capsys):
     """In-process through run_cli (what `python -m bench` runs); one case below also goes through a real process."""
     from bench.cli import main
-    from models.errors import run_cli
+    from data.errors import run_cli
 
     args = [a.format(root=bad_files) for a in args]
     with pytest.raises(SystemExit) as exit_info:

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 import torch
 
-from models.errors import InputError
+from data.errors import InputError
 from optim import BuildContext, build, parse
 from optim.backends.inductor import CompileConfig, inductor_settings
 from optim.compile import bf16_note, parse_compile_args
@@ -71,7 +71,7 @@ def test_inductor_settings_restore_global_state(tmp_path, monkeypatch):
 
 
 def test_bf16_note_matches_cpu_flags():
-    from bench.measure.fingerprint import cpu_info
+    from models.machine import cpu_info
 
     native = bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["cpu_flags"]))
     assert (bf16_note("cpu") is None) is native

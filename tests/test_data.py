@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import data
-from models.errors import DataSpecError
+from data.errors import DataSpecError
 
 CONFIG = {
     "input_size": [3, 32, 32],

@@ -53,7 +53,7 @@ def gate(monkeypatch, capsys):
     """Run ``python -m bench.gate ARGS`` in this process (importing torch once, not once per call): the CLI's
     own entry point, exit code from SystemExit, stdout and stderr captured."""
     from bench.gate.cli import main
-    from models.errors import run_cli
+    from data.errors import run_cli
 
     def run(args: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
         monkeypatch.chdir(cwd)
@@ -403,7 +403,7 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
 
 def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, capsys):
     from bench.gate.sim import main
-    from models.errors import run_cli
+    from data.errors import run_cli
 
     rows = _rows(seed=1, n=60, run_id="a") + _rows(seed=2, n=60, run_id="b") + _rows(seed=3, n=60, run_id="c")
     samples = _write(tmp_path / "results.jsonl", rows)

@@ -96,7 +96,7 @@ def fp32_variant(tmp_path_factory, tiny_loaded):
 
     out = tmp_path_factory.mktemp("variant")
     cfg = tiny_config(tiny_loaded.info.source, ["fp32"])
-    build("fp32", tiny_loaded, build_context(cfg, tiny_loaded, out)).save(out)
+    build("fp32", tiny_loaded, build_context(cfg.build_settings(), tiny_loaded, out)).save(out)
     return out
 
 

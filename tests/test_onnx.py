@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from data.errors import InputError
 from models.checkpoint import LoadedModel, ModelInfo
-from models.errors import InputError
 from optim import BuildContext, build, parse
 from optim.backends.onnx_export import ExportConfig, ParityError, check_parity, export_onnx
 from optim.backends.onnx_runtime import create_session

@@ -13,7 +13,7 @@ import pytest
 import torch
 from optbench_testing import tiny_config
 
-from models.errors import InputError
+from data.errors import InputError
 
 pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino nncf)")
 
@@ -25,12 +25,12 @@ def built(tiny_loaded, tmp_path_factory):
 
     cfg = tiny_config(tiny_loaded.info.source, ["fp32"], calib_size=64)
     root = tmp_path_factory.mktemp("ov")
-    ctx = build_context(cfg, tiny_loaded, root / "data")
+    ctx = build_context(cfg.build_settings(), tiny_loaded, root / "data")
     bundle = ctx.data
     out = {}
     for recipe in ("fp32", "ov", "ov(bf16)", "ptq(ov)", "prune(0.5)", "prune(0.5)+ov-int8", "qat(ort)+ov"):
         folder = root / recipe.replace("(", "_").replace(")", "").replace("+", "-")
-        variant = build(recipe, tiny_loaded, build_context(cfg, tiny_loaded, folder, bundle))
+        variant = build(recipe, tiny_loaded, build_context(cfg.build_settings(), tiny_loaded, folder, bundle))
         variant.save(folder)
         out[recipe] = (variant, folder)
     return out, bundle
@@ -75,7 +75,7 @@ def test_only_an_onnx_qat_goes_on_to_openvino():
 
 
 def test_bf16_says_what_really_ran(built):
-    from bench.measure.fingerprint import cpu_info
+    from models.machine import cpu_info
 
     step = built[0]["ov(bf16)"][0].manifest["steps"][-1]
     if set(cpu_info()["cpu_flags"]) & {"avx512_bf16", "amx_bf16"}:
@@ -100,7 +100,7 @@ def test_throughput_batches_are_split_over_streams_and_match_batch_one(built):
 
 
 def test_ptq_ov_options_are_checked_when_parsed():
-    from models.errors import InputError
+    from data.errors import InputError
     from optim.recipe import parse
 
     assert str(parse("ptq(ov,preset=mixed,subset_size=32)")) == "ptq(ov,preset=mixed,subset_size=32)"

@@ -13,9 +13,9 @@ from bench.config import Job
 from bench.gate.series import Series
 from bench.gate.stats import IMPROVED, REGRESSION, UNCHANGED, compare_timing
 from bench.measure import paired_stats as paired
-from bench.measure.timing import ScenarioConfig
 from bench.run.client import MeasurementServer, ServerError
 from bench.run.schedule import PairingPlan, interleave
+from bench.scenarios import ScenarioConfig
 
 
 def _drifting_rounds(rng, rounds: int, per_slice: int, factor: float = 1.0, drift: np.ndarray | None = None):
@@ -171,7 +171,7 @@ def test_a_failing_build_is_one_line_server_error(tmp_path, tiny_ckpt):
 
 def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, capsys):
     from bench.gate.sim import main
-    from models.errors import run_cli
+    from data.errors import run_cli
 
     rng = np.random.default_rng(3)
     rows = []
@@ -208,7 +208,7 @@ def test_gate_sim_simulates_the_interleaved_rule_on_recorded_sessions(tmp_path, 
 
 def test_repeatability_reports_cov_across_runs(tmp_path, capsys):
     from bench.tools.repeatability import main
-    from models.errors import run_cli
+    from data.errors import run_cli
 
     def run(folder: str, p50_fp32: float, p50_x: float, paired_ratio: float) -> Path:
         rows = []

@@ -33,7 +33,7 @@ from bench.profile.verdict import (
     serial_data_fraction,
 )
 from bench.profile.workloads import data_workload, train_workload
-from models.errors import run_cli
+from data.errors import run_cli
 
 RUN_ID = "prof"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import models
-from models.errors import CheckpointError, InputError
+from data.errors import CheckpointError, InputError
 from models.pruned import channel_summary, rebuild_pruned
 from optim import BuildContext, Variant, build, parse
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import models
-from models.errors import InputError
+from data.errors import InputError
 from optim import BuildContext, Variant, build, parse
 
 AGREEMENT = 95.0
@@ -40,7 +40,7 @@ def _ctx(loaded, tmp_path, calib_size=64, **options) -> BuildContext:
 
 def _agreement(variant, loaded, loader) -> float:
     """Top-1 agreement with the FP32 model, at one batch size (a static-shape compiled variant compiles each)."""
-    from bench.measure.accuracy import fixed_batches
+    from optim.evaluate import fixed_batches
 
     same = total = 0
     with torch.inference_mode():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import InputError
+from data.errors import InputError
 from optim import parse
 from optim.recipe import parse_list
 from optim.registry import GRAPH, MODULE, ONNX, RUNTIME, default_recipes, get_step, list_steps, load_producers

@@ -9,12 +9,12 @@ import time
 import pytest
 from optbench_testing import tiny_config
 
-from bench.measure.timing import ScenarioConfig
 from bench.run.client import ServerError
 from bench.run.local import LocalExecutor
 from bench.run.schedule import PairingPlan, Side, first_side, interleave
 from bench.run.sides import merge_replica_rows, replica_count, with_builder_fields
 from bench.run.sweep import run_sweep
+from bench.scenarios import ScenarioConfig
 
 
 class _Proc:
@@ -213,8 +213,9 @@ def test_a_slice_warms_up_only_while_calls_are_shorter_than_the_slice(monkeypatc
     from types import SimpleNamespace
 
     from bench.measure import quiesce
-    from bench.measure.timing import WallTimer
     from bench.run.server import _Server
+    from bench.scenarios.base import TimedCall
+    from models.timers import WallTimer
 
     calls = []
 
@@ -225,7 +226,7 @@ def test_a_slice_warms_up_only_while_calls_are_shorter_than_the_slice(monkeypatc
     server = _Server(io.StringIO())
     scenario = ScenarioConfig("latency", 1)
     server.prep = SimpleNamespace(job=SimpleNamespace(scenarios=[scenario]))
-    server.calls["latency"] = (call, WallTimer(), 1, None)
+    server.calls["latency"] = TimedCall(call, WallTimer(), 1)
     server.samples["latency"] = []
     monkeypatch.setattr(quiesce, "wait_until_idle", lambda: 0.0)
     timed = sum(len(server.slice("latency", 0.02, 1)["samples"]) for _ in range(3))

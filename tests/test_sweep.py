@@ -87,7 +87,7 @@ def test_variant_saved_by_a_sweep_loads_back(tmp_path, tiny_loaded):
     from optim import Variant, build
     from optim.context import build_context
 
-    ctx = build_context(tiny_config(tiny_loaded.info.source, ["fp32-cl"]), tiny_loaded, tmp_path / "v")
+    ctx = build_context(tiny_config(tiny_loaded.info.source, ["fp32-cl"]).build_settings(), tiny_loaded, tmp_path / "v")
     variant = build("fp32-cl", tiny_loaded, ctx)
     variant.save(tmp_path / "v")
     again = Variant.load(tmp_path / "v")

@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import torch
 
-from models.errors import InputError, MissingDependencyError
+from data.errors import InputError, MissingDependencyError
 from optim import BuildContext, build, parse
 from optim.tensorrt import engine_cache_key, missing_reason, parse_trt_args, require_torch_tensorrt
 

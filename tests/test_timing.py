@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from bench.measure.timing import ScenarioConfig, WallTimer, run_timed, summarize
+from bench.scenarios import ScenarioConfig
+from models.timers import WallTimer, run_timed, summarize
 
 
 def test_summary_statistics_on_known_samples():
@@ -51,7 +52,7 @@ def test_wall_timer_synchronizes_before_and_after_every_call():
 def test_cuda_event_timer_records_around_the_call(monkeypatch):
     import torch
 
-    from bench.measure.timing import CudaEventTimer
+    from models.timers import CudaEventTimer
 
     log = []
 

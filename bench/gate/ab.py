@@ -32,7 +32,8 @@ from pathlib import Path
 
 from bench.config import RunConfig
 from bench.gate.inputs import GateInput, load_file, merge
-from models.errors import InputError
+from bench.options import quick_run_config
+from data.errors import InputError
 from models.spec import LoadSpec
 
 DEFAULT_BENCH_CMD = "{python} -m bench {ckpt} {load_args} --quick --recipes {recipes} --no-progress --run-id {run_id}"
@@ -152,19 +153,7 @@ def _run_process_rounds(cfg: ABConfig, trees: dict[str, Path], load: LoadSpec, o
 def _ab_config(cfg: ABConfig, load: LoadSpec, recipe: str, out: Path) -> RunConfig:
     """The run configuration both sides measure: the full timing budget (3 s and 300 calls a scenario, spread over
     the rounds), not the quick smoke run: a slice needs several calls for its median to mean something."""
-    from bench.measure.fingerprint import default_threads
-    from bench.measure.timing import default_scenarios
-
-    return RunConfig(
-        load=load,
-        recipes=(recipe,),
-        scenarios=default_scenarios(quick=False),
-        device="cpu",
-        threads=default_threads(),
-        quick=True,
-        timeout_s=cfg.timeout_s,
-        run_id="ab",
-    ).validated()
+    return quick_run_config(load, recipe, cfg.timeout_s, "ab")
 
 
 def _run_interleaved(cfg: ABConfig, trees: dict[str, Path], load: LoadSpec, out: Path) -> dict[str, list[Path]]:
@@ -207,7 +196,7 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
 
     Returns (base, head, output folder). The worktree is removed afterwards even when a run fails.
     """
-    from models.paths import results_dir
+    from data.paths import results_dir
 
     if cfg.processes < 1:
         raise InputError(f"--processes must be >= 1, got {cfg.processes}")

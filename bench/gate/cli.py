@@ -25,8 +25,8 @@ from bench.gate.inputs import GateInput, load_input, machine_differences, machin
 from bench.gate.report import GateResult, console, write_summary
 from bench.gate.series import Series
 from bench.gate.stats import Comparison, compare_timing, compare_top1, status_comparison
+from data.errors import ArgumentParser, InputError, run_cli
 from models.cli_args import MODEL_HELP, load_spec
-from models.errors import ArgumentParser, InputError, run_cli
 
 SUMMARY_NAME = "gate-summary.md"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gate.stats import DEFAULT_ALPHA, DEFAULT_PAIRED_ALPHA, DEFAULT_RUN_ALPHA
-from models.errors import InputError
+from data.errors import InputError
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_TOP1_BUDGET = 1.0
@@ -110,7 +110,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         try:
             import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
-            from models.errors import MissingDependencyError
+            from data.errors import MissingDependencyError
 
             raise MissingDependencyError(
                 "reading pyproject.toml on Python 3.10 needs tomli: pip install tomli"

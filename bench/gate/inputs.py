@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gate.series import MACHINE_FIELDS, Series, pool, pytest_benchmark_to_series, rows_to_series
-from models.errors import InputError
+from data.errors import InputError
 
 
 @dataclass

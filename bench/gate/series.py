@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.measure.fingerprint import machine_key
-from models.errors import InputError
+from data.errors import InputError
+from models.machine import machine_key
 
 MACHINE_FIELDS = ("cpu_model", "gpu_name", "threads", "torch", "onnxruntime", "tensorrt")
 
@@ -102,7 +102,7 @@ class Series:
 
 
 def machine_desc(fp: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields of :func:`bench.measure.fingerprint.machine_key` by name (None where the file did not record one)."""
+    """The fields of :func:`models.machine.machine_key` by name (None where the file did not record one)."""
     return dict(zip(MACHINE_FIELDS, machine_key(fp or {}), strict=True))
 
 

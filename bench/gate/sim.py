@@ -38,19 +38,17 @@ from bench.gate.inputs import load_file, merge
 from bench.gate.simulate import SimResult, interleaved_sessions, simulate, simulate_interleaved
 from bench.gate.stats import DEFAULT_ALPHA, DEFAULT_PAIRED_ALPHA, DEFAULT_RUN_ALPHA, min_attainable_p, min_samples_for
 from bench.results_io import read_rows
-from models.errors import ArgumentParser, InputError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
 
 
 def record_sessions(count: int, processes: int, ckpt: str | None, recipe: str = "fp32") -> Path:
     """Run ``count`` interleaved groups of ``processes`` copies of one variant; returns their results.jsonl."""
-    from bench.config import RunConfig
-    from bench.measure.fingerprint import default_threads
-    from bench.measure.timing import default_scenarios
+    from bench.options import quick_run_config
     from bench.results_io import RESULTS_FILE, append_rows
     from bench.run.schedule import PairingPlan
     from bench.run.sides import measure_processes
+    from data.paths import results_dir
     from models.default import ensure_default_checkpoint
-    from models.paths import results_dir
     from models.spec import LoadSpec
 
     if count < 1 or processes < 2:
@@ -59,15 +57,8 @@ def record_sessions(count: int, processes: int, ckpt: str | None, recipe: str = 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = results_dir() / "runs" / f"gate-sim-{stamp}"
     plan = PairingPlan()
-    run = RunConfig(
-        load=LoadSpec(path=str(Path(ckpt).absolute())),
-        recipes=(recipe,),
-        scenarios=default_scenarios(quick=False),
-        threads=default_threads(),
-        quick=True,
-        accuracy=False,
-        run_id=f"gate-sim-{stamp}",
-    ).validated()
+    run = quick_run_config(LoadSpec(path=str(Path(ckpt).absolute())), recipe, 1800.0, f"gate-sim-{stamp}")
+    run = run.replace(accuracy=False)
     for n in range(1, count + 1):
         print(f"recording session {n}/{count}: {processes} x {recipe}", file=sys.stderr)
         named = [(f"s{n}-p{i + 1}", run.job(recipe, str(run_dir)), None) for i in range(processes)]
@@ -110,7 +101,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _default_samples() -> list[Path]:
-    from models.paths import results_dir
+    from data.paths import results_dir
 
     files = sorted((results_dir() / "runs").glob("*/results.jsonl"))
     if not files:

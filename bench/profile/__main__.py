@@ -1,4 +1,4 @@
 from bench.profile.cli import main
-from models.errors import run_cli
+from data.errors import run_cli
 
 run_cli(main)

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.cli_args import add_load_arguments, load_spec_from_args, placeholder_note
-from models.errors import ArgumentParser, InputError, MissingDependencyError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
+from optim.options import add_build_arguments, add_checkpoint_arguments, check_build_options
 
 TARGETS = ("data", "train", "infer")  # of a checkpoint; --step adds "step", the user's own loop
 PROFILERS = ("cprofile", "torch", "line")
-DEVICES = ("cpu", "cuda")
+QUICK_STEPS = 3
 
 
 def build_parser() -> ArgumentParser:
@@ -29,9 +29,8 @@ def build_parser() -> ArgumentParser:
         prog="python -m bench.profile",
         description="Profile the data pipeline, train step and inference of a checkpoint; print a measured verdict.",
     )
-    add_load_arguments(p)
-    p.add_argument("--data", help="digits | ImageFolder dir | torch/<name> (default: the checkpoint's own)")
-    p.add_argument("--data-dir", help="root for timm dataset names")
+    add_checkpoint_arguments(p)
+    add_build_arguments(p, calib=False)
     p.add_argument("--target", help=f"comma-separated: {', '.join(TARGETS)} (default: all)")
     p.add_argument(
         "--step",
@@ -54,8 +53,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--num-workers", type=int, default=0, help="DataLoader workers (default 0: the profilers see the data code)"
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--with-stack", action="store_true", help="record Python stacks in the torch profiler")
     p.add_argument("--no-fixes", action="store_true", help="only measure; do not try input-pipeline fixes")
     p.add_argument("--top", type=int, default=15, help="rows in each top-N table (default 15)")
@@ -103,19 +100,15 @@ def _validate(args: Any) -> dict[str, Any]:
         profilers = parse_choices(args.profiler, PROFILERS, "--profiler")
         if "line" in profilers:
             require_line_profiler()
-    for name in ("steps", "batch_size", "threads", "top"):
+    for name in ("steps", "batch_size", "top"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.num_workers < 0:
         raise InputError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if args.device not in DEVICES:
-        raise InputError(f"unknown device {args.device!r}; choose one of: {', '.join(DEVICES)}")
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise MissingDependencyError("--device cuda: no CUDA device is visible (torch.cuda.is_available() False)")
+    check_build_options(args)
+    if args.quick:  # a smoke run, as --quick is everywhere: a few steps per target
+        args.steps = min(args.steps, QUICK_STEPS)
     if "train" in targets and args.batch_size < 2:
         raise InputError("--batch-size 1 cannot run train steps (BatchNorm needs more than one sample); use >= 2")
     if args.torch_schedule:
@@ -153,12 +146,15 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _out_dir(checked: dict[str, Any], tag: str) -> Path:
-    from models.paths import results_dir
+def _stamp(tag: str) -> str:
+    safe_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag or "model")[:40]
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_tag}-profile"
 
-    safe_tag = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in tag)[:40]
-    run_id = checked["run_id"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_tag}-profile"
-    out_dir = results_dir() / "runs" / run_id / "profile"
+
+def _out_dir(run_id: str) -> Path:
+    from bench.run.run_dir import run_dir
+
+    out_dir = run_dir(run_id) / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
@@ -177,11 +173,11 @@ def _setup_step(args: Any, checked: dict[str, Any]):
     import torch
 
     from bench.profile.user_step import load_user_step, user_workload
+    from models.machine import default_threads
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or default_threads())
     user = load_user_step(args.step)
-    out_dir = _out_dir(checked, args.step.rsplit(":", 1)[-1])
+    out_dir = _out_dir(checked["run_id"] or _stamp(args.step.rsplit(":", 1)[-1]))
     conf = {"step": args.step, "device": args.device, "threads": torch.get_num_threads(), **_base_conf(args, checked)}
     (out_dir / "profile_config.json").write_text(json.dumps(conf, indent=2))
     data = "its own data" if user.data is None else type(user.data).__name__
@@ -194,34 +190,20 @@ def _setup_checkpoint(args: Any, checked: dict[str, Any]):
     import torch
 
     import data
-    import models
-    from bench.config import RunConfig
-    from bench.measure.timing import default_scenarios
+    from bench.options import run_config_from_args
     from bench.profile.targets import checkpoint_workload
+    from optim.options import load_checked
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load = load_spec_from_args(args)
-    loaded = models.load(load)
-    if note := placeholder_note(loaded.info):
-        log(note)
+    load, loaded = load_checked(args)
     info = loaded.info
-    spec = data.resolve_spec(args.data or info.data_spec or "digits")
+    recipe = str(checked["recipe"] or "fp32")
+    run_id = checked["run_id"] or _stamp(info.arch)
+    run_cfg = run_config_from_args(args, run_id=run_id, recipes=(recipe,), checked=(load, loaded))
+    torch.set_num_threads(run_cfg.threads)
+    spec = run_cfg.data_spec
     loader_cfg = data.LoaderConfig(batch_size=args.batch_size, num_workers=args.num_workers)
-    bundle = data.build(spec, info.data_config, loader_cfg, data.resolve_dir(args.data_dir))  # a bad spec exits 2 here
-    if bundle.num_classes and bundle.num_classes != info.num_classes:
-        raise InputError(f"data spec {spec!r} has {bundle.num_classes} classes, the checkpoint {info.num_classes}")
-    out_dir = _out_dir(checked, info.arch or "model")
-    run_cfg = RunConfig(
-        load=load,
-        recipes=(str(checked["recipe"] or "fp32"),),
-        scenarios=default_scenarios(True, args.device),
-        device=args.device,
-        data_spec=spec,
-        data_dir=data.resolve_dir(args.data_dir),
-        threads=torch.get_num_threads(),
-        run_id=out_dir.parent.name,
-    ).validated()
+    bundle = data.build(spec, info.data_config, loader_cfg, run_cfg.data_dir)
+    out_dir = _out_dir(run_cfg.run_id)
     conf = {
         "run": run_cfg.to_dict(),
         "recipe": str(checked["recipe"] or "fp32"),

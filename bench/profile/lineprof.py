@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.profile.workloads import Workload
-from models.errors import MissingDependencyError
+from data.errors import MissingDependencyError
 
 EXTRA_HINT = "pip install '.[profile]'"
 

@@ -59,7 +59,7 @@ def checkpoint_workload(target: str, loaded, bundle, run_cfg, recipe, device: st
     from optim import build
     from optim.context import build_context
 
-    variant = build(recipe, loaded, build_context(run_cfg, loaded, run_dir / "variant"))
+    variant = build(recipe, loaded, build_context(run_cfg.build_settings(), loaded, run_dir / "variant"))
     return infer_workload(variant, bundle.val, device), None
 
 

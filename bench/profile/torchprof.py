@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from bench.profile.workloads import Workload
-from models.errors import InputError
+from data.errors import InputError
 
 
 @dataclass(frozen=True)

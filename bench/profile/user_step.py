@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.profile.workloads import NoData, Workload, data_functions
-from models.errors import InputError
+from data.errors import InputError
 from models.factory import import_factory
 
 OPTION = "--step"

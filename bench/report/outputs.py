@@ -39,7 +39,7 @@ def run_fingerprint(rows: list[dict[str, Any]], device: str | None) -> dict[str,
     for row in rows:
         if isinstance(row.get("fingerprint"), dict):
             return row["fingerprint"]
-    from bench.measure.fingerprint import fingerprint
+    from models.machine import fingerprint
 
     return fingerprint(device or "cpu")
 
@@ -54,7 +54,7 @@ def _latency_cov(rows: list[dict[str, Any]], variant: str, device: str) -> float
 def _likely_causes(rec: dict[str, Any], fp: dict[str, Any], img_size: float) -> list[str]:
     """Known reasons a variant is slower than FP32 on this hardware: each recipe step's own (its registry entry),
     and tiny inputs."""
-    from models.errors import InputError
+    from data.errors import InputError
     from optim.recipe import parse
 
     causes: list[str] = []
@@ -153,7 +153,7 @@ def explain(
 def by_hardware(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows measured on several kinds of machine (a cluster) get the kind in their device label ("cpu @ Xeon ..."),
     so every comparison, speedup and answer stays within one kind of hardware."""
-    from bench.measure.fingerprint import hardware_kind
+    from models.machine import hardware_kind
 
     kinds = {
         hardware_kind(r["fingerprint"], str(r.get("device"))) for r in rows if isinstance(r.get("fingerprint"), dict)

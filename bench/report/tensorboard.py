@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.leaderboard import COLUMNS, TEXT_COLUMNS, num
-from models.errors import MissingDependencyError
+from data.errors import MissingDependencyError
 
 METRICS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 TENSORBOARD_DIR = "tensorboard"

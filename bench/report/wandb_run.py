@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.leaderboard import num
-from models.errors import MissingDependencyError
+from data.errors import MissingDependencyError
 
 WANDB_PROJECT = "optbench"
 SUMMARY_KEYS = ("p50_ms", "p99_ms", "throughput_img_s", "speedup_vs_fp32", "top1", "top1_drop")

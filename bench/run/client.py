@@ -15,8 +15,8 @@ from typing import Any
 
 from bench.config import Job
 from bench.measure.threads import THREAD_VARS
-from bench.measure.timing import ScenarioConfig
 from bench.run.zygote import spawn
+from bench.scenarios import ScenarioConfig
 
 
 class ServerError(RuntimeError):

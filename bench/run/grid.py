@@ -18,8 +18,11 @@ data = "dogs/images"
 path = "food/effnet.ckpt"                                 # options here override the file's for this checkpoint
 ```
 
-Every checkpoint's options are checked before anything is measured: a bad one stops the grid with one line that
-names it.
+Relative paths in the file (``path``, ``data``, ``data-dir``) are read from the file's own folder, wherever the
+command runs. Every checkpoint's options are checked before anything is measured: a bad one stops the grid with
+one line that names it. A checkpoint whose run exists already continues it as ``--resume`` would, with the file's
+options compared with the stored ones: an edit that changes what was measured (another ``data``, other recipes) is
+refused with the option named, never measured with the old value.
 """
 
 from __future__ import annotations
@@ -32,21 +35,40 @@ from typing import Any
 
 import tomllib
 
-from models.errors import InputError
+from data.errors import InputError
 
 RESERVED = {"checkpoint", "sweep_file", "run_id", "resume", "list"}
 
 
-def _options(table: dict[str, Any], where: str) -> list[str]:
+PATH_OPTIONS = ("data", "data-dir")  # besides ``path``: read relative to the sweep file's folder
+
+
+def _aliases() -> dict[str, str]:
+    """Grid keys that executors define for their options (``targets`` -> ``--ray-target``)."""
+    from bench.run.executors import executors
+
+    return {key: option for spec in executors().values() for key, option in spec.grid_keys.items()}
+
+
+def _relative_to(folder: Path, name: str, value: Any) -> Any:
+    """A path-valued option of the file, absolute; ``data = "digits"`` and timm names stay as they are."""
+    if name not in PATH_OPTIONS or not isinstance(value, str) or Path(value).is_absolute():
+        return value
+    candidate = (folder / value).expanduser()
+    return str(candidate.resolve()) if name == "data-dir" or candidate.exists() else value
+
+
+def _options(table: dict[str, Any], where: str, folder: Path) -> list[str]:
     """A TOML table of options as command-line arguments (``img-size = 32`` -> ``--img-size 32``)."""
     out: list[str] = []
     for key, value in table.items():
         name = key.replace("_", "-")
         if name.replace("-", "_") in RESERVED or name == "path":
             continue
-        if key == "targets":
+        value = _relative_to(folder, name, value)
+        if name in _aliases():
             value = ",".join(value) if isinstance(value, list) else value
-            name = "ray-target"
+            name = _aliases()[name].removeprefix("--")
         if isinstance(value, bool):
             if value:
                 out.append(f"--{name}")
@@ -70,19 +92,21 @@ def read_grid(path: Path) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
     checkpoints = grid.get("checkpoint")
     if not isinstance(checkpoints, list) or not checkpoints or not all(isinstance(c, dict) for c in checkpoints):
         raise InputError(f"{path}: list the checkpoints as [[checkpoint]] tables with a path each")
-    shared = _options({k: v for k, v in grid.items() if k != "checkpoint"}, str(path))
+    folder = path.resolve().parent
+    shared = _options({k: v for k, v in grid.items() if k != "checkpoint"}, str(path), folder)
     runs, seen = [], set()
     for number, table in enumerate(checkpoints, 1):
         ckpt = table.get("path")
         if not isinstance(ckpt, str) or not ckpt:
             raise InputError(f"{path}: checkpoint {number} has no path")
-        resolved = str((path.parent / ckpt).resolve()) if not Path(ckpt).is_absolute() else ckpt
+        resolved = str((folder / ckpt).resolve()) if not Path(ckpt).is_absolute() else ckpt
         name = table.get("name") or Path(ckpt).name
         stem = re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{path.stem}-{name}")[:120]
         if stem in seen:
             raise InputError(f"{path}: two checkpoints would share the run name {stem!r}; give one a name = ...")
         seen.add(stem)
-        runs.append((stem, resolved, _options({k: v for k, v in table.items() if k != "name"}, f"{path}: {ckpt}")))
+        own = _options({k: v for k, v in table.items() if k != "name"}, f"{path}: {ckpt}", folder)
+        runs.append((stem, resolved, own))
     return shared, runs
 
 
@@ -102,14 +126,10 @@ def run_grid(
     shared, runs = read_grid(path)
     plans: list[list[str]] = []
     for stem, ckpt, own in runs:
-        new = [ckpt, *shared, *own, *extra, "--run-id", stem]
-        resumed = ["--resume", stem, *_free(extra)]
+        options = [ckpt, *shared, *own, *extra]
+        exists = (run_dir(stem) / "run_config.json").is_file()
         try:
-            plans.append(
-                prepare(stem, new, resumed)
-                if not (run_dir(stem) / "run_config.json").is_file()
-                else prepare(stem, [], [*resumed, *_model_option([*shared, *own])])
-            )
+            plans.append(prepare(stem, [] if exists else [*options, "--run-id", stem], ["--resume", stem, *options]))
         except InputError as exc:
             raise InputError(f"sweep file {path}, checkpoint {ckpt}: {exc}") from None
     worst = 0
@@ -117,26 +137,3 @@ def run_grid(
         print(f"\n===== {stem}: {ckpt} =====", file=sys.stderr)
         worst = max(worst, main(argv) or 0)
     return worst
-
-
-def _model_option(options: list[str]) -> list[str]:
-    """``--model X`` from a checkpoint's options: a resumed run with a factory asks for it again."""
-    for i, item in enumerate(options[:-1]):
-        if item == "--model":
-            return ["--model", options[i + 1]]
-    return []
-
-
-def _free(extra: Sequence[str]) -> list[str]:
-    """The options given beside --sweep-file that a resumed run accepts (how it is watched, not what it measures)."""
-    keep = ("--executor", "--ray-address", "--ray-target", "--timeout")
-    out, i = [], 0
-    while i < len(extra):
-        if extra[i] in keep and i + 1 < len(extra):
-            out += [extra[i], extra[i + 1]]
-            i += 2
-            continue
-        if extra[i] in ("--no-progress", "--wandb", "--no-retry-failed"):
-            out.append(extra[i])
-        i += 1
-    return out

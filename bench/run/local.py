@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.config import Job
 from bench.run.client import ServerError
+from bench.run.executors import ExecutorSpec, register
 from bench.run.pairing import finish_reference, measure_against, measure_alone, start_reference
 from bench.run.process import status_row
 
@@ -86,3 +87,6 @@ class LocalExecutor:
                 rows = [status_row(reference, "failed", str(exc))]
             if record_reference:
                 yield rows or _alone(reference)
+
+
+register(ExecutorSpec("local", "this machine, one measurement at a time", lambda cfg: LocalExecutor()))

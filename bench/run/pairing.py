@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.config import Job
+from bench.config import SWEEP_ROUNDS, Job
 from bench.measure import paired_stats
 from bench.run.schedule import PairingPlan, Side, first_side, interleave
 from bench.run.sides import finish_side, spawn_side, start_side
@@ -35,16 +35,13 @@ REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to thi
 # of it), so a model whose batch of 16 takes seconds still fits a sweep: the rows record the rounds they got, and the
 # interval widens with fewer of them. The default resnet50 sweep on the VM took 22.2 min (10-15 throughput rounds),
 # and 27.1 min with 30 s a side (13-22 rounds), over the 25 min it should fit in. Small models reach neither limit.
-SWEEP_PLAN = PairingPlan(rounds=60, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=20.0)
+SWEEP_PLAN = PairingPlan(rounds=SWEEP_ROUNDS, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=20.0)
 
 # ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile). What moved a
 # batch-1 speedup between default sweeps on the VM was, in about equal parts, the rounds' own noise (CoV 2.6-3.9%
 # across 60-round blocks timed by the same processes) and the processes. Six-recipe sweeps: median CoV of the
 # batch-1 speedup 2.5% over 5 runs, against 5.2% over 2 default runs alternated with them; each run took 383-448 s
 # against 282-293 s.
-PRECISE_ROUNDS = 2 * SWEEP_PLAN.rounds
-QUICK_ROUNDS = 20  # --quick is a smoke run: its shorter budget in fewer, longer slices
-PRECISE_REPLICAS = 4
 
 
 def plan_for(job: Job) -> PairingPlan:

@@ -11,16 +11,15 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench.config import Job
-from bench.measure.timing import ScenarioConfig, WallTimer, cuda_synchronize, summarize
+from bench.scenarios import ScenarioConfig
+from models.timers import WallTimer, cuda_synchronize, summarize
 
 SCHEMA_VERSION = 2
-T = TypeVar("T")
 
 
 def safe_name(text: str, limit: int = 80) -> str:
@@ -59,25 +58,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def host_batch(input_size, batch: int, seed: int, device: str):
-    """The host batch timed calls copy in: fixed by the seed, so every process of a run feeds the same data.
-
-    On CUDA it is pinned, as ``DataLoader(pin_memory=True)`` hands batches to a serving loop: a pageable batch
-    is staged through a bounce buffer, and at batch 128 that copy alone (~8 ms for 77 MB) would cap every
-    variant's end-to-end throughput near 4,000 img/s whatever the model does.
-    """
-    import torch
-
-    c, h, w = input_size
-    x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(seed))
-    return x.pin_memory() if device == "cuda" else x
-
-
 def scenario_row(
     job: Job, scenario: ScenarioConfig, batch: int, e2e: list[float], device_only: list[float] | None, note: str | None
 ) -> dict[str, Any]:
     """Percentiles, every sample, and which timer took them: one scenario's part of a result row."""
-    row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **summarize(e2e, batch)}
+    from bench.scenarios import get
+
+    row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **get(scenario.name).summarize(e2e, batch)}
     row["samples_ms"] = [round(s * 1e3, 6) for s in e2e]
     cuda_timer = "perf_counter+cuda_synchronize (end-to-end, pinned host batch copied in)"
     row["timer"] = cuda_timer if job.device == "cuda" else "perf_counter"
@@ -88,24 +75,6 @@ def scenario_row(
     if note:
         row["note"] = note
     return row
-
-
-def halve_on_oom(batch: int, attempt: Callable[[int], T]) -> tuple[T, int, str | None]:
-    """``attempt(batch)``; when the GPU runs out of memory, halve the batch and try again (down to 1).
-
-    Returns (result, the batch that worked, a note for the row when it is not the one asked for)."""
-    import torch
-
-    note = None
-    while True:
-        try:
-            return attempt(batch), batch, note
-        except torch.cuda.OutOfMemoryError:
-            if batch == 1:
-                raise
-            torch.cuda.empty_cache()
-            note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
-            batch //= 2
 
 
 @dataclass
@@ -146,7 +115,7 @@ def prepare(job: Job, load_dir: str | Path | None = None) -> Prepared:
     torch.manual_seed(job.seed)
     loaded = models.load(job.config.load)
     workdir = variant_dir(job)
-    ctx = build_context(job.config, loaded, workdir)
+    ctx = build_context(job.config.build_settings(), loaded, workdir)
     if job.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if load_dir is not None:
@@ -183,7 +152,7 @@ def measure_accuracy(prep: Prepared) -> dict[str, Any]:
     """Top-1/top-5 on val and agreement with the FP32 predictions (which the fp32 job itself writes)."""
     import numpy as np
 
-    from bench.measure.accuracy import evaluate_variant
+    from optim.evaluate import evaluate_variant
 
     if prep.accuracy is not None:
         return prep.accuracy
@@ -212,7 +181,7 @@ def common_fields(prep: Prepared) -> dict[str, Any]:
     """Accuracy, save the variant, and every field of a result row that does not depend on the scenario."""
     import torch
 
-    from bench.measure.fingerprint import fingerprint
+    from models.machine import fingerprint
 
     job, info, variant = prep.job, prep.info, prep.variant
     acc = measure_accuracy(prep)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import Job, RunConfig
-from models.errors import InputError, MissingDependencyError
+from bench.run.executors import ExecutorSpec, register
+from data.errors import InputError, MissingDependencyError
 
 SLOT = "optbench_slot"
 SHIP_LIMIT = 512 * 2**20  # checkpoints up to this size travel through the object store when a node lacks the path
@@ -104,7 +105,9 @@ class RayExecutor:
     def __init__(self, cfg: RunConfig) -> None:
         self.ray = _require_ray()
         self.cfg = cfg
-        self.targets: list[str | None] = [t.strip() for t in (cfg.ray_target or "").split(",") if t.strip()] or [None]
+        self.address = cfg.executor_options.get("address")
+        target = cfg.executor_options.get("target")
+        self.targets: list[str | None] = [t.strip() for t in (target or "").split(",") if t.strip()] or [None]
         self._task = None
         self._shipped = None
 
@@ -112,9 +115,9 @@ class RayExecutor:
         ray = self.ray
         if not ray.is_initialized():
             try:
-                ray.init(address=self.cfg.ray_address or "auto", log_to_driver=False, logging_level="ERROR")
+                ray.init(address=self.address or "auto", log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise InputError(f"cannot reach a Ray cluster at {self.cfg.ray_address or 'auto'} ({exc})") from None
+                raise InputError(f"cannot reach a Ray cluster at {self.address or 'auto'} ({exc})") from None
         slots = {n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(SLOT)}
         if not slots:
             raise InputError(
@@ -187,3 +190,25 @@ def _node_failure(ray: Any, exc: Exception) -> bool:
         if hasattr(ray.exceptions, name)
     )
     return isinstance(exc, kinds)
+
+
+def _add_arguments(parser: Any) -> None:
+    parser.add_argument("--ray-address", help="Ray cluster address (auto, ray://HOST:PORT; default: auto)")
+    parser.add_argument("--ray-target", help="only nodes with this custom resource/label, comma-separated (e.g. t4)")
+
+
+def _from_args(args: Any) -> dict[str, Any]:
+    return {k: getattr(args, f"ray_{k}") for k in ("address", "target") if getattr(args, f"ray_{k}", None)}
+
+
+register(
+    ExecutorSpec(
+        "ray",
+        f"a Ray cluster, one measurement per node ({INSTALL_HINT})",
+        RayExecutor,
+        _add_arguments,
+        _from_args,
+        {"--ray-address": "address", "--ray-target": "target"},
+        {"targets": "--ray-target"},
+    )
+)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
@@ -25,7 +25,7 @@ CAPABILITY_TEXT = {
 
 
 def machine_capabilities(fp: dict[str, Any], device: str) -> set[str]:
-    """The capabilities the fingerprint ``fp`` (``bench.measure.fingerprint``) shows, for ``device``."""
+    """The capabilities the fingerprint ``fp`` (``models.machine``) shows, for ``device``."""
     caps: set[str] = set()
     flags = set(fp.get("cpu_flags") or [])
     if device == "cuda" or flags & BF16_FLAGS:
@@ -44,7 +44,7 @@ def choose_recipes(text: str | None, device: str, fp: dict[str, Any] | None = No
     if text is not None and not text.strip():
         raise InputError("--recipes is empty; name recipes (see --list) or leave the option out for the default")
     if fp is None:
-        from bench.measure.fingerprint import fingerprint
+        from models.machine import fingerprint
 
         fp = fingerprint(device)
     machine = f"{fp.get('cpu_model') or '?'} ({', '.join(fp.get('cpu_flags') or []) or 'no listed flags'})"

@@ -1,90 +1,99 @@
-"""``--resume RUN_ID``: the stored run configuration comes back, and options that would change what the run
-measured are refused (a resumed run must measure what the interrupted one did)."""
+"""``--resume RUN_ID`` (and a sweep file run again): the stored run configuration comes back, and options given
+again are compared with it field by field, as each field's definition says (:mod:`bench.config`).
+
+The stored configuration is written back as options (:meth:`~bench.config.RunConfig.to_cli_args`), the options
+given now are laid over them, and the result goes through the same :func:`~bench.options.run_config_from_args` as
+a new run: a field that defines what was measured and now differs is refused, naming its option; fields that say
+how the run is watched, or that change only the answer (``--max-drop``), take the new value.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError
+from data.errors import InputError
 
-# Options that may differ on --resume: they change how the run is watched, not what it measures.
-RESUME_FREE = {
-    "resume",
-    "timeout",
-    "wandb",
-    "no_progress",
-    "no_retry_failed",
-    "executor",
-    "ray_address",
-    "ray_target",
-    "sweep_file",
-    "search",
-    "search_minutes",
-}
+RESUME_OPTIONS = ("--resume",)  # the options that name the run itself
 
 
-def _explicit(args: Any, parser: Any) -> dict[str, Any]:
-    """Options the user typed (those that differ from their defaults)."""
-    return {k: v for k, v in vars(args).items() if v != parser.get_default(k) and v is not None and v is not False}
-
-
-def resume_config(args: Any, parser: Any) -> tuple[Any, Path]:
-    """The stored configuration of ``--resume RUN_ID``, refusing options that would change what it measured."""
+def stored_config(run_id: str) -> tuple[Any, Path]:
+    """The run configuration stored in run ``run_id``, read strictly."""
     from bench.config import RunConfig
     from bench.run.run_dir import run_dir
 
-    directory = run_dir(args.resume)
+    directory = run_dir(run_id)
     path = directory / "run_config.json"
     if not path.is_file():
-        raise InputError(
-            f"cannot resume {args.resume!r}: {path} not found (run ids are folder names under results/runs/)"
-        )
+        raise InputError(f"cannot resume {run_id!r}: {path} not found (run ids are folder names under results/runs/)")
     try:
-        stored = RunConfig.from_dict(json.loads(path.read_text()))
+        return RunConfig.from_dict(json.loads(path.read_text())), directory
     except json.JSONDecodeError as exc:
-        raise InputError(f"cannot resume {args.resume!r}: {path} is not valid JSON ({exc.msg})") from None
-    given = _explicit(args, parser)
-    changed = sorted(k for k in given if k not in RESUME_FREE and not _same_as_stored(k, given[k], stored))
-    if changed:
-        names = ", ".join("--" + k.replace("_", "-") if k != "ckpt" else "CKPT" for k in changed)
+        raise InputError(f"cannot resume {run_id!r}: {path} is not valid JSON ({exc.msg})") from None
+
+
+def _without_resume(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in RESUME_OPTIONS:
+            skip = True
+            continue
+        if any(arg.startswith(f"{name}=") for name in RESUME_OPTIONS):
+            continue
+        out.append(arg)
+    return out
+
+
+def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, Path]:
+    """The configuration run ``run_id`` continues with, given the options ``argv`` typed now."""
+    from bench.config import FIXED
+    from bench.options import run_config_from_args
+    from bench.run.executors import executor_spec
+
+    stored, directory = stored_config(run_id)
+    typed = _without_resume(argv)
+    given = parser.parse_args(typed)
+    if stored.load.factory and given.model != stored.load.factory:
         raise InputError(
-            f"--resume {args.resume}: {names} would change what this run measured; start a new run (--run-id) instead"
-        )
-    if stored.load.factory and given.get("model") != stored.load.factory:
-        raise InputError(
-            f"--resume {args.resume}: the run loads the model factory {stored.load.factory}; repeat "
+            f"--resume {run_id}: the run loads the model factory {stored.load.factory}; repeat "
             f"--model {stored.load.factory} to confirm importing it"
         )
-    changes = {k: given[k] for k in ("executor", "ray_address", "ray_target") if k in given}
-    if "timeout" in given:
-        changes["timeout_s"] = float(given["timeout"])
-    if "wandb" in given:
-        changes["wandb"] = True
-    return stored.replace(**changes).validated(), directory
+    base = stored.to_cli_args() + executor_spec(stored.executor).to_cli(stored.executor_options)
+    if given.ckpt and stored.load.path:
+        base = base[1:]  # the checkpoint typed now stands in for the stored one (and is compared with it)
+    fresh = run_config_from_args(parser.parse_args(base + typed), run_id=stored.run_id)
+    changed = stored.changed_fields(fresh, FIXED)
+    if changed:
+        names = ", ".join(dict.fromkeys(o for name in changed for o in _options(stored, fresh, name)))
+        raise InputError(
+            f"--resume {run_id}: {names} would change what this run measured "
+            f"({'; '.join(_difference(stored, fresh, name) for name in changed)}); start a new run (--run-id) instead"
+        )
+    return fresh.replace(recipe_choice=stored.recipe_choice), directory
 
 
-def _same_as_stored(option: str, value: Any, cfg: Any) -> bool:
-    load = cfg.load
-    if option == "ckpt":
-        return load.path is not None and Path(value).expanduser().absolute() == Path(load.path)
-    mapping = {
-        "model": load.model,
-        "num_classes": load.num_classes,
-        "img_size": load.img_size,
-        "data": cfg.data_spec,
-        "data_dir": cfg.data_dir,
-        "device": cfg.device,
-        "threads": cfg.threads,
-        "seed": cfg.seed,
-        "calib_size": cfg.calib_size,
-        "max_drop": cfg.max_drop,
-        "rounds": cfg.rounds,
-        "replicas": cfg.replicas,
-        "quick": cfg.quick,
-        "precise": cfg.precise,
-        "skip_bad_images": cfg.skip_bad_images,
-        "unpaired": not cfg.paired,
-    }
-    return option in mapping and mapping[option] == value
+def _options(stored: Any, fresh: Any, name: str) -> list[str]:
+    """The options that changed field ``name``: within the load spec, only those whose value differs."""
+    from bench.config import field_options
+
+    return list(stored.load.differences(fresh.load)) if name == "load" else field_options(name)
+
+
+def _difference(stored: Any, fresh: Any, name: str) -> str:
+    old, new = getattr(stored, name), getattr(fresh, name)
+    if name == "load":
+        return "; ".join(f"{option} {change}" for option, change in old.differences(new).items())
+    if name == "scenarios":
+        return (
+            "scenarios "
+            + ", ".join(f"{s.name}@b{s.batch_size}" for s in old)
+            + " -> "
+            + ", ".join(f"{s.name}@b{s.batch_size}" for s in new)
+        )
+    text = {tuple: lambda v: ",".join(v)}.get(type(old), repr)
+    return f"{name} {text(old)} -> {text(new)}"

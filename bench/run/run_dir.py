@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from models.errors import InputError
+from data.errors import InputError
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 LOCK_FILE = ".lock"
@@ -28,7 +28,7 @@ MACHINE_LOCK = Path(tempfile.gettempdir()) / "optbench-measuring.lock"  # OPTBEN
 
 
 def runs_root() -> Path:
-    from models.paths import results_dir
+    from data.paths import results_dir
 
     return results_dir() / "runs"
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure.timing import ScenarioConfig
 from bench.run.client import MeasurementServer, ServerError
+from bench.scenarios import ScenarioConfig
 
 
 @dataclass(frozen=True)

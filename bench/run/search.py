@@ -62,7 +62,7 @@ def front(measured: dict[str, tuple[float, float, float | None]]) -> list[str]:
 
 def _fast_backends(measured: dict[str, tuple[float, float, float | None]], max_drop: float) -> list[str]:
     """The fastest single-step INT8/BF16 recipes within the budget (what chains are built on)."""
-    from models.errors import InputError
+    from data.errors import InputError
     from optim.recipe import parse
 
     pool = []
@@ -81,7 +81,7 @@ def propose(
     measured: dict[str, tuple[float, float, float | None]], tried: set[str], max_drop: float
 ) -> list[tuple[str, str]]:
     """(recipe, why) candidates, most promising first, none measured or tried before."""
-    from models.errors import InputError
+    from data.errors import InputError
     from optim.recipe import parse
 
     out: list[tuple[str, str]] = []

@@ -39,7 +39,7 @@ class _Server:
     def __init__(self, reply: TextIO) -> None:
         self.reply = reply
         self.prep = None
-        self.calls: dict[str, Any] = {}  # scenario -> (timed fn, timer, batch, note)
+        self.calls: dict[str, Any] = {}  # scenario -> its warm call (bench.scenarios.base.TimedCall)
         self.samples: dict[str, list[list[float]]] = {}
         self.idle_waits: dict[str, list[float]] = {}  # per scenario: seconds each slice's pools took to stop spinning
 
@@ -63,7 +63,7 @@ class _Server:
             self.samples[scenario.name] = []
         self.prep.pinning = pin_threads(self.prep.job.threads)  # built and warm: nothing compiles from here on
         batches = {
-            s.name: self.calls[s.name][2] if s.name in self.calls else s.batch_size for s in self.prep.job.scenarios
+            s.name: self.calls[s.name].batch if s.name in self.calls else s.batch_size for s in self.prep.job.scenarios
         }
         self.prep.eval_batch = max(batches.values(), default=None)  # warmed up already: accuracy compiles nothing
         return {"ok": True, "first_call_ms": self.prep.first_ms, "variant": self.prep.variant.name, "batches": batches}
@@ -81,25 +81,11 @@ class _Server:
         }
 
     def _warm(self, scenario):
-        """Warm the scenario up once; on a GPU that runs out of memory, halve the batch as the sweep does."""
-        from bench.measure.timing import WallTimer, cuda_synchronize, warm_up
-        from bench.run.process import halve_on_oom, host_batch
+        """Warm the scenario's call up once (the scenario module owns how: :mod:`bench.scenarios`)."""
+        from bench.scenarios import get
 
-        prep = self.prep
-        variant, job = prep.variant, prep.job
-        timer = WallTimer(cuda_synchronize if job.device == "cuda" else None)
-
-        def attempt(batch: int):
-            host = host_batch(prep.info.input_size, batch, job.seed, job.device)
-
-            def call():
-                return variant.predict(variant.prepare_input(host))
-
-            warm_up(call, scenario, timer)
-            return call
-
-        call, batch, note = halve_on_oom(scenario.batch_size, attempt)
-        return call, timer, batch, note
+        prep, job = self.prep, self.prep.job
+        return get(scenario.name).prepare(prep.variant, prep.info.input_size, scenario, job.seed, job.device)
 
     def _scenario(self, name: str):
         known = {s.name: s for s in self.prep.job.scenarios}
@@ -118,26 +104,25 @@ class _Server:
         process timed next must not share the CPUs with them.
         """
         from bench.measure.quiesce import wait_until_idle
-        from bench.measure.timing import time_calls
+        from bench.scenarios import get
 
         self._scenario(scenario)
-        call, timer, _, _ = self.calls[scenario]
+        timed = self.calls[scenario]
         last = self.samples[scenario][-1] if self.samples[scenario] else None
         if not (last and min(last) >= seconds):  # a call longer than the slice reads its weights from memory anyway
             for _ in range(max(0, int(warm_calls))):
-                call()
-        samples = time_calls(call, timer, max(1, int(min_calls)), float(seconds), max(60.0, 4 * float(seconds)))
+                timed.call()
+        samples = get(scenario).time_slice(timed, float(seconds), int(min_calls))
         self.samples[scenario].append(samples)
         self.idle_waits.setdefault(scenario, []).append(wait_until_idle())
         return {"samples": samples}
 
     def measure(self, scenario: str) -> dict[str, Any]:
         """The scenario timed alone, from warm-up to its full budget (the unpaired way)."""
-        from bench.measure.timing import time_calls
+        from bench.scenarios import get
 
         config = self._scenario(scenario)
-        call, timer, _, _ = self.calls[scenario]
-        samples = time_calls(call, timer, config.min_iters, config.min_seconds, config.max_seconds)
+        samples = get(scenario).time_alone(self.calls[scenario], config)
         self.samples[scenario].append(samples)
         return {"ok": True, "calls": len(samples)}
 
@@ -154,8 +139,9 @@ class _Server:
     def finish(self) -> dict[str, Any]:
         import numpy as np
 
-        from bench.measure.timing import CudaEventTimer, run_timed
-        from bench.run.process import finish, host_batch, scenario_row
+        from bench.run.process import finish, scenario_row
+        from bench.scenarios.base import host_batch
+        from models.timers import CudaEventTimer, run_timed
 
         prep = self.prep
         rows = []
@@ -163,7 +149,7 @@ class _Server:
             slices = self.samples[scenario.name]
             if not slices:
                 continue
-            _, _, batch, note = self.calls[scenario.name]
+            batch, note = self.calls[scenario.name].batch, self.calls[scenario.name].note
             device_only = None
             if prep.job.device == "cuda":  # device-only time needs no pairing: the GPU is not shared here
                 ready = prep.variant.prepare_input(host_batch(prep.info.input_size, batch, prep.job.seed, "cuda"))

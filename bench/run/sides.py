@@ -27,13 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.config import Job
-from bench.measure.timing import summarize
+from bench.config import CPU_REPLICAS, Job
 from bench.run.client import MeasurementServer, ServerError
 from bench.run.process import safe_name
 from bench.run.schedule import Side
-
-CPU_REPLICAS = 2  # timed processes per side on CPU (loaded copies) when loading the saved variant does not compile
+from models.timers import summarize
 
 
 def default_processes(device: str, quick: bool, cpu_default: int = CPU_REPLICAS) -> int:

@@ -19,7 +19,7 @@ from bench.config import Job, RunConfig
 from bench.results_io import RESULTS_FILE, append_rows, read_rows
 from bench.run.pairing import REFERENCE
 from bench.run.process import status_row
-from models.errors import InputError
+from data.errors import InputError
 
 
 class Executor(Protocol):

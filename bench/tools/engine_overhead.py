@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
-from bench.measure.timing import ScenarioConfig, WallTimer, run_timed, summarize
-from models.errors import ArgumentParser, run_cli
+from bench.scenarios import ScenarioConfig
+from data.errors import ArgumentParser, run_cli
+from models.timers import WallTimer, run_timed, summarize
 
 
 def calibrated_workload(target_ms: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int]:

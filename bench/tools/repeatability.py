@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.report.leaderboard import REFERENCE, build_leaderboard
 from bench.results_io import RESULTS_FILE, read_rows
-from models.errors import ArgumentParser, InputError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
 
 METRICS = ("p50_ms", "throughput_img_s", "speedup_vs_fp32", "throughput_speedup_vs_fp32")
 

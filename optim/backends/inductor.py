@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from models.errors import InputError
+from data.errors import InputError
 from optim.variant import module_runtime
 
 MODES = ("default", "max-autotune", "reduce-overhead")

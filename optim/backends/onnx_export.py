@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.errors import InputError
+from data.errors import InputError
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import MissingDependencyError
+from data.errors import MissingDependencyError
 from optim.backends.onnx_export import INPUT_NAME
 
 GPU_HINT = "pip install .[gpu] (onnxruntime-gpu) or build Dockerfile.cuda"

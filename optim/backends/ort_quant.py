@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import InputError
+from data.errors import InputError
 from optim.backends.onnx_export import INPUT_NAME
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import MissingDependencyError
+from data.errors import MissingDependencyError
 
 INSTALL_HINT = "pip install openvino nncf (or pip install -e '.[openvino]')"
 PRECISIONS = ("f32", "bf16")

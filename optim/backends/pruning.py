@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.errors import InputError, MissingDependencyError
 from models.attention import attention_layers, sync_attention
-from models.errors import InputError, MissingDependencyError
 from optim.artifact import BuildContext
 
 IMPORTANCES = ("magnitude", "taylor", "bn-scale")
@@ -244,28 +244,18 @@ def measure_speedup(
     Only a sanity check for the manifest: the sweep's own measurement (separate processes, longer runs) is
     the number to trust. Processes vary by about +-13% here, so small ratios are noise.
     """
-    from bench.measure.timing import ScenarioConfig, WallTimer, cuda_synchronize, run_timed
+    from models.timers import WallTimer, alternating_p50, cuda_synchronize
 
     device = next(pruned.parameters()).device
     timer = WallTimer(cuda_synchronize if device.type == "cuda" else None)
     out: dict[str, Any] = {}
     for batch in batches:
-        cfg = ScenarioConfig(
-            "prune-check",
-            batch,
-            warmup_iters=2,
-            warmup_seconds=0.1,
-            min_iters=3 if quick else 5,
-            min_seconds=0.2 if quick else 0.5,
-            max_seconds=5 if quick else 15,
-        )
         x = torch.randn(batch, *input_size, device=device, generator=torch.Generator().manual_seed(0))
-        times = {}
-        for label, module in (("reference", reference), ("pruned", pruned)):
+        for module in (reference, pruned):
             module.eval()
-            with torch.inference_mode():
-                samples = run_timed(lambda m=module, x=x: m(x), cfg, timer)
-            times[label] = sorted(samples)[len(samples) // 2] * 1e3
+        with torch.inference_mode():
+            calls = {"reference": lambda x=x: reference(x), "pruned": lambda x=x: pruned(x)}
+            times = {k: v * 1e3 for k, v in alternating_p50(calls, timer, blocks=4, quick=quick).items()}
         speedup = times["reference"] / times["pruned"] if times["pruned"] > 0 else float("nan")
         out[f"b{batch}"] = {
             "reference_ms": round(times["reference"], 3),

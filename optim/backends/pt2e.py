@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.errors import CheckpointError, InputError
+from data.errors import CheckpointError, InputError
 
 X86_CALIB = ("histogram", "minmax")
 

@@ -48,7 +48,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (argparse's own prints the usage block first), and the ``--results`` option
     every command takes: parsing fixes the results folder, absolute, for the command and every process it starts
-    (:mod:`models.paths`)."""
+    (:mod:`data.paths`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -59,10 +59,15 @@ class ArgumentParser(argparse.ArgumentParser):
         )
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        from models.paths import use_results_dir
+        from data.paths import absolute, use_results_dir
 
         parsed, rest = super().parse_known_args(args, namespace)
-        use_results_dir(getattr(parsed, "results", None))
+        option = getattr(parsed, "results", None)
+        if option is not None and not str(option).strip():
+            raise InputError("--results is empty; name a folder")
+        if option and absolute(option).exists() and not absolute(option).is_dir():
+            raise InputError(f"--results {absolute(option)} exists and is not a folder")
+        use_results_dir(option)
         return parsed, rest
 
     def error(self, message: str) -> None:  # type: ignore[override]

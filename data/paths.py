@@ -32,16 +32,9 @@ def results_dir() -> Path:
 
 
 def use_results_dir(option: str | None = None) -> Path:
-    """Fix the results folder for this command and every process it starts (called once per command)."""
-    if option is not None and not str(option).strip():
-        from models.errors import InputError
-
-        raise InputError("--results is empty; name a folder")
+    """Fix the results folder for this command and every process it starts (called once per command, with
+    ``--results`` already checked by the command's parser)."""
     path = absolute(option) if option else results_dir()
-    if path.exists() and not path.is_dir():
-        from models.errors import InputError
-
-        raise InputError(f"--results {path} exists and is not a folder")
     os.environ[RESULTS_ENV] = str(path)
     return path
 

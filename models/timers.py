@@ -1,10 +1,10 @@
-"""Timing that can be trusted: warm-up first, synchronized GPU work, every sample kept, percentiles.
+"""Timers that can be trusted: warm-up first, synchronized GPU work, every sample kept, percentiles.
 
 Two timers: :class:`WallTimer` (perf_counter around the call, with ``torch.cuda.synchronize`` before and
 after when the work is on a GPU: the end-to-end view) and :class:`CudaEventTimer` (CUDA events recorded
 on the stream around the call: device-only time, free of host launch jitter). A run goes on until both a
 minimum duration and a minimum count are reached, so fast variants get many samples and slow ones
-still get enough for a p99.
+still get enough for a p99. A producer's quick check and every measurement scenario time with these.
 """
 
 from __future__ import annotations
@@ -12,52 +12,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 
+class Budget(Protocol):
+    """How long to warm up and to time: a scenario's configuration, or a :class:`TimingBudget`."""
+
+    warmup_iters: int
+    warmup_seconds: float
+    min_iters: int
+    min_seconds: float
+    max_seconds: float
+
+
 @dataclass(frozen=True)
-class ScenarioConfig:
-    """One measurement scenario (after MLPerf): ``latency`` at batch 1, ``throughput`` at batch N."""
-
-    name: str
-    batch_size: int
-    warmup_iters: int = 10
-    warmup_seconds: float = 1.0
-    min_iters: int = 50
-    min_seconds: float = 3.0
-    max_seconds: float = 60.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def default_scenarios(
-    quick: bool, device: str = "cpu", throughput_batch: int | None = None
-) -> tuple[ScenarioConfig, ...]:
-    """Defaults near MLPerf's spirit but sized for a 2-core CI box; ``quick`` is a smoke run."""
-    batch = throughput_batch or (128 if device == "cuda" else 16)
-    # Sample counts sized for the regression gate: a one-sided Mann-Whitney U at p < 0.001 needs a few hundred
-    # per-call latencies and tens of batches to catch a 10% slowdown (bench.gate.sim measured the power).
-    if quick:
-        return (
-            ScenarioConfig(
-                "latency", 1, warmup_iters=5, warmup_seconds=0.3, min_iters=200, min_seconds=1.0, max_seconds=15
-            ),
-            ScenarioConfig(
-                "throughput", batch, warmup_iters=2, warmup_seconds=0.3, min_iters=30, min_seconds=1.0, max_seconds=20
-            ),
-        )
-    return (
-        ScenarioConfig(
-            "latency", 1, warmup_iters=10, warmup_seconds=1.0, min_iters=300, min_seconds=3.0, max_seconds=60
-        ),
-        ScenarioConfig(
-            "throughput", batch, warmup_iters=3, warmup_seconds=1.0, min_iters=50, min_seconds=3.0, max_seconds=60
-        ),
-    )
+class TimingBudget:
+    warmup_iters: int = 5
+    warmup_seconds: float = 0.3
+    min_iters: int = 5
+    min_seconds: float = 0.1
+    max_seconds: float = 30.0
 
 
 def cuda_synchronize() -> None:
@@ -106,7 +83,7 @@ class CudaEventTimer:
         return start.elapsed_time(end) / 1e3
 
 
-def warm_up(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | CudaEventTimer) -> int:
+def warm_up(fn: Callable[[], Any], cfg: Budget, timer: WallTimer | CudaEventTimer) -> int:
     """Untimed calls until both ``warmup_iters`` and ``warmup_seconds`` are reached (capped by max_seconds)."""
     warm_start = time.perf_counter()
     done = 0
@@ -135,7 +112,7 @@ def time_calls(
             return samples
 
 
-def run_timed(fn: Callable[[], Any], cfg: ScenarioConfig, timer: WallTimer | CudaEventTimer) -> list[float]:
+def run_timed(fn: Callable[[], Any], cfg: Budget, timer: WallTimer | CudaEventTimer) -> list[float]:
     """Warm up, then time ``fn`` until both ``min_iters`` and ``min_seconds`` are reached (capped by max_seconds)."""
     warm_up(fn, cfg, timer)
     return time_calls(fn, timer, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
@@ -160,3 +137,23 @@ def summarize(samples_s: list[float], batch_size: int) -> dict[str, Any]:
         "cov": std / mean if mean > 0 else math.nan,
         "throughput_img_s": batch_size * 1e3 / mean if mean > 0 else math.nan,
     }
+
+
+def alternating_p50(
+    calls: dict[str, Callable[[], Any]], timer: WallTimer, blocks: int = 10, quick: bool = False
+) -> dict[str, float]:
+    """Median seconds per call of each of ``calls``, all warmed up, timed in alternating blocks.
+
+    A rough in-process comparison (a producer's quick check, a pruning sanity check): the sides see the same
+    machine moments, so the ratio does not compare a cold first call with a warm one. The sweep's isolated,
+    interleaved processes are the number to trust.
+    """
+    warm = TimingBudget(warmup_iters=2 if quick else 5, warmup_seconds=0.1 if quick else 0.3)
+    for call in calls.values():
+        warm_up(call, warm, timer)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for block in range(blocks):
+        for name in names if block % 2 == 0 else list(reversed(names)):
+            samples[name] += time_calls(calls[name], timer, 3 if quick else 5, 0.02 if quick else 0.05, 5.0)
+    return {name: float(np.median(s)) for name, s in samples.items()}

@@ -1,0 +1,315 @@
+"""The largest Poisson request rate one machine serves with a percentile of latency under a bound.
+
+Each trial is one open-loop run at a fixed rate, judged by :mod:`bench.measure.early_stopping`. The search grows
+the rate geometrically from a hint until a trial is INVALID (or shrinks it until one is VALID), bisects the
+bracket geometrically to a relative tolerance, then re-measures the best rate on a fresh schedule: a rate that
+passed once by the luck of its draw and fails the second time is not reported. Every trial is kept for the
+latency-against-rate curve. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.measure import early_stopping
+from bench.measure.open_loop import Instance, poisson_arrivals, run_open_loop
+
+# What a trial's verdict rests on (RatePoint.code).
+VALID = "valid"
+OVER_BOUND = "over_bound"  # enough queries, too many over the bound
+NOT_COMPLETED = "not_completed"  # the time cap ended the run with queries left: counted over the bound
+CAP_TOO_SHORT = "cap_too_short"  # the schedule of the queries the rule needs does not fit in the time cap
+
+
+@dataclass
+class RatePoint:
+    """One trial: the scheduled rate, its verdict and why, and the run's summary (``LoadResult.summary``)."""
+
+    rate: float
+    valid: bool
+    code: str
+    reason: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    verdict: dict[str, Any] | None = None
+    seed: int | None = None
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """The largest VALID rate (``best``, None if none was found), its re-measurement (``confirmation``), every
+    trial in the order run, and why the search stopped."""
+
+    best: RatePoint | None
+    confirmation: RatePoint | None
+    points: list[RatePoint]
+    stop_reason: str
+    converged: bool
+    elapsed_s: float
+    budget_s: float
+    rel_tol: float
+
+    @property
+    def best_rate(self) -> float | None:
+        return None if self.best is None else self.best.rate
+
+    def curve(self) -> list[dict[str, Any]]:
+        """Latency against rate, one row per trial, sorted by rate (re-measured rates appear twice)."""
+        keys = ("p50_ms", "p99_ms", "completed_rate", "mean_batch_size")
+        return [
+            {"rate": p.rate, "valid": p.valid, "estimate_ms": _estimate_ms(p), **{k: p.summary.get(k) for k in keys}}
+            for p in sorted(self.points, key=lambda q: q.rate)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"best_rate": self.best_rate}
+
+
+def _estimate_ms(point: RatePoint) -> float | None:
+    est = (point.verdict or {}).get("estimate_s")
+    return None if est is None else est * 1e3
+
+
+def rate_hint(batch_time_s: float, max_batch: int, instances: int = 1) -> float:
+    """A first rate to try: what ``instances`` busy instances would serve at full batches of ``batch_time_s``."""
+    if not batch_time_s > 0:
+        raise ValueError(f"batch_time_s must be > 0, got {batch_time_s!r}")
+    if max_batch < 1 or instances < 1:
+        raise ValueError("max_batch and instances must be >= 1")
+    return instances * max_batch / batch_time_s
+
+
+def trial_queries(rate: float, min_duration_s: float, percentile: float, confidence: float) -> int:
+    """Queries in a trial at ``rate``: enough for the rule to say VALID, and at least ``min_duration_s`` of them."""
+    return max(early_stopping.min_queries(percentile, confidence), math.ceil(rate * min_duration_s))
+
+
+def open_loop_measure(
+    instances: Sequence[Instance],
+    max_batch: int,
+    max_delay_s: float,
+    bound_s: float,
+    *,
+    percentile: float = early_stopping.DEFAULT_PERCENTILE,
+    confidence: float = early_stopping.DEFAULT_CONFIDENCE,
+    min_duration_s: float = 1.0,
+    time_cap_s: float = 10.0,
+    seed: int = 0,
+    stop_early: bool = True,
+    call_timeout_s: float | None = None,
+) -> Callable[[float], RatePoint]:
+    """A ``measure(rate)`` for :func:`find_max_rate` that runs one open-loop trial per call.
+
+    Each call draws a fresh schedule (seed ``seed``, ``seed + 1``, ...: reproducible, yet a re-measured rate is
+    not the same draw). A trial is capped at ``time_cap_s``; when the last query the rule needs is scheduled less
+    than ``bound_s`` before the cap the trial is INVALID without running (``cap_too_short``). ``stop_early``
+    ends an overloaded trial as soon as it has more queries over the bound than a passing run may have.
+    """
+    if not bound_s > 0:
+        raise ValueError(f"bound_s must be > 0, got {bound_s!r}")
+    if not (min_duration_s >= 0 and time_cap_s > 0):
+        raise ValueError("min_duration_s must be >= 0 and time_cap_s > 0")
+    early_stopping.min_queries(percentile, confidence)  # checks the levels now, not in the first trial
+    calls = [0]
+
+    def measure(rate: float) -> RatePoint:
+        started = time.perf_counter()
+        trial_seed = seed + calls[0]
+        calls[0] += 1
+        count = trial_queries(rate, min_duration_s, percentile, confidence)
+        arrivals = poisson_arrivals(rate, count, trial_seed)
+        if arrivals[-1] + bound_s > time_cap_s:  # the last query's deadline must fall inside the cap
+            reason = (
+                f"{count} queries at {rate:.4g}/s are scheduled over {arrivals[-1]:.3g} s, too close to the"
+                f" {time_cap_s:g} s time cap for all of them to complete within the bound"
+            )
+            return RatePoint(rate, False, CAP_TOO_SHORT, reason, seed=trial_seed)
+        allowed = early_stopping.max_over_bound(count, percentile, confidence)
+        over = (bound_s, allowed) if stop_early else None
+        result = run_open_loop(
+            instances, arrivals, max_batch, max_delay_s, time_cap_s, stop_when_over=over, call_timeout_s=call_timeout_s
+        )
+        missing = int((~result.completed).sum())
+        verdict = early_stopping.evaluate(result.latencies_s(), bound_s, percentile, confidence, missing)
+        code, reason = _code(verdict, result.stop_reason)
+        elapsed = time.perf_counter() - started
+        return RatePoint(
+            float(rate), verdict.valid, code, reason, result.summary(), verdict.to_dict(), trial_seed, elapsed
+        )
+
+    return measure
+
+
+def _code(verdict: early_stopping.Verdict, stop_reason: str) -> tuple[str, str]:
+    if verdict.valid:
+        return VALID, verdict.reason
+    if verdict.not_completed and stop_reason == "time limit":
+        return NOT_COMPLETED, f"time cap reached with {verdict.not_completed} queries not completed: {verdict.reason}"
+    return OVER_BOUND, verdict.reason
+
+
+class _Search:
+    """One search: its settings, the trials, the bracket and the budget."""
+
+    def __init__(self, measure: Callable[[float], RatePoint], clock: Callable[[], float], **settings: Any):
+        self.measure, self.clock, self.start = measure, clock, clock()
+        self.budget_s, self.rel_tol, self.growth = settings["budget_s"], settings["rel_tol"], settings["growth"]
+        self.min_rate, self.max_rate, self.recheck = settings["min_rate"], settings["max_rate"], settings["recheck"]
+        self.points: list[RatePoint] = []
+        self.lo: RatePoint | None = None  # highest VALID trial not refuted by a re-measurement
+        self.hi: float | None = None  # lowest rate found INVALID
+
+    def out_of_time(self) -> bool:
+        """Checked before each trial, so the budget is overrun by at most the trial that was running."""
+        return self.clock() - self.start >= self.budget_s
+
+    def trial(self, rate: float) -> RatePoint:
+        point = self.measure(rate)
+        self.points.append(point)
+        if point.valid and (self.lo is None or point.rate > self.lo.rate) and (self.hi is None or rate < self.hi):
+            self.lo = point
+        elif not point.valid and (self.hi is None or rate < self.hi):
+            self.hi = rate
+        return point
+
+    def refute(self, rate: float) -> None:
+        """A re-measurement of ``rate`` failed: it is an upper bracket now; fall back to the best VALID below it."""
+        self.hi = rate
+        below = [p for p in self.points if p.valid and p.rate < rate]
+        self.lo = max(below, key=lambda p: p.rate) if below else None
+
+    def run(self, hint: float) -> str:
+        """Drive the search; returns why it stopped."""
+        self.trial(hint if self.max_rate is None else min(hint, self.max_rate))
+        while True:
+            if self.lo is None and (reason := self.descend()):  # shrink until a rate passes
+                return reason
+            if self.hi is None and (reason := self.grow()):  # grow until a rate fails
+                return reason
+            if reason := self.bisect():
+                return reason
+            if not self.recheck:
+                return "converged"
+            if self.out_of_time():
+                return "budget spent before the re-measurement"
+            best = self.lo.rate  # type: ignore[union-attr]  # bisect returns "" only with a bracket in hand
+            again = self.measure(best)
+            self.points.append(again)
+            if again.valid:
+                return "converged"
+            self.refute(best)
+
+    def descend(self) -> str:
+        while self.lo is None:
+            last = self.points[-1]
+            if last.code == CAP_TOO_SHORT:
+                return f"no VALID rate: {last.reason}"
+            rate = (self.hi or last.rate) / self.growth
+            if self.min_rate is not None and rate < self.min_rate:
+                return f"no VALID rate at or above min_rate {self.min_rate:g}/s"
+            if self.out_of_time():
+                return "budget spent before any rate was VALID"
+            self.trial(rate)
+        return ""
+
+    def grow(self) -> str:
+        while self.hi is None and self.lo is not None:
+            if self.max_rate is not None and self.lo.rate >= self.max_rate:
+                return f"still VALID at max_rate {self.max_rate:g}/s"
+            if self.out_of_time():
+                return "budget spent before any rate was INVALID"
+            rate = self.lo.rate * self.growth
+            self.trial(rate if self.max_rate is None else min(rate, self.max_rate))
+        return ""
+
+    def bisect(self) -> str:
+        while self.lo is not None and self.hi is not None and self.hi / self.lo.rate - 1 > self.rel_tol:
+            if self.out_of_time():
+                return "budget spent while bisecting"
+            self.trial(math.sqrt(self.lo.rate * self.hi))
+        return ""
+
+
+def _check_search_args(hint_rate: float, rel_tol: float, budget_s: float, growth: float) -> None:
+    if not (math.isfinite(hint_rate) and hint_rate > 0):
+        raise ValueError(f"hint_rate must be a positive rate, got {hint_rate!r}")
+    if not 0 < rel_tol < 1:
+        raise ValueError(f"rel_tol must be in (0, 1), got {rel_tol!r}")
+    if not (budget_s > 0 and growth > 1):
+        raise ValueError(f"budget_s must be > 0 and growth > 1, got {budget_s!r} and {growth!r}")
+
+
+def find_max_rate(
+    measure: Callable[[float], RatePoint],
+    hint_rate: float,
+    *,
+    rel_tol: float = 0.05,
+    budget_s: float = 120.0,
+    growth: float = 2.0,
+    min_rate: float | None = None,
+    max_rate: float | None = None,
+    recheck: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+) -> SearchResult:
+    """The largest rate ``measure`` finds VALID, to within ``rel_tol`` of the lowest INVALID one above it.
+
+    No trial starts once ``budget_s`` has passed (so the search ends at most one trial past it); the result then
+    says ``converged=False`` and keeps the best rate found so far. ``max_rate`` stops the growth (say, the
+    harness's own ceiling); ``min_rate`` stops the descent when even slow rates fail.
+    """
+    _check_search_args(hint_rate, rel_tol, budget_s, growth)
+    settings = {"rel_tol": rel_tol, "growth": growth, "min_rate": min_rate, "max_rate": max_rate, "recheck": recheck}
+    s = _Search(measure, clock, budget_s=budget_s, **settings)
+    reason = s.run(hint_rate)
+    converged = reason == "converged"
+    confirmation = s.points[-1] if converged and recheck else None
+    elapsed = clock() - s.start
+    return SearchResult(s.lo, confirmation, s.points, reason, converged, elapsed, budget_s, rel_tol)
+
+
+def _zero_cost(n: int) -> None:
+    """An instance that returns at once: what is left is the engine's own cost."""
+
+
+def harness_ceiling(
+    max_batch: int,
+    max_delay_s: float,
+    instances: int,
+    bound_s: float,
+    *,
+    percentile: float = early_stopping.DEFAULT_PERCENTILE,
+    confidence: float = early_stopping.DEFAULT_CONFIDENCE,
+    budget_s: float = 20.0,
+    hint_rate: float = 2000.0,
+    rel_tol: float = 0.1,
+    min_duration_s: float = 0.3,
+    time_cap_s: float = 5.0,
+    max_rate: float = 1e6,
+    seed: int = 0,
+) -> SearchResult:
+    """The largest rate the load generator itself sustains under ``bound_s`` with instances that cost nothing.
+
+    A variant's measured rate near this figure says more about the harness than about the model. Run it with the
+    same batch size, delay, instance count and bound as the scenario, on the same machine and CPUs.
+    """
+    if int(instances) != instances or instances < 1:
+        raise ValueError(f"instances must be a positive integer, got {instances!r}")
+    measure = open_loop_measure(
+        [_zero_cost] * int(instances),
+        max_batch,
+        max_delay_s,
+        bound_s,
+        percentile=percentile,
+        confidence=confidence,
+        min_duration_s=min_duration_s,
+        time_cap_s=time_cap_s,
+        seed=seed,
+    )
+    return find_max_rate(measure, hint_rate, rel_tol=rel_tol, budget_s=budget_s, max_rate=max_rate)
