@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from optim.registry import REFERENCE
+
 SUITE_SCHEMA = 1
 # The suite's options that mean what the same options of `python -m bench` mean (bench.options reads them).
 OPTION_FIELDS = (
@@ -105,7 +107,7 @@ class SuiteOptions:
 
             check_build_options(self._namespace)
             self._checked = load_checked(self._namespace)
-            config = run_config_from_args(self._namespace, recipes=("fp32",), checked=self._checked)
+            config = run_config_from_args(self._namespace, recipes=(REFERENCE,), checked=self._checked)
             self._config = config.replace(accuracy=self.accuracy)
         if device == self._config.device:
             return self._config
@@ -238,7 +240,7 @@ def _add_speedups(entries: list[dict[str, Any]]) -> None:
     for entry in entries:
         extra = entry.get("extra_info") or {}
         median = (entry.get("stats") or {}).get("median")
-        if extra.get("variant") == "fp32" and median:
+        if extra.get("variant") == REFERENCE and median:
             medians[(extra.get("device"), extra.get("scenario"))] = median
     for entry in entries:
         extra = entry.get("extra_info") or {}

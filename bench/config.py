@@ -21,8 +21,10 @@ from typing import Any
 
 from bench.scenarios import ScenarioConfig
 from data.errors import InputError
+from data.loaders import CALIB_SIZE
 from models.spec import LoadSpec
-from optim.context import CALIB_SIZE, BuildSettings
+from optim.context import BuildSettings
+from optim.registry import REFERENCE
 
 RUN_CONFIG_VERSION = 3
 READABLE_VERSIONS = (2, 3)  # version 2 kept the Ray executor's options as fields of their own
@@ -80,7 +82,7 @@ class RunConfig:
     """What a run measures and how. Plain values only: it is shipped to processes and to cluster nodes."""
 
     load: LoadSpec = _spec(cli=_LOAD)
-    recipes: tuple[str, ...] = _spec(("fp32",), cli=_Cli(("--recipes",), lambda v: ["--recipes", ",".join(v)]))
+    recipes: tuple[str, ...] = _spec((REFERENCE,), cli=_Cli(("--recipes",), lambda v: ["--recipes", ",".join(v)]))
     scenarios: tuple[ScenarioConfig, ...] = _spec((), cli=_SCENARIOS)
     device: str = _spec("cpu", cli=_option("--device"))
     data_spec: str | None = _spec(None, cli=_option("--data"))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optim.registry import REFERENCE
+
 
 @dataclass
 class BuiltVariant:
@@ -69,14 +71,17 @@ class Suite:
                 from optim import build
                 from optim.evaluate import evaluate_variant
 
-                fp32 = build("fp32", self.loaded, self.context("fp32", device))
-                batch = self.scenario("throughput", device).batch_size
-                _, fp32_preds = evaluate_variant(fp32, self.data().val, batch_size=batch)
+                fp32 = build(REFERENCE, self.loaded, self.context(REFERENCE, device))
+                _, fp32_preds = evaluate_variant(fp32, self.data().val, batch_size=self.eval_batch(device))
             self._references[device] = fp32_preds
         return self._references[device]
 
     def scenario(self, name: str, device: str):
         return next(s for s in self.config(device).scenarios if s.name == name)
+
+    def eval_batch(self, device: str) -> int:
+        """Accuracy runs at the largest batch timed: a static-shape compiled variant compiles it anyway."""
+        return self.config(device).build_settings().max_batch
 
 
 def release_device_memory() -> None:
@@ -138,11 +143,9 @@ class VariantCache:
         info: dict[str, Any] = {"first_call_ms": round(first_ms, 3)}
         if suite.measures_accuracy:
             reference = suite._references.get(device)
-            # at the throughput batch: a static-shape compiled variant compiles it anyway, and no other size
-            batch = suite.scenario("throughput", device).batch_size
-            acc, preds = evaluate_variant(variant, suite.data().val, reference, batch)
+            acc, preds = evaluate_variant(variant, suite.data().val, reference, suite.eval_batch(device))
             if reference is None:
-                if recipe == "fp32":
+                if recipe == REFERENCE:
                     suite.reference(device, preds)
                     acc["agreement"] = 100.0
                 else:

@@ -1,6 +1,6 @@
 """The pytest-benchmark suite: ``pytest bench --benchmark-json out.json [--ckpt ...] [--recipes ...] [--quick]``.
 
-One test per recipe x scenario x device (``latency`` at batch 1, ``throughput`` at batch N). Each variant is
+One test per recipe x timed scenario x device (by default latency at batch 1, throughput at batch N). Each variant is
 built once per session (:class:`VariantCache`), its accuracy measured once, then timed with
 ``benchmark.pedantic`` using explicit warm-up rounds (pytest-benchmark's own warm-up is off by default on
 CPython, so lazy compilation would leak into the statistics) and a call that synchronizes CUDA before the
@@ -23,7 +23,12 @@ def suite_options(config: pytest.Config):
     return config._optbench.resolved()
 
 
-SCENARIOS = ("latency", "throughput")
+def timed_scenarios() -> list[str]:
+    """The default scenarios that time a fixed call (pytest-benchmark times calls; an open-loop load is not one)."""
+    from bench.scenarios import all_scenarios
+    from bench.scenarios.batch import BatchScenario
+
+    return [s.name for s in all_scenarios() if s.default and isinstance(s, BatchScenario)]
 
 
 def _plain(value: Any) -> Any:
@@ -59,7 +64,7 @@ def _matrix(config: pytest.Config) -> list[Any]:
                     reason = "no CUDA device is visible"
             if reason:
                 opts.skipped.append({"recipe": recipe, "device": device, "reason": reason})
-            for scenario in SCENARIOS:
+            for scenario in timed_scenarios():
                 marks = [pytest.mark.skip(reason=f"{recipe} on {device}: {reason}")] if reason else []
                 params.append(pytest.param(device, recipe, scenario, id=f"{device}-{recipe}-{scenario}", marks=marks))
     return params
@@ -112,7 +117,7 @@ def test_variant(benchmark, variants: VariantCache, suite: Suite, device: str, r
     """Time one variant in one scenario; accuracy and build facts ride along in ``extra_info``."""
     import torch
 
-    from bench.scenarios.base import host_batch
+    from bench.scenarios.batch import host_batch
     from models.timers import CudaEventTimer, run_timed, summarize
 
     built = variants.get(recipe, device)

@@ -1,6 +1,8 @@
 """Datasets and loaders with the model's own transforms: ``data.build(spec, data_config)``."""
 
 from data.loaders import (
+    CALIB_SIZE,
+    DIGITS,
     DataBundle,
     Datasets,
     LoaderConfig,
@@ -14,6 +16,8 @@ from data.loaders import (
 )
 
 __all__ = [
+    "CALIB_SIZE",
+    "DIGITS",
     "DataBundle",
     "Datasets",
     "LoaderConfig",

@@ -7,11 +7,11 @@ Every package raises :class:`InputError` (or a subclass) for bad input, so each 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
 EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -29,6 +29,29 @@ class DataSpecError(InputError):
 
 class MissingDependencyError(InputError):
     """An optional backend is not installed (or the hardware it needs is absent)."""
+
+
+def require(module: str, install: str):
+    """Import an optional package, or raise :class:`MissingDependencyError` naming it and how to ``install`` it.
+
+    Only the package itself being absent is turned into that one line; a package that is there but fails inside
+    its own imports is a real error and keeps its traceback."""
+    package = module.partition(".")[0]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if (exc.name or package).partition(".")[0] != package:
+            raise
+        raise MissingDependencyError(f"{package} is not installed ({install})") from None
+
+
+def missing(module: str, install: str) -> str | None:
+    """Why an optional package cannot be used (as :func:`require` words it), or None when it imports."""
+    try:
+        require(module, install)
+    except MissingDependencyError as exc:
+        return str(exc)
+    return None
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:

@@ -15,6 +15,8 @@ from data.errors import DataSpecError
 
 TIMM_DATASET_PREFIXES = ("torch/", "tfds/", "hfds/", "hfids/", "wds/")
 VAL_DIR_NAMES = ("val", "validation")
+DIGITS = "digits"  # the bundled data spec: the embedded default's data and the calibration data of last resort
+CALIB_SIZE = 512  # calibration images from the train split: enough for stable activation ranges
 SPEC_HELP = "use 'digits', a folder with train/ and val/ in ImageFolder layout, or a timm name like torch/gtsrb"
 
 
@@ -26,7 +28,7 @@ class LoaderConfig:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
-    calib_size: int = 512
+    calib_size: int = CALIB_SIZE
     calib_batch_size: int = 32
     seed: int = 0
 
@@ -159,7 +161,7 @@ def build_datasets(
     naming them, or are left out with ``skip_bad_images``.
     """
     transform = eval_transform(data_config)
-    if spec == "digits":
+    if spec == DIGITS:
         from data.digits import CLASS_NAMES, digits_datasets
 
         train, val = digits_datasets(transform)
@@ -179,7 +181,7 @@ def build_datasets(
 def resolve_spec(spec: str | None) -> str | None:
     """A folder spec made absolute against the current folder (``digits`` and timm names stay as they are), so a
     process started elsewhere reads the same images; a name that is no folder here stays as typed, for the error."""
-    if not spec or spec == "digits" or spec.startswith(TIMM_DATASET_PREFIXES):
+    if not spec or spec == DIGITS or spec.startswith(TIMM_DATASET_PREFIXES):
         return spec
     from data.paths import absolute
 

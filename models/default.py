@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from data.loaders import DIGITS as DEFAULT_DATA
 from data.paths import cache_dir
 
 DEFAULT_ARCH = "resnet10t"
-DEFAULT_DATA = "digits"
 DEFAULT_EPOCHS = 8
 
 
@@ -21,7 +21,7 @@ def default_checkpoint_path() -> Path:
 
 
 def ensure_default_checkpoint(epochs: int = DEFAULT_EPOCHS) -> Path:
-    """Return the cached default checkpoint, training it first if it is missing (about a minute on 2 cores)."""
+    """Return the cached default checkpoint, training it first (once, about a minute) if it is missing."""
     from models.train import TrainConfig, train_checkpoint
 
     path = default_checkpoint_path()

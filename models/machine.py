@@ -10,6 +10,8 @@ from typing import Any
 
 # CPU flags that decide which INT8/BF16 kernels exist (VNNI for INT8 dot products, AMX tiles, native BF16).
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # native BF16 math; without them BF16 is emulated, slower than FP32
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # INT8 dot products; without them INT8 kernels gain little
 
 
 @lru_cache(maxsize=1)

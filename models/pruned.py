@@ -23,7 +23,6 @@ from torch import nn
 from data.errors import CheckpointError
 from models.attention import set_head_dim
 
-PRUNED_FORMAT = 1
 # Module attributes that describe widths; anything else (stride, padding, eps) is never changed by pruning.
 SHAPE_ATTRS = (
     "in_channels",

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from data.errors import ArgumentParser, InputError, run_cli
+from data.loaders import DIGITS
 
 DIGITS_IMG_SIZE = 32  # digits are 8x8: larger inputs only add cost, so train them at 32 px unless asked otherwise
 
@@ -160,7 +161,7 @@ def train(
 
 
 def default_img_size(data_spec: str) -> int | None:
-    return DIGITS_IMG_SIZE if data_spec == "digits" else None
+    return DIGITS_IMG_SIZE if data_spec == DIGITS else None
 
 
 def train_checkpoint(
@@ -181,7 +182,7 @@ def train_checkpoint(
     img_size = img_size or default_img_size(data_spec)
     probe = create_model(arch, 10)
     data_config = resolve_data_config(probe, img_size)
-    if data_spec == "digits":
+    if data_spec == DIGITS:
         data_config["crop_pct"] = 1.0  # the digit fills the frame; a center crop would cut strokes off
     bundle = data.build(
         data_spec, data_config, data.LoaderConfig(batch_size=batch_size, seed=cfg.seed), data_dir, download
@@ -203,7 +204,7 @@ def train_checkpoint(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m models.train", description="Train a timm classifier from scratch.")
     parser.add_argument("--model", required=True, help="timm architecture name, e.g. resnet18")
-    parser.add_argument("--data", default="digits", help="digits | ImageFolder dir with train/ val/ | torch/<name>")
+    parser.add_argument("--data", default=DIGITS, help="digits | ImageFolder dir with train/ val/ | torch/<name>")
     parser.add_argument("--data-dir", default=None, help="root for timm dataset names")
     parser.add_argument("--download", action="store_true", help="allow timm/torchvision to download the dataset")
     parser.add_argument("--epochs", type=int, default=8)

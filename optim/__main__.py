@@ -7,19 +7,27 @@ from collections.abc import Sequence
 
 from data.errors import ArgumentParser, InputError, run_cli
 
+USAGE_WIDTH = 60  # longer usages are not padded: they would push every description off the screen
+
 
 def _list(pattern: str) -> int:
-    from optim.registry import default_recipes, list_steps
+    """One line per step; a step named exactly gets its arguments (and, for ``ptq``, its backends) too."""
+    from optim.registry import STEPS, default_recipes, list_steps
 
     steps = list_steps(pattern)
-    width = max((len(s.usage) for s in steps), default=10)
+    width = min(max((len(s.usage) for s in steps), default=10), USAGE_WIDTH)
     for spec in steps:
         where = "/".join(sorted(spec.devices))
         chain = f"{'/'.join(sorted(spec.accepts))} -> {spec.produces}"
         print(f"{spec.usage:<{width}}  [{where}; {chain}]  {spec.description}")
+    if pattern in STEPS:
+        spec = STEPS[pattern]
+        lines = spec.details() if spec.details is not None else [f"  {arg.describe()}" for arg in spec.arg_list()]
+        print("\n".join(lines))
     for device in ("cpu", "cuda"):
         print(f"default recipes on {device}: {', '.join(default_recipes(device))}")
     print("chain steps with '+', e.g. prune(0.5)+ptq(ort); `python -m bench --recipes R1,R2` measures them")
+    print("`python -m optim list STEP` describes a step's arguments (for ptq: its backends and their options)")
     return 0
 
 

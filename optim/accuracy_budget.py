@@ -23,6 +23,7 @@ import torch
 from data.errors import InputError
 from optim.cli import ProducerRun, producer_run, quick_check, quick_check_line, save_atomically, scratch_dir
 from optim.context import DATA_BATCH
+from optim.registry import REFERENCE
 
 
 def add_budget_arguments(p) -> None:
@@ -40,39 +41,38 @@ class Candidate:
         return {"recipe": self.recipe, "why": self.reason, **self.accuracy}
 
 
-def _evaluate(variant, val) -> tuple[dict[str, Any], np.ndarray]:
-    """Accuracy at the loader's batch size throughout: its short last batch, filled up, compiles nothing new."""
+def _evaluate(variant, val, reference: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Accuracy (and agreement with ``reference``) at the loader's batch size throughout: its short last batch,
+    filled up, compiles nothing new."""
     from optim.evaluate import evaluate_variant
 
-    return evaluate_variant(variant, val, batch_size=getattr(val, "batch_size", None))
+    return evaluate_variant(variant, val, reference, batch_size=getattr(val, "batch_size", None))
 
 
-def _search(run: ProducerRun, recipe: str, bundle, scratch, max_drop: float, fallbacks: bool):
+def _search(run: ProducerRun, recipe: str, bundle, scratch, max_drop: float):
     """Build ``recipe`` and, while it misses the budget, its fallbacks; returns (reference, winner, tried, seconds)."""
     from optim.recipe import parse
     from optim.variant import build
 
     options: dict[str, Any] = {"_cache_dir": str(scratch / "cache")}
-    last = parse(recipe).steps[-1]
+    plan = parse(recipe).fallbacks()
     # A compiled graph (ptq(x86)) computes what the uncompiled one does: compare uncompiled, compile the winner.
-    defer = fallbacks and bool(last.spec.reload_compiles)
+    defer = bool(plan) and parse(recipe).reload_compiles(run.config.device)
 
     def context(name: str, defer_compile: bool):
         safe = "".join(ch if ch.isalnum() else "_" for ch in name)[:60]
         return run.context(scratch / safe, bundle, {**options, "defer_compile": defer_compile})
 
-    reference = build("fp32", run.loaded, context("fp32", False))
+    reference = build(REFERENCE, run.loaded, context(REFERENCE, False))
     fp32_acc, fp32_preds = _evaluate(reference, bundle.val)
-    plan = list(last.spec.fallbacks(parse(recipe)) if fallbacks and last.spec.fallbacks else [])
     candidates, tried, winner = [Candidate(recipe, "requested")], [], None
     start = time.perf_counter()
     while candidates:
         cand = candidates.pop(0)
         cand.variant = build(cand.recipe, run.loaded, context(cand.recipe, defer))  # ParityError: the caller
-        acc, preds = _evaluate(cand.variant, bundle.val)
+        acc, _ = _evaluate(cand.variant, bundle.val, fp32_preds)
         drop = fp32_acc["top1"] - acc["top1"]
-        agreement = float((preds == fp32_preds).mean() * 100) if fp32_preds.size else float("nan")
-        cand.accuracy = {"top1": round(acc["top1"], 3), "drop": round(drop, 3), "agreement": round(agreement, 3)}
+        cand.accuracy = {"top1": round(acc["top1"], 3), "drop": round(drop, 3), "agreement": round(acc["agreement"], 3)}
         tried.append(cand)
         if winner is None or acc["top1"] > winner.accuracy["top1"]:
             winner = cand
@@ -88,7 +88,7 @@ def _search(run: ProducerRun, recipe: str, bundle, scratch, max_drop: float, fal
     return reference, fp32_acc, winner, tried, time.perf_counter() - start
 
 
-def run_with_budget(recipe: str, args: Any, prog: str, fallbacks: bool) -> int:
+def run_with_budget(recipe: str, args: Any, prog: str) -> int:
     """Build ``recipe`` for the command line, enforce the accuracy budget, save the variant, print a report."""
     import data
     from optim.backends.onnx_export import ParityError
@@ -112,9 +112,7 @@ def run_with_budget(recipe: str, args: Any, prog: str, fallbacks: bool) -> int:
     scratch = scratch_dir(run.out)
     try:
         try:
-            reference, fp32_acc, winner, tried, search_s = _search(
-                run, recipe, bundle, scratch, args.max_drop, fallbacks
-            )
+            reference, fp32_acc, winner, tried, search_s = _search(run, recipe, bundle, scratch, args.max_drop)
         except ParityError as exc:  # the export computes something else than the model: a failed check, not bad input
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -134,16 +132,16 @@ def _record_accuracy(manifest, winner, tried, fp32_acc, cfg, bundle, max_drop: f
     """What the manifest says about calibration, accuracy against FP32, and the fallbacks tried."""
     from optim.recipe import parse
 
-    kinds = {step.name for step in parse(winner.recipe).steps}
-    if kinds & {"ptq", "ort-int8", "ov-int8"}:
+    calibrates = parse(winner.recipe).calibrates()
+    if calibrates is True:
         manifest["calibration"] = {
             "split": "train (seeded subset; val is never used to calibrate)",
             "data_spec": cfg.data_spec,
             "images": len(bundle.calib.dataset),
             "seed": cfg.seed,
         }
-    elif "qat" in kinds:
-        manifest["calibration"] = {"split": "train", "data_spec": cfg.data_spec, "note": "QAT: ranges learned"}
+    elif calibrates:
+        manifest["calibration"] = {"split": "train", "data_spec": cfg.data_spec, "note": calibrates}
     within = winner.accuracy["drop"] <= max_drop
     manifest["accuracy"] = {
         "split": "val",

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from data.loaders import CALIB_SIZE
 from models.checkpoint import LoadedModel
 
 
@@ -49,7 +50,7 @@ class BuildContext:
     threads: int
     seed: int = 0
     quick: bool = False
-    calib_size: int = 512
+    calib_size: int = CALIB_SIZE
     max_drop: float = 1.0  # top-1 budget in points, for builds that control accuracy themselves
     data_factory: Callable[[], Any] | None = None
     data_spec: str | None = None

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from data.errors import ArgumentParser, InputError
+from data.errors import ArgumentParser, InputError, MissingDependencyError
 from optim.context import BuildSettings
 
 QUICK_CHECK_NOTE = (
@@ -55,7 +55,11 @@ def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: 
     if device is not None:
         args.device = device
     check_build_options(args)
-    parse(recipe)  # a bad recipe is one line before any work
+    reason = parse(recipe).unavailable_reason(
+        getattr(args, "device", "cpu") or "cpu"
+    )  # a bad recipe or a missing backend: one line, no work
+    if reason:
+        raise MissingDependencyError(reason)
     _, loaded = load_checked(args)
     settings = settings_from_args(args, loaded, check_data=needs_data or bool(getattr(args, "data", None)))
     torch.set_num_threads(settings.threads)
@@ -103,15 +107,16 @@ def quick_check(reference: Any, variant: Any, example: torch.Tensor, blocks: int
     """
     from models.timers import WallTimer, alternating_p50
 
-    calls = {}
-    for name, v in (("fp32", reference), ("variant", variant)):
+    def call(v: Any):
         ready = v.prepare_input(example)
-        calls[name] = lambda v=v, ready=ready: v.predict(ready)
+        return lambda: v.predict(ready)
+
+    calls = {"reference": call(reference), "variant": call(variant)}
     p50 = {name: seconds * 1e3 for name, seconds in alternating_p50(calls, WallTimer(None), blocks).items()}
     return {
-        "fp32_p50_ms": round(p50["fp32"], 4),
+        "fp32_p50_ms": round(p50["reference"], 4),
         "variant_p50_ms": round(p50["variant"], 4),
-        "speedup": round(p50["fp32"] / p50["variant"], 3) if p50["variant"] > 0 else None,
+        "speedup": round(p50["reference"] / p50["variant"], 3) if p50["variant"] > 0 else None,
         "note": QUICK_CHECK_NOTE,
     }
 

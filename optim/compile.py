@@ -1,10 +1,7 @@
 """``torch.compile`` variants: ``compile``, ``compile(max-autotune,bf16)``, ...; ``python -m optim.compile``.
 
-On CPU, Inductor *freezing* (weights folded into the graph as constants, convolution weights pre-packed for
-oneDNN) is what makes compile pay off: plain ``torch.compile`` measured 1.0-1.1x eager at batch 1 here, freezing
-plus BF16 2.4-3.0x. Freezing is therefore on by default on CPU (``no-freezing`` turns it off) and off on CUDA.
-It is set with ``torch._inductor.config.patch`` around every call, not ``torch.compile(options=...)``, because
-the options route fails on PT2E-quantized graphs, and the patch restores Inductor's global config afterwards.
+Inductor *freezing* is on by default on CPU, where it is what makes compile pay off (:mod:`optim.backends.inductor`
+says why), and off on CUDA; ``no-freezing`` turns it off.
 
 Compile time is recorded apart from steady state: the build makes the first call (that is where Inductor
 compiles) and writes ``compile_s`` into the manifest. The Inductor cache lives under the variant directory
@@ -15,7 +12,6 @@ loading compiles again.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -24,9 +20,11 @@ from typing import Any
 import torch
 
 from data.errors import ArgumentParser, CheckpointError, InputError, run_cli
+from models.machine import BF16_FLAGS
+from optim.args import add_options, step_text, values_of
 from optim.artifact import Artifact, BuildContext
 from optim.backends.inductor import MODES, CompileConfig, compile_runtime, first_call_seconds
-from optim.registry import GRAPH, MODULE, RUNTIME, register_step
+from optim.registry import GRAPH, MODULE, REFERENCE, RUNTIME, Arg, register_step
 from optim.variant import LOADERS, Variant, register_loader
 
 if __name__ == "__main__":
@@ -39,36 +37,13 @@ CACHE_DIR = "inductor-cache"
 REBUILD_NOTE = "compiled code cannot be saved: loading rebuilds it from model.pt and this config (cache kept)"
 
 
-def parse_compile_args(args: Sequence[str]) -> dict[str, Any]:
-    """``compile``, ``compile(max-autotune)``, ``compile(bf16)``, ``compile(default,no-freezing)``."""
-    values: dict[str, Any] = {}
-    for arg in args:
-        token = arg.strip()
-        key, sep, value = token.partition("=")
-        if sep and key == "mode":
-            token = value
-        if token in MODES:
-            if "mode" in values:
-                raise InputError(f"two modes given ({values['mode']}, {token})")
-            values["mode"] = token
-        elif token in ("freezing", "no-freezing"):
-            if "freezing" in values:
-                raise InputError("freezing given twice")
-            values["freezing"] = token == "freezing"
-        elif token == "cudnn-convs":
-            values["cudnn_convs"] = True
-        elif token in ("bf16", "fp16"):
-            if token in values:
-                raise InputError(f"{token} given twice")
-            values[token] = True
-        else:
-            raise InputError(
-                f"unknown compile argument {arg!r}; known: {', '.join(MODES)}, "
-                "freezing, no-freezing, bf16, fp16, cudnn-convs"
-            )
-    CompileConfig(**values).validate()
-    values["step_text"] = f"compile({','.join(args)})" if args else "compile"
-    return values
+COMPILE_ARGS = (
+    Arg("mode", default="default", help="torch.compile mode", choices=MODES, positional=True),
+    Arg("freezing", bool, help="Inductor freezing: weights folded in as constants (default: on for CPU)", flag=True),
+    Arg("bf16", bool, False, "autocast to bfloat16", flag=True),
+    Arg("fp16", bool, False, "autocast to float16", flag=True),
+    Arg("cudnn_convs", bool, False, "max-autotune leaves convolutions to cuDNN/oneDNN, tunes the rest", flag=True),
+)
 
 
 def compile_hints(args: dict[str, Any], device: str, flags: set[str]) -> list[str]:
@@ -94,7 +69,7 @@ def bf16_note(device: str) -> str | None:
     from models.machine import cpu_info
 
     flags = set(cpu_info()["cpu_flags"])
-    if flags & {"avx512_bf16", "amx_bf16"}:
+    if flags & set(BF16_FLAGS):
         return None
     return "this CPU has no avx512_bf16/AMX: BF16 runs through conversions and is likely slower than FP32"
 
@@ -144,8 +119,8 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
     "compile",
     accepts=[MODULE, GRAPH],
     produces=RUNTIME,
-    parse_args=parse_compile_args,
-    usage="compile[(default|max-autotune|reduce-overhead][,freezing|no-freezing][,bf16|fp16][,cudnn-convs])]",
+    args=COMPILE_ARGS,
+    check=lambda args: CompileConfig(**args).validate(),
     description="torch.compile (Inductor), static shapes; freezing on by default on CPU; bf16/fp16 = autocast",
     needs=lambda args, device: ("native_bf16",) if args.get("bf16") and device == "cpu" else (),
     slow_hints=lambda args, device, flags: compile_hints(args, device, flags),
@@ -159,10 +134,10 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
         ],
     },
     reload_compiles=True,
+    search_candidate=lambda args: bool(args.get("bf16")),
 )
 def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Compile the module; the first call (where Inductor compiles) is made here and timed as ``compile_s``."""
-    step_text = args.pop("step_text", "compile")
     cfg = CompileConfig(**args).validate()
     if artifact.module is None:
         raise InputError("compile needs a module or graph from the step before it")
@@ -194,7 +169,6 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise RuntimeError(f"torch.compile failed for {ctx.loaded.info.arch} ({type(exc).__name__}: {first})") from exc
     entry = {
-        "step": step_text,
         "config": {**asdict(cfg), "freezing": cfg.resolved_freezing(ctx.device)},
         "compile_s": round(compile_s, 3),
         "compile_note": "compile_s is the first call at batch 1; a new batch size recompiles once during warm-up",
@@ -262,30 +236,8 @@ def build_parser() -> ArgumentParser:
 
     p = ArgumentParser(prog="python -m optim.compile", description="torch.compile a checkpoint (Inductor).")
     add_producer_arguments(p, data=False, calib=False)
-    p.add_argument("--mode", default="default", help="default | max-autotune | reduce-overhead")
-    p.add_argument(
-        "--freezing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Inductor freezing (default: on for CPU, off for CUDA)",
-    )
-    dtype = p.add_mutually_exclusive_group()
-    dtype.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (fast with avx512_bf16/AMX, GPUs)")
-    dtype.add_argument("--fp16", action="store_true", help="autocast to float16 (GPUs)")
+    add_options(p, COMPILE_ARGS)
     return p
-
-
-def recipe_text(cfg: CompileConfig) -> str:
-    parts = [cfg.mode] if cfg.mode != "default" else []
-    if cfg.freezing is not None:
-        parts.append("freezing" if cfg.freezing else "no-freezing")
-    if cfg.bf16:
-        parts.append("bf16")
-    if cfg.fp16:
-        parts.append("fp16")
-    if cfg.cudnn_convs:
-        parts.append("cudnn-convs")
-    return f"compile({','.join(parts)})" if parts else "compile"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -293,13 +245,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optim.variant import build
 
     args = build_parser().parse_args(argv)
-    cfg = CompileConfig(mode=args.mode, freezing=args.freezing, bf16=args.bf16, fp16=args.fp16).validate()
-    recipe = recipe_text(cfg)
+    cfg = CompileConfig(**values_of(args, COMPILE_ARGS)).validate()
+    recipe = step_text("compile", COMPILE_ARGS, asdict(cfg))
     run = producer_run(args, recipe)
     loaded, out, device = run.loaded, run.out, run.config.device
     ctx = run.context(out)
     variant = build(recipe, loaded, ctx)
-    reference = build("fp32", loaded, run.context(out / "_fp32"))
+    reference = build(REFERENCE, loaded, run.context(out / "_fp32"))
     entry = variant.manifest["steps"][-1]
     x = ctx.example_input(1)
     with torch.inference_mode():

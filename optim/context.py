@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from data.loaders import CALIB_SIZE
 from optim.artifact import BuildContext
 
 if TYPE_CHECKING:
     from models.checkpoint import LoadedModel
 
 DATA_BATCH = 32  # loader batch for calibration, fine-tuning and the accuracy pass
-CALIB_SIZE = 512  # calibration images from the train split: enough for stable activation ranges
 # With random weights there is no accuracy to keep and INT8 speed does not depend on the ranges, so calibrating on
-# 512 images only costs time (a larger share of an INT8 recipe's build on big models; see results/cpu/README.md).
+# CALIB_SIZE images would only cost time.
 RANDOM_INIT_CALIB_SIZE = 64
 
 

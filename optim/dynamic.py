@@ -51,6 +51,8 @@ def _fp32_save_hook(module: nn.Module, ctx: BuildContext):
         "dynamic quantization converts only Linear layers and quantizes activations on every call; a ConvNet spends "
         "its time in convolutions"
     ],
+    search_candidate=True,
+    quantize_method=True,
 )
 def dynamic_step(artifact: Artifact, ctx: BuildContext) -> Artifact:
     module = eager_module(artifact, "dynamic")
@@ -59,7 +61,6 @@ def dynamic_step(artifact: Artifact, ctx: BuildContext) -> Artifact:
     source = _fp32_save_hook(module, ctx)
     quantized = apply_dynamic(module)
     notes = {
-        "step": "dynamic",
         "quantizer": "torch.ao.quantization.quantize_dynamic (qint8, nn.Linear)",
         "linear_weight_share": round(linear / max(total, 1), 4),
         "note": (

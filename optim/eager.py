@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from models.checkpoint import ModelInfo
+from models.machine import BF16_FLAGS
 from optim.artifact import Artifact, BuildContext
-from optim.registry import MODULE, register_step
+from optim.registry import MODULE, REFERENCE, register_step
 from optim.variant import Variant, module_runtime, register_loader
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -21,7 +22,7 @@ FP16_CPU_HINT = "FP16 has no fast CPU kernels in PyTorch: it is a GPU format"
 
 def bf16_hints(device: str, flags: set[str]) -> list[str]:
     """Why a BF16 variant may be slow: on a CPU without native BF16 every op converts."""
-    if device == "cpu" and not flags & {"avx512_bf16", "amx_bf16"}:
+    if device == "cpu" and not flags & set(BF16_FLAGS):
         return [
             "this CPU has no native BF16 (no avx512_bf16/AMX): BF16 convolutions and matmuls are emulated, which is "
             "slower than FP32"
@@ -29,7 +30,7 @@ def bf16_hints(device: str, flags: set[str]) -> list[str]:
     return []
 
 
-def _cuda_only(device: str) -> str | None:
+def _cuda_only(args: dict[str, Any], device: str) -> str | None:
     return None if device == "cuda" else "needs a CUDA device"
 
 
@@ -61,11 +62,11 @@ def _mark(artifact: Artifact, ctx: BuildContext, **changes: Any) -> Artifact:
 
 
 @register_step(
-    "fp32",
+    REFERENCE,
     accepts=[MODULE],
     produces=MODULE,
     description="eager FP32 under inference_mode: the reference for speedups and top-1 drops",
-    default_recipes={"cpu": ["fp32"], "cuda": ["fp32"]},
+    default_recipes={"cpu": [REFERENCE], "cuda": [REFERENCE]},
 )
 def fp32(artifact: Artifact, ctx: BuildContext) -> Artifact:
     return _mark(artifact, ctx)
@@ -90,6 +91,7 @@ def fp32_channels_last(artifact: Artifact, ctx: BuildContext) -> Artifact:
     default_recipes={"cpu": ["bf16"], "cuda": ["bf16"]},
     needs=lambda args, device: ("native_bf16",) if device == "cpu" else (),
     slow_hints=lambda args, device, flags: bf16_hints(device, flags),
+    search_candidate=True,
 )
 def bf16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     return _mark(artifact, ctx, autocast_dtype=torch.bfloat16)

@@ -2,8 +2,8 @@
 
 The pass can run at a fixed batch size (:func:`fixed_batches`): a variant compiled for static shapes
 (``compile``, ``ptq(x86)``) compiles a graph for every new batch size it sees, and the loader's batches of 32
-plus a short last one cost two more compiles (15 s each for ``ptq(x86)`` on the 2-vCPU VM) that nobody
-deploys. Evaluated at the throughput batch, which the warm-up already compiled, it costs none.
+plus a short last one cost two more compiles, each as slow as the build's own, that nobody deploys. Evaluated at
+the throughput batch, which the warm-up already compiled, it costs none.
 """
 
 from __future__ import annotations
@@ -55,13 +55,19 @@ def predict_all(variant, loader, batch_size: int | None = None) -> tuple[np.ndar
     return top5_arr, top5_arr[:, 0], np.concatenate(targets) if targets else np.zeros(0, dtype=np.int64)
 
 
+def agreement(preds: np.ndarray, reference: np.ndarray) -> float:
+    """Top-1 agreement with the reference's predictions, in percent (NaN when there is nothing to compare)."""
+    same_size = preds.size and preds.size == reference.size
+    return float((preds == reference).mean() * 100) if same_size else float("nan")
+
+
 def accuracy_metrics(top5: np.ndarray, targets: np.ndarray, reference: np.ndarray | None) -> dict[str, Any]:
     n = int(targets.size)
     top1 = float((top5[:, 0] == targets).mean() * 100) if n else float("nan")
     top5_acc = float((top5 == targets[:, None]).any(axis=1).mean() * 100) if n else float("nan")
     out: dict[str, Any] = {"top1": top1, "top5": top5_acc, "val_images": n}
     if reference is not None and reference.size == n:
-        out["agreement"] = float((top5[:, 0] == reference).mean() * 100)
+        out["agreement"] = agreement(top5[:, 0], reference)
     return out
 
 

@@ -15,35 +15,19 @@ import torch
 from torch import nn
 
 from data.errors import InputError
+from models.machine import VNNI_FLAGS
 from optim.artifact import Artifact, BuildContext
 from optim.registry import RUNTIME
 from optim.variant import Variant, register_loader
 
 SENSITIVITY_IMAGES = 64
 PT2E_FILE = "model.pt2"
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def default_backend(device: str = "cpu") -> str:
-    """ORT on CPU, TensorRT on CUDA: what measured fastest, not what the CPU flags suggest.
-
-    On the embedded default (resnet10t, 32 px, batch 1, 2 threads) ORT static INT8 beat PT2E x86 + Inductor both on
-    an AMD EPYC (no VNNI) and on an Intel Xeon with AVX512-VNNI and AMX (ORT 5.9x vs x86 1.6x over eager FP32): on
-    small inputs the compiled graph's per-call overhead dominates. PT2E x86 won on mobilenetv3/convnext/ViT, so
-    ``python -m bench`` measures both (``ptq(x86)`` and ``ptq(ort)``), and OpenVINO (``ptq(ov)``) on x86-64 CPUs
-    with AVX2.
-    """
-    return "tensorrt" if device == "cuda" else "ort"
 
 
 def eager_module(artifact: Artifact, step: str) -> nn.Module:
     if artifact.module is None:
         raise InputError(f"{step} needs an eager module")
     return artifact.module.float().cpu().eval()
-
-
-def step_config(args: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in args.items() if k != "step_text"}
 
 
 def calib_batches(ctx: BuildContext) -> list[torch.Tensor]:
@@ -182,18 +166,11 @@ def load_pt2e_x86(directory: Path, manifest: dict[str, Any], device: str, base=N
     return Variant(manifest["name"], manifest["recipe"], device, graph_predict(compiled), manifest, cpu_input)
 
 
-def int8_slow_hints(args: dict[str, Any], device: str, flags: set[str]) -> list[str]:
-    """Why an INT8 variant may not beat FP32 on this CPU."""
-    from optim.onnx import ORT_COPY_HINT
-
-    if device != "cpu":
+def int8_slow_hints(device: str, flags: set[str]) -> list[str]:
+    """Why any INT8 variant may not beat FP32 on this CPU (each backend adds its own reasons)."""
+    if device != "cpu" or flags & set(VNNI_FLAGS):
         return []
-    hints = []
-    if not flags & set(VNNI_FLAGS):
-        hints.append(
-            "this CPU has no VNNI/AMX INT8 dot-product instructions (avx512_vnni, avx_vnni, amx_int8): INT8 kernels "
-            "gain little and quantize/dequantize steps cost time"
-        )
-    if (args.get("backend") or "ort") == "ort":
-        hints.append(ORT_COPY_HINT)
-    return hints
+    return [
+        "this CPU has no VNNI/AMX INT8 dot-product instructions (avx512_vnni, avx_vnni, amx_int8): INT8 kernels "
+        "gain little and quantize/dequantize steps cost time"
+    ]

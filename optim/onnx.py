@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data.errors import InputError, run_cli
+from optim.args import add_options, arg_texts, step_text, values_of
 from optim.artifact import Artifact, BuildContext
 from optim.backends.onnx_export import (
     DEFAULT_OPSET,
@@ -22,7 +23,8 @@ from optim.backends.onnx_export import (
     export_onnx,
     parity_batches,
 )
-from optim.registry import MODULE, ONNX, register_step
+from optim.int8 import calib_batches, eager_module, keep_modules, keep_plan, module_digest
+from optim.registry import MODULE, ONNX, Arg, register_step
 from optim.variant import FINALIZERS, Variant, register_loader
 
 ORT_COPY_HINT = "ONNX Runtime copies the batch between torch and numpy on every call, which dominates tiny inputs"
@@ -36,39 +38,6 @@ if __name__ == "__main__":
 
 ONNX_FILE = "model.onnx"
 QUICK_PARITY_IMAGES = 128
-
-
-def parse_key_values(step: str, args: Sequence[str], known: dict[str, type]) -> dict[str, Any]:
-    """``key=value`` recipe arguments typed by ``known``; bools accept 1/0/true/false/yes/no."""
-    out: dict[str, Any] = {}
-    for arg in args:
-        key, sep, value = (s.strip() for s in arg.partition("="))
-        if not sep:
-            raise InputError(f"{step} arguments are key=value, got {arg!r}; known keys: {', '.join(known)}")
-        if key not in known:
-            raise InputError(f"unknown {step} argument {key!r}; known: {', '.join(known)}")
-        if key in out:
-            raise InputError(f"{step} argument {key!r} given twice")
-        kind = known[key]
-        if kind is bool:
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise InputError(f"{step} argument {key} must be 1 or 0, got {value!r}")
-            out[key] = value.lower() in ("1", "true", "yes")
-        else:
-            try:
-                out[key] = kind(value)
-            except ValueError:
-                raise InputError(f"{step} argument {key} must be {kind.__name__}, got {value!r}") from None
-    return out
-
-
-def parse_ort_args(args: Sequence[str]) -> dict[str, Any]:
-    """``ort``, ``ort(opset=17)``, ``ort(opset=17,slim=0)``."""
-    values = parse_key_values("ort", args, {"opset": int, "slim": bool})
-    if "opset" in values:
-        check_opset(values["opset"])
-    values["step_text"] = f"ort({','.join(args)})" if args else "ort"
-    return values
 
 
 def parity_loader(ctx: BuildContext):
@@ -118,36 +87,83 @@ def onnx_artifact(path: Path, steps: list[dict[str, Any]], extra_load: dict[str,
     )
 
 
-def _ort_unavailable(device: str) -> str | None:
-    """On cuda, ORT needs onnxruntime-gpu's CUDA EP; a sweep skips the recipe with this reason otherwise."""
-    if device != "cuda":
-        return None
-    from optim.backends.onnx_runtime import cuda_unavailable_reason
+def _ort_unavailable(args: dict[str, Any], device: str) -> str | None:
+    from optim.backends.onnx_runtime import missing_reason
 
-    return cuda_unavailable_reason()
+    return missing_reason(device)
+
+
+ORT_ARGS = (
+    Arg("opset", int, DEFAULT_OPSET, "ONNX opset of the export", check=check_opset),
+    Arg("slim", bool, True, "simplify the exported graph with onnxslim"),
+)
 
 
 @register_step(
     "ort",
     accepts=[MODULE],
     produces=ONNX,
-    parse_args=parse_ort_args,
-    usage=f"ort[(opset=N,slim=1|0)]  (opset default {DEFAULT_OPSET})",
+    args=ORT_ARGS,
     description="export to ONNX (dynamo, TorchScript fallback), slim, parity-check vs eager; run with ONNX Runtime",
     default_recipes={"cpu": ["ort"], "cuda": ["ort"]},
     available=_ort_unavailable,
     slow_hints=lambda args, device, flags: [ORT_COPY_HINT] if device == "cpu" else [],
 )
-def ort_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
+def ort_step(artifact: Artifact, ctx: BuildContext, opset: int = DEFAULT_OPSET, slim: bool = True) -> Artifact:
     """FP32 ONNX export checked against eager; the finalizer turns it into an ORT session."""
-    step_text = args.pop("step_text", "ort")
-    cfg = ExportConfig(opset=args.get("opset", DEFAULT_OPSET), slim=args.get("slim", True))
+    cfg = ExportConfig(opset=opset, slim=slim)
     if artifact.module is None:
         raise InputError("ort needs an eager module to export")
     path = ctx.workdir / ONNX_FILE
     notes = export_checked(artifact.module, ctx, cfg, path)
-    steps = [*artifact.steps, {"step": step_text, "config": cfg.to_dict(), **notes}]
-    return onnx_artifact(path, steps)
+    return onnx_artifact(path, [*artifact.steps, {"config": cfg.to_dict(), **notes}])
+
+
+def _cached_fp32_onnx(module, ctx: BuildContext, cfg: ExportConfig) -> tuple[Path, dict[str, Any]]:
+    """FP32 export + ORT pre-processing, shared by every ORT INT8 candidate of one module (fallbacks)."""
+    from optim.backends.ort_quant import preprocess
+
+    cache = ctx.options.setdefault("_ort_fp32", {})
+    key = (module_digest(module), cfg.opset, cfg.slim)
+    if key in cache and Path(cache[key][0]).is_file():
+        return Path(cache[key][0]), dict(cache[key][1])
+    base = ctx.options.get("_cache_dir") or ctx.workdir
+    folder = Path(base) / f"fp32-{key[0]}-{cfg.opset}-{int(cfg.slim)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "fp32.onnx"
+    notes = {"export": export_checked(module, ctx, cfg, fp32)}
+    pre = folder / "fp32-pre.onnx"
+    notes.update(preprocess(fp32, pre))
+    cache[key] = (str(pre), notes)
+    return pre, dict(notes)
+
+
+def build_ort_int8(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Artifact:
+    """Export (parity-checked), pre-process, calibrate, write QDQ: the ``ort`` backend of ``ptq`` (optim.ptq)."""
+    from optim.backends.ort_quant import OrtQuantConfig, end_nodes, nodes_for_modules, quantize_onnx
+
+    module = eager_module(artifact, "ptq(ort)")
+    export_cfg = ExportConfig(opset=args.get("opset") or DEFAULT_OPSET, slim=args.get("slim", True))
+    pre, notes = _cached_fp32_onnx(module, ctx, export_cfg)
+    _, keep_notes = keep_modules(module, ctx, args.get("keep"))
+    nodes: list[str] = []
+    ends, count = keep_plan(args.get("keep"))
+    if ends:
+        nodes += end_nodes(pre)
+    if count:
+        sensitive = keep_notes.get("kept_sensitive", [])
+        mapping = nodes_for_modules(pre, [r["layer"] for r in sensitive])
+        missing = [r["layer"] for r in sensitive if r["layer"] not in mapping]
+        if missing:
+            keep_notes["unmapped_layers"] = missing  # said in the manifest, never silently dropped
+        nodes += [mapping[name] for name in mapping]
+    cfg = OrtQuantConfig(calib=args.get("calib") or "minmax", keep_nodes=tuple(dict.fromkeys(nodes)))
+    out = ctx.workdir / "model.onnx"
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    notes.update(quantize_onnx(pre, out, [b.numpy() for b in calib_batches(ctx)], cfg))
+    notes.update(keep_notes)
+    notes["backend"] = "onnxruntime static INT8 (QDQ, U8 activations / S8 per-channel weights)"
+    return onnx_artifact(out, [*artifact.steps, {"config": dict(args), **notes}])
 
 
 def finalize_onnx(artifact: Artifact, ctx: BuildContext) -> Artifact:
@@ -186,15 +202,14 @@ def load_onnx(directory: Path, manifest: dict[str, Any], device: str, base=None)
 def build_parser():
     from data.errors import ArgumentParser
     from optim.accuracy_budget import add_budget_arguments
+    from optim.backends.ort_quant import CALIB_METHODS
     from optim.cli import add_producer_arguments
 
     p = ArgumentParser(prog="python -m optim.onnx", description="Export to ONNX, check parity, run with ONNX Runtime.")
     add_producer_arguments(p)
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--slim", action="store_true", default=True, help="slim the graph with onnxslim (default)")
-    p.add_argument("--no-slim", dest="slim", action="store_false", help="keep the exporter's graph as is")
+    add_options(p, ORT_ARGS)
     p.add_argument("--int8", action="store_true", help="static INT8 QDQ (U8 activations, S8 weights): ptq(ort)")
-    p.add_argument("--calib", default="minmax", help="with --int8: minmax (default) | entropy | percentile")
+    p.add_argument("--calib", default=CALIB_METHODS[0], help=f"with --int8: {' | '.join(CALIB_METHODS)}")
     add_budget_arguments(p)
     return p
 
@@ -205,13 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     check_opset(args.opset)
-    extra = [] if args.opset == DEFAULT_OPSET else [f"opset={args.opset}"]
-    if not args.slim:
-        extra.append("slim=0")
+    extra = arg_texts(ORT_ARGS, values_of(args, ORT_ARGS))
     if args.int8:
         if args.calib not in CALIB_METHODS:
             raise InputError(f"--calib must be one of {', '.join(CALIB_METHODS)}, got {args.calib!r}")
-        recipe = "ptq(" + ",".join(["ort", *([] if args.calib == "minmax" else [f"calib={args.calib}"]), *extra]) + ")"
+        calib = [] if args.calib == CALIB_METHODS[0] else [f"calib={args.calib}"]
+        recipe = "ptq(" + ",".join(["ort", *calib, *extra]) + ")"
     else:
-        recipe = f"ort({','.join(extra)})" if extra else "ort"
-    return run_with_budget(recipe, args, prog="optim.onnx", fallbacks=args.int8)
+        recipe = step_text("ort", ORT_ARGS, values_of(args, ORT_ARGS))
+    return run_with_budget(recipe, args, prog="optim.onnx")

@@ -1,62 +1,44 @@
 """OpenVINO producers: ``ov`` (FP32, or ``ov(bf16)``), and INT8 through NNCF: ``ptq(ov)`` / ``ov-int8``.
 
-On an Intel Xeon with AMX, OpenVINO INT8 calibrated with NNCF was the fastest deployable variant of resnet50 (8.2 ms
-at batch 1 against 79.5 ms eager FP32, 165 img/s at batch 16 against 12), ahead of PT2E x86 and ONNX Runtime INT8;
-a harness that cannot measure it answers an Intel user a third too slow. ``ov`` converts the eager module (or, in
-``onnx+ov``, the ONNX file of the export step); ``ptq(ov)`` quantizes the converted model with ``nncf.quantize`` on
-the train split's calibration images, with NNCF's own options as step arguments. Its fallback when it misses the
-accuracy budget is NNCF's ``quantize_with_accuracy_control``, which reverts the layers that cost the most accuracy,
-judged on a held-out part of the train split (never on val).
+OpenVINO INT8 calibrated with NNCF can be the fastest deployable variant on Intel CPUs with VNNI or AMX, ahead of
+PT2E x86 and ONNX Runtime INT8, so a harness that cannot measure it would answer those users too slow. ``ov``
+converts the eager module (or, in ``onnx+ov``, the ONNX file of the export step); ``ptq(ov)`` quantizes the
+converted model with ``nncf.quantize`` on the train split's calibration images, with NNCF's own options as step
+arguments. Its fallback when it misses the accuracy budget is NNCF's ``quantize_with_accuracy_control``, which
+reverts the layers that cost the most accuracy, judged on a held-out part of the train split (never on val), within
+the run's ``--max-drop``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data.errors import InputError, MissingDependencyError
+from data.errors import InputError, require
 from optim.artifact import Artifact, BuildContext
 from optim.backends import ov_runtime
-from optim.registry import MODULE, ONNX, RUNTIME, register_step
+from optim.ptq import PtqBackend, fallback_recipe, register_ptq_alias, register_ptq_backend
+from optim.registry import MODULE, ONNX, RUNTIME, Arg, register_step
 from optim.variant import Variant, register_loader
 
-PRESETS = ("performance", "mixed")
-OV_USAGE = "ov[(f32|bf16)]"
-INT8_OPTIONS = {
-    "preset": str,
-    "model_type": str,
-    "subset_size": int,
-    "fast_bias_correction": bool,
-    "ignore": str,
-    "accuracy_control": bool,
-}
-INT8_USAGE = (
-    "ptq(ov[,preset=performance|mixed][,model_type=transformer][,subset_size=N][,fast_bias_correction=1|0]"
-    "[,ignore=PATTERN|PATTERN][,accuracy_control=1])"
-)
 VALIDATION_IMAGES = 128  # held-out train images quantize_with_accuracy_control judges layers on
+INT8_ARGS = (
+    Arg(
+        "preset", help="NNCF preset; mixed: symmetric weights, asymmetric activations", choices=("performance", "mixed")
+    ),
+    Arg(
+        "model_type",
+        help="NNCF's model type (transformer: keeps attention in floating point)",
+        choices=("transformer",),
+    ),
+    Arg("subset_size", int, help="calibration images NNCF uses (default: up to 300 of the split)", positive=True),
+    Arg("fast_bias_correction", bool, True, "NNCF's fast bias correction (0: the slower, exact one)"),
+    Arg("ignore", help="layers left in FP32: NNCF name patterns separated by |"),
+    Arg("accuracy_control", bool, False, "NNCF reverts the most harmful layers to FP32, within --max-drop"),
+)
 
 
-def parse_ov_args(args: Sequence[str]) -> dict[str, Any]:
-    """``ov``, ``ov(f32)``, ``ov(bf16)``."""
-    if len(args) > 1 or (args and args[0] not in ov_runtime.PRECISIONS):
-        raise InputError(f"ov takes one precision, {' or '.join(ov_runtime.PRECISIONS)}; got ({', '.join(args)})")
-    return {"precision": args[0] if args else "f32"}
-
-
-def parse_int8_args(values: dict[str, Any]) -> dict[str, Any]:
-    """Check the NNCF options of ``ptq(ov,...)`` / ``ov-int8(...)``."""
-    if values.get("preset") is not None and values["preset"] not in PRESETS:
-        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {values['preset']!r}")
-    if values.get("model_type") not in (None, "transformer"):
-        raise InputError(f"model_type must be transformer (or left out), got {values['model_type']!r}")
-    if values.get("subset_size") is not None and values["subset_size"] <= 0:
-        raise InputError(f"subset_size must be positive, got {values['subset_size']}")
-    return values
-
-
-def _unavailable(device: str) -> str | None:
+def _unavailable(args: dict[str, Any], device: str) -> str | None:
     return ov_runtime.missing_reason(device)
 
 
@@ -93,20 +75,20 @@ def _cache_dir() -> Path:
     "ov",
     accepts=[MODULE, ONNX],
     produces=RUNTIME,
-    parse_args=parse_ov_args,
+    args=(Arg("precision", default="f32", help="inference precision", choices=("f32", "bf16"), positional=True),),
     devices=["cpu"],
-    usage=OV_USAGE,
     description="OpenVINO CPU plugin, precision set explicitly (f32, or bf16 on AMX/avx512_bf16); LATENCY/THROUGHPUT",
     default_recipes={"cpu": ["ov", "ov(bf16)"]},
     available=_unavailable,
     needs=lambda args, device: ("x86_avx2", "native_bf16") if args.get("precision") == "bf16" else ("x86_avx2",),
-    slow_hints=lambda args, device, flags: ["OpenVINO copies the batch between torch and numpy on every call"],
+    slow_hints=["OpenVINO copies the batch between torch and numpy on every call"],
+    search_candidate=lambda args: args.get("precision") == "bf16",
 )
 def ov_step(artifact: Artifact, ctx: BuildContext, precision: str = "f32") -> Artifact:
     """Convert and compile with OpenVINO; the model is kept as IR (XML + weights) when saved."""
     source = _source(artifact, "ov")
     model = ov_runtime.convert(source, ctx.loaded.info.input_size)
-    entry = {"step": f"ov({precision})" if precision != "f32" else "ov", "converted_from": type(source).__name__}
+    entry = {"config": {"precision": precision}, "converted_from": type(source).__name__}
     int8 = ov_runtime.int8_summary(model)
     if int8["fake_quantize_nodes"]:  # an ONNX file with quantize/dequantize pairs, e.g. qat(ort)+ov: INT8 in OpenVINO
         entry.update(int8, int8_from="the ONNX file's quantize/dequantize pairs")
@@ -115,11 +97,7 @@ def ov_step(artifact: Artifact, ctx: BuildContext, precision: str = "f32") -> Ar
 
 def build_ov_int8(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Artifact:
     """NNCF post-training quantization of the converted model, calibrated on the train split's calibration subset."""
-    parse_int8_args(args)
-    try:
-        import nncf
-    except ImportError:
-        raise MissingDependencyError(f"ptq(ov) needs NNCF: {ov_runtime.INSTALL_HINT}") from None
+    nncf = require("nncf", ov_runtime.INSTALL_HINT)
     source = _source(artifact, "ptq(ov)")
     model = ov_runtime.convert(source, ctx.loaded.info.input_size)
     calib = ctx.data.calib.dataset
@@ -136,7 +114,6 @@ def build_ov_int8(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -
         kwargs["ignored_scope"] = nncf.IgnoredScope(patterns=args["ignore"].split("|"), validate=False)
     dataset = nncf.Dataset(calib, lambda item: item[0][None].numpy())
     entry: dict[str, Any] = {
-        "step": args.get("step_text", "ptq(ov)"),
         "calibration_images": subset,
         "nncf": {k: str(v) for k, v in kwargs.items()},
     }
@@ -179,17 +156,12 @@ def ov_fallbacks(recipe: Any) -> list[tuple[str, str]]:
     """When ptq(ov) misses the budget: the mixed preset (symmetric weights, asymmetric activations), then NNCF's
     accuracy control."""
     last = recipe.steps[-1]
-    prefix = "+".join(str(s) for s in recipe.steps[:-1])
-
-    def make(extra: str) -> str:
-        step = f"ptq(ov,{extra})"
-        return f"{prefix}+{step}" if prefix else step
-
     plan = []
     if last.args.get("preset") != "mixed":
-        plan.append((make("preset=mixed"), "NNCF's mixed preset (asymmetric activations)"))
+        plan.append((fallback_recipe(recipe, preset="mixed"), "NNCF's mixed preset (asymmetric activations)"))
     if not last.args.get("accuracy_control"):
-        plan.append((make("accuracy_control=1"), "NNCF's accuracy control: the most harmful layers back to FP32"))
+        why = "NNCF's accuracy control: the most harmful layers back to FP32"
+        plan.append((fallback_recipe(recipe, accuracy_control="1"), why))
     return plan
 
 
@@ -213,45 +185,17 @@ def load_openvino(directory: Path, manifest: dict[str, Any], device: str, base=N
     return Variant(manifest["name"], manifest["recipe"], device, predict, manifest, prepare)
 
 
-def _parse_ov_int8(args: Sequence[str]) -> dict[str, Any]:
-    from optim.onnx import parse_key_values
-
-    values = parse_int8_args(parse_key_values("ov-int8", args, INT8_OPTIONS))
-    values["backend"] = "ov"
-    values["step_text"] = f"ov-int8({','.join(args)})" if args else "ov-int8"
-    return values
-
-
-def _register() -> None:
-    """``ptq(ov)`` is a backend of ``ptq``; ``ov-int8`` is its short name for chains such as ``prune(0.5)+ov-int8``."""
-    from optim.int8 import int8_slow_hints
-    from optim.ptq import PtqBackend, ptq_fallbacks, register_ptq_backend
-
-    register_ptq_backend(
-        "ov",
-        PtqBackend(
-            build_ov_int8,
-            options=INT8_OPTIONS,
-            keep=False,
-            fallbacks=ov_fallbacks,
-            available=_unavailable,
-            check=parse_int8_args,
-        ),
-    )
-    register_step(
-        "ov-int8",
-        accepts=[MODULE],
-        produces=RUNTIME,
-        parse_args=_parse_ov_int8,
-        devices=["cpu"],
-        usage="ov-int8[(preset=...,model_type=...,subset_size=N,...)]  (same as ptq(ov))",
-        description="alias of ptq(ov): OpenVINO INT8 calibrated with NNCF, e.g. prune(0.5)+ov-int8",
-        default_recipes={"cpu": ["prune(0.5)+ov-int8"]},
-        available=_unavailable,
-        fallbacks=ptq_fallbacks,
-        slow_hints=int8_slow_hints,
-        needs=lambda args, device: ("x86_avx2",),
-    )(lambda artifact, ctx, **args: build_ov_int8(artifact, ctx, args))
-
-
-_register()
+register_ptq_backend(
+    "ov",
+    PtqBackend(
+        build_ov_int8,
+        "OpenVINO INT8 calibrated with NNCF (x86-64 CPUs)",
+        args=INT8_ARGS,
+        keep=False,
+        fallbacks=ov_fallbacks,
+        available=ov_runtime.missing_reason,
+        default_recipes={"cpu": ("ptq(ov)",)},
+        needs=("x86_avx2",),
+    ),
+)
+register_ptq_alias("ov-int8", "ov", {"cpu": ["prune(0.5)+ov-int8"]}, devices=["cpu"])

@@ -13,11 +13,11 @@ import sys
 from typing import Any
 
 from data.errors import InputError, MissingDependencyError
+from data.loaders import CALIB_SIZE
 from models.cli_args import add_load_arguments, load_spec_from_args, placeholder_note
-from optim.context import BuildSettings, default_calib_size
+from optim.context import RANDOM_INIT_CALIB_SIZE, BuildSettings, default_calib_size
 
 DEVICES = ("cpu", "cuda")
-DEFAULT_DATA = "digits"  # calibration data of last resort (random weights); a trained model's own data is checked
 
 
 def add_data_arguments(parser: Any) -> None:
@@ -39,7 +39,8 @@ def add_build_arguments(parser: Any, device: bool = True, calib: bool = True, th
         parser.add_argument(
             "--calib-size",
             type=int,
-            help="calibration images from the train split (default 512; 64 with random weights: nothing to keep)",
+            help=f"calibration images from the train split (default {CALIB_SIZE}; {RANDOM_INIT_CALIB_SIZE} with random "
+            "weights: nothing to keep)",
         )
     parser.add_argument(
         "--quick", action="store_true", help="short timing and fine-tuning: a smoke run, not for decisions"
@@ -114,10 +115,11 @@ def check_input_size(loaded: Any, img_size: int | None) -> None:
 
 
 def data_spec_for(args: Any, info: Any) -> str:
-    """``--data``, else the data the checkpoint records, else the bundled digits (as an absolute path if a folder)."""
+    """``--data``, else the data the checkpoint records, else the bundled digits (the calibration data of last resort,
+    for random weights); a folder as an absolute path."""
     import data
 
-    return data.resolve_spec(getattr(args, "data", None) or info.data_spec or DEFAULT_DATA)
+    return data.resolve_spec(getattr(args, "data", None) or info.data_spec or data.DIGITS)
 
 
 def settings_from_args(args: Any, loaded: Any, max_batch: int = 16, check_data: bool = True) -> BuildSettings:

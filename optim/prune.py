@@ -5,7 +5,7 @@ backend runs faster, unlike unstructured sparsity. The classifier is never prune
 multiples of 8 (SIMD and tensor-core friendly). In transformers laid out like timm's ViT (a fused ``qkv``), the
 embedding width and the same share of every head's width go, and the head count stays. MACs and parameters
 before/after come from torch-pruning's counter, and the speedup is *measured*: fewer MACs does not always mean
-faster (Torch-Pruning issues 149, 382), and the manifest says so when it is not.
+faster (narrower layers can fall off the fastest kernels), and the manifest says so when it is not.
 
 The pruned variant is saved as our checkpoint plus per-layer shapes (:mod:`models.pruned`), never as a pickled
 module, so ``models.load`` rebuilds it with ``weights_only=True``.
@@ -19,9 +19,11 @@ from dataclasses import asdict
 from typing import Any
 
 from data.errors import ArgumentParser, InputError, run_cli
+from optim.args import add_options, step_text, values_of
 from optim.artifact import Artifact, BuildContext
 from optim.backends.pruning import (
     DEFAULT_FINETUNE_EPOCHS,
+    IMPORTANCES,
     NOT_FASTER_BELOW,
     PruneConfig,
     finetune,
@@ -29,7 +31,7 @@ from optim.backends.pruning import (
     prune_module,
     speed_note,
 )
-from optim.registry import MODULE, register_step
+from optim.registry import MODULE, Arg, register_step
 
 if __name__ == "__main__":
     # `python -m optim.prune` runs this file as __main__; run the importable module instead so the recipe step
@@ -39,70 +41,21 @@ if __name__ == "__main__":
     run_cli(_main)
 
 
-def _number(text: str, kind: type, what: str) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise InputError(f"{what} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-
-
-def parse_prune_args(args: Sequence[str]) -> dict[str, Any]:
-    """``prune(0.5)``, ``prune(0.5,importance=taylor,steps=3,finetune=2,distill=0.5)``."""
-    if not args:
-        raise InputError("prune needs a ratio, e.g. prune(0.5)")
-    values: dict[str, Any] = {}
-    for index, arg in enumerate(args):
-        key, sep, value = arg.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep:
-            if index != 0:
-                raise InputError(f"only the ratio may be positional; write key=value for {arg!r}")
-            key, value = "ratio", arg
-        if key in values:
-            raise InputError(f"{key} given twice")
-        if key == "ratio":
-            values["ratio"] = _number(value, float, "ratio")
-        elif key == "importance":
-            values["importance"] = value
-        elif key == "steps":
-            values["steps"] = _number(value, int, "steps")
-        elif key in ("finetune", "finetune_epochs", "finetune-epochs"):
-            values["finetune_epochs"] = _number(value, int, "finetune")
-        elif key == "distill":
-            values["distill"] = _number(value, float, "distill")
-        else:
-            raise InputError(f"unknown prune argument {key!r}; known: ratio, importance, steps, finetune, distill")
-    if "ratio" not in values:
-        raise InputError("prune needs a ratio, e.g. prune(0.5)")
-    PruneConfig(**values).validate()
-    values["step_text"] = f"prune({','.join(args)})"  # how the recipe spelled it: the key of this step's manifest entry
-    return values
-
-
-def recipe_step(cfg: PruneConfig) -> str:
-    """The recipe text for ``cfg``, naming only what differs from the defaults (the variant's name)."""
-    default = PruneConfig(ratio=cfg.ratio)
-    parts = [f"{cfg.ratio:g}"]
-    if cfg.importance != default.importance:
-        parts.append(f"importance={cfg.importance}")
-    if cfg.steps != default.steps:
-        parts.append(f"steps={cfg.steps}")
-    if cfg.finetune_epochs != default.finetune_epochs:
-        parts.append(f"finetune={cfg.finetune_epochs}")
-    if cfg.distill:
-        parts.append(f"distill={cfg.distill:g}")
-    return f"prune({','.join(parts)})"
-
-
-USAGE = "prune(RATIO[,importance=magnitude|taylor|bn-scale][,steps=N][,finetune=EPOCHS][,distill=ALPHA])"
+PRUNE_ARGS = (
+    Arg("ratio", float, help="fraction of channels removed, in (0, 1)", positional=True, required=True),
+    Arg("importance", default=IMPORTANCES[0], help="how channels are ranked", choices=IMPORTANCES),
+    Arg("steps", int, 1, "iterative pruning steps to reach the ratio"),
+    Arg("finetune_epochs", int, DEFAULT_FINETUNE_EPOCHS, "fine-tuning epochs on the train split", key="finetune"),
+    Arg("distill", float, 0.0, "weight of distillation from the unpruned model, in [0, 1]"),
+)
 
 
 @register_step(
     "prune",
     accepts=[MODULE],
     produces=MODULE,
-    parse_args=parse_prune_args,
-    usage=USAGE,
+    args=PRUNE_ARGS,
+    check=lambda args: PruneConfig(**args).validate(),
     description="structured channel pruning (torch-pruning, round_to=8, classifier kept), then fine-tune on train",
     slow_hints=lambda args, device, flags: [
         "pruned channel counts that are not multiples of 8/16 can fall off the fast oneDNN/cuDNN paths"
@@ -114,7 +67,6 @@ def prune_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     from models.pruned import channel_summary, with_pruned_layers
     from optim.eager import eager_save_hook
 
-    step_text = args.pop("step_text", None) or recipe_step(PruneConfig(**args))
     cfg = PruneConfig(**args).validate()
     model = artifact.module
     if model is None:
@@ -139,7 +91,7 @@ def prune_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     artifact.module = model
     pruned_info = with_pruned_layers(info, model)
     artifact.save_hook = eager_save_hook(artifact, pruned_info)
-    entry = {"step": step_text, "config": asdict(cfg), **report}
+    entry = {"config": asdict(cfg), **report}
     if notes:
         entry["notes"] = notes
     artifact.steps.append(entry)
@@ -158,11 +110,7 @@ def build_parser() -> ArgumentParser:
 
     p = ArgumentParser(prog="python -m optim.prune", description="Structured channel pruning plus fine-tuning.")
     add_producer_arguments(p, device=False, calib=False)
-    p.add_argument("--ratio", type=float, required=True, help="fraction of channels to remove, in (0, 1)")
-    p.add_argument("--importance", default="magnitude", help="magnitude (default) | taylor | bn-scale")
-    p.add_argument("--steps", type=int, default=1, help="iterative pruning steps to reach the ratio (default 1)")
-    p.add_argument("--finetune-epochs", type=int, default=DEFAULT_FINETUNE_EPOCHS, help="epochs on the train split")
-    p.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the unpruned model, [0,1]")
+    add_options(p, PRUNE_ARGS)
     p.add_argument("--no-eval", action="store_true", help="skip the top-1 comparison on the val split")
     return p
 
@@ -173,14 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from optim.variant import build
 
     args = build_parser().parse_args(argv)
-    cfg = PruneConfig(
-        ratio=args.ratio,
-        importance=args.importance,
-        steps=args.steps,
-        finetune_epochs=args.finetune_epochs,
-        distill=args.distill,
-    ).validate()
-    recipe = recipe_step(cfg)
+    cfg = PruneConfig(**values_of(args, PRUNE_ARGS)).validate()
+    recipe = step_text("prune", PRUNE_ARGS, asdict(cfg))
     run = producer_run(args, recipe, device="cpu", needs_data=cfg.finetune_epochs > 0 or not args.no_eval)
     loaded, out = run.loaded, run.out
     ctx = run.context(out)

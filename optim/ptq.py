@@ -1,57 +1,49 @@
-"""Static INT8 post-training quantization: ``ptq(BACKEND,...)`` and its ``ort-int8`` alias.
+"""Static INT8 post-training quantization: ``ptq(BACKEND,...)``, and its backends' short names (``ort-int8``).
 
 Backends register themselves (:func:`register_ptq_backend`): PT2E with the X86InductorQuantizer (``x86``), ONNX
-Runtime QDQ (``ort``), TensorRT through ModelOpt (``tensorrt``) and OpenVINO through NNCF (``ov``, in
-:mod:`optim.openvino`). Each says which calibration methods and options it takes, whether loading its variant
-compiles again, and what to try when it misses the accuracy budget, so a new INT8 backend is one registration in
-its own module: ``ptq`` itself does not change.
+Runtime QDQ (``ort``) and TensorRT through ModelOpt (``tensorrt``) here, OpenVINO through NNCF (``ov``) in
+:mod:`optim.openvino`. Each declares its arguments, calibration methods, default recipes, the hardware it needs,
+whether loading its variant compiles again and what to try when it misses the accuracy budget, so a new INT8
+backend is one registration in its own module: ``ptq`` itself, the sweep, the search and the producer commands
+do not change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from data.errors import InputError, MissingDependencyError
+from data.errors import InputError
+from optim.args import Arg, parse_values
 from optim.artifact import Artifact, BuildContext
-from optim.backends.onnx_export import DEFAULT_OPSET, ExportConfig, check_opset
-from optim.int8 import (
-    calib_batches,
-    default_backend,
-    eager_module,
-    int8_slow_hints,
-    keep_modules,
-    keep_plan,
-    module_digest,
-    parse_keep,
-    step_config,
-    x86_artifact,
-)
-from optim.onnx import export_checked, onnx_artifact, parse_key_values
+from optim.int8 import calib_batches, eager_module, int8_slow_hints, keep_modules, parse_keep, x86_artifact
 from optim.registry import MODULE, RUNTIME, register_step
 
 SENSITIVE_STEPS = (1, 2, 4, 8)  # fallbacks keep this many of the most sensitive layers in FP32, in turn
 GPU_INSTALL_HINT = "on an NVIDIA GPU machine: pip install .[gpu] or build Dockerfile.cuda"
-WRAPPERS = ("cpp", "python")  # ptq(x86,wrapper=...): Inductor's C++ wrapper (default) or its Python one
+KEEP = Arg(
+    "keep", help="layers left in FP32: ends (first conv + classifier), N most sensitive, or ends+N", check=parse_keep
+)
 
 
 @dataclass(frozen=True)
 class PtqBackend:
-    """One INT8 backend of ``ptq``: how to build it and what its arguments may be."""
+    """One INT8 backend of ``ptq``: how it builds, its arguments, and what the rest of the code asks about it."""
 
     build: Callable[[Artifact, BuildContext, dict[str, Any]], Artifact]
+    description: str
     calib_methods: tuple[str, ...] = ()  # the first is the default; fallbacks try the others in ``fallback_order``
-    options: dict[str, type] = field(default_factory=dict)  # key=value arguments besides calib
+    args: tuple[Arg, ...] = ()  # its own arguments besides calib and keep
     keep: bool = True  # supports keep=ends|N|ends+N (layers left in FP32)
     reload_compiles: bool = False
     fallback_order: tuple[str, ...] = ()
     fallbacks: Callable[[Any], list[tuple[str, str]]] | None = None  # replaces the calibration/keep plan
-    available: Callable[[str], str | None] | None = None
-    check: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # validates the backend's own options
+    available: Callable[[str], str | None] | None = None  # device -> why it cannot run here, or None
+    default_on: tuple[str, ...] = ()  # devices where a bare ``ptq`` uses this backend
+    default_recipes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device -> recipes in the sweep
+    needs: tuple[str, ...] = ()  # machine capabilities it needs to be measured by default
+    cpu_hints: tuple[str, ...] = ()  # why it may be slower than FP32 on a CPU, besides what every INT8 backend has
 
 
 PTQ_BACKENDS: dict[str, PtqBackend] = {}
@@ -61,68 +53,57 @@ def register_ptq_backend(name: str, backend: PtqBackend) -> None:
     PTQ_BACKENDS[name] = backend
 
 
-def ptq_backend(name: str) -> PtqBackend:
-    if name not in PTQ_BACKENDS:
-        raise InputError(f"unknown ptq backend {name!r}; choose one of: {', '.join(PTQ_BACKENDS)}")
-    return PTQ_BACKENDS[name]
+def default_backend(device: str) -> str:
+    """The backend a bare ``ptq`` uses on ``device``: the one that declares itself the default there."""
+    return next((n for n, b in PTQ_BACKENDS.items() if device in b.default_on), next(iter(PTQ_BACKENDS)))
 
 
-def _check_values(values: dict[str, Any]) -> dict[str, Any]:
-    backend = values.get("backend")
-    spec = ptq_backend(backend) if backend else None
-    calib = values.get("calib")
-    if calib is not None:
-        allowed = (
-            spec.calib_methods
-            if spec
-            else tuple(dict.fromkeys(m for b in PTQ_BACKENDS.values() for m in b.calib_methods))
-        )
-        if calib not in allowed:
-            raise InputError(f"calib for {backend or 'ptq'} must be one of {', '.join(allowed)}, got {calib!r}")
-    if values.get("keep") is not None:
-        parse_keep(values["keep"])
-        if spec and not spec.keep:
-            raise InputError(f"keep= is not supported with the {backend} backend")
-    if "opset" in values:
-        check_opset(values["opset"])
-    if values.get("wrapper") is not None and values["wrapper"] not in WRAPPERS:
-        raise InputError(f"wrapper must be one of {', '.join(WRAPPERS)}, got {values['wrapper']!r}")
-    if spec and spec.check is not None:
-        spec.check(values)
-    return values
+def _backend(args: dict[str, Any], device: str) -> PtqBackend:
+    return PTQ_BACKENDS[args.get("backend") or default_backend(device)]
 
 
-def parse_ptq_args(args: Sequence[str]) -> dict[str, Any]:
-    """``ptq(x86)``, ``ptq(ort,calib=entropy)``, ``ptq(ort,keep=ends+2)``, ``ptq(ov,preset=mixed)``."""
-    backend, rest = (args[0], args[1:]) if args and "=" not in args[0] else (None, args)
-    known: dict[str, type] = {"calib": str, "keep": str}
-    if backend is not None:
-        known.update(ptq_backend(backend).options)
-    else:
-        for spec in PTQ_BACKENDS.values():
-            known.update(spec.options)
-    values = parse_key_values("ptq", rest, known)
-    values["backend"] = backend
-    values["step_text"] = f"ptq({','.join(args)})" if args else "ptq"
-    return _check_values(values)
+def ptq_args(name: str | None, with_backend: bool = True, options: bool = True) -> tuple[Arg, ...]:
+    """``ptq``'s arguments with backend ``name`` (None: every backend's, as ``ptq(calib=...)`` may take them);
+    ``options``: the backends' own arguments too, besides calib and keep."""
+    chosen = [PTQ_BACKENDS[name]] if name else list(PTQ_BACKENDS.values())
+    calib = tuple(dict.fromkeys(m for b in chosen for m in b.calib_methods))
+    out = [Arg("backend", help="INT8 backend", default=default_backend, choices=tuple(PTQ_BACKENDS), positional=True)]
+    out = out if with_backend else []
+    if calib:
+        out.append(Arg("calib", help="calibration method (the backend's first is its default)", choices=calib))
+    if any(b.keep for b in chosen):
+        out.append(KEEP)
+    for arg in (a for b in chosen for a in b.args if options):
+        if arg.name not in {a.name for a in out}:
+            out.append(arg)
+    return tuple(out)
 
 
-def parse_ort_int8_args(args: Sequence[str]) -> dict[str, Any]:
-    """``ort-int8`` takes ptq(ort)'s options: ``ort-int8(calib=percentile,keep=ends)``."""
-    values = parse_key_values("ort-int8", args, {"calib": str, "keep": str, **ptq_backend("ort").options})
-    values["backend"] = "ort"
-    values["step_text"] = f"ort-int8({','.join(args)})" if args else "ort-int8"
-    return _check_values(values)
+def parse_ptq(step: str, raw: Sequence[str], fixed: str | None = None) -> dict[str, Any]:
+    """``ptq(x86)``, ``ptq(ort,calib=entropy,keep=ends+2)``, ``ptq(ov,preset=mixed)``; ``fixed``: an alias's."""
+    values = parse_values(step, raw, ptq_args(fixed, with_backend=fixed is None))
+    name = fixed or values.get("backend")
+    if name and not fixed:
+        values = parse_values(step, raw, ptq_args(name))  # the options of this backend only
+    return {**values, "backend": name}
+
+
+def fallback_recipe(recipe: Any, **changes: str | None) -> str:
+    """``recipe`` with its last step written as ``ptq`` of the same backend, ``changes`` replacing those arguments
+    (None: left out) and every other argument kept as the recipe wrote it."""
+    last = recipe.steps[-1]
+    kept = [a for a in last.raw_args if "=" in a and a.partition("=")[0].strip() not in changes]
+    parts = [last.args.get("backend") or default_backend("cpu"), *kept]
+    step = f"ptq({','.join(parts + [f'{k}={v}' for k, v in changes.items() if v is not None])})"
+    return "+".join([*(str(s) for s in recipe.steps[:-1]), step])
 
 
 def ptq_fallbacks(recipe: Any) -> list[tuple[str, str]]:
-    """(recipe, why) to try in order when a recipe ending in ``ptq``/``ort-int8`` misses the accuracy budget: the
+    """(recipe, why) to try in order when a recipe ending in ``ptq`` or an alias misses the accuracy budget: the
     backend's own plan, else the other calibration methods, then first conv + classifier in FP32, then the most
     sensitive layers too."""
     last = recipe.steps[-1]
-    prefix = "+".join(str(s) for s in recipe.steps[:-1])
-    backend_name = last.args.get("backend") or "ort"
-    backend = ptq_backend(backend_name)
+    backend = PTQ_BACKENDS[last.args.get("backend") or default_backend("cpu")]
     if backend.fallbacks is not None:
         return backend.fallbacks(recipe)
     if not backend.calib_methods:
@@ -131,11 +112,7 @@ def ptq_fallbacks(recipe: Any) -> list[tuple[str, str]]:
     calib = last.args.get("calib") or default
 
     def make(calib_value: str, keep: str | None) -> str:
-        parts = [backend_name] + ([f"calib={calib_value}"] if calib_value != default else [])
-        if keep:
-            parts.append(f"keep={keep}")
-        step = f"ptq({','.join(parts)})"
-        return f"{prefix}+{step}" if prefix else step
+        return fallback_recipe(recipe, calib=calib_value if calib_value != default else None, keep=keep)
 
     order = backend.fallback_order or backend.calib_methods
     plan = [(make(c, None), f"calibration method {c} instead of {calib}") for c in order if c != calib]
@@ -146,99 +123,80 @@ def ptq_fallbacks(recipe: Any) -> list[tuple[str, str]]:
     return plan
 
 
-def _reload_compiles(args: dict[str, Any], device: str) -> bool:
-    return ptq_backend(args.get("backend") or default_backend(device)).reload_compiles
+def _available(args: dict[str, Any], device: str) -> str | None:
+    backend = _backend(args, device)
+    return backend.available(device) if backend.available is not None else None
 
 
-PTQ_USAGE = "ptq(x86|ort|tensorrt|ov[,calib=...][,keep=ends|N|ends+N][,BACKEND OPTIONS])  (python -m optim list ptq)"
+def _details() -> list[str]:
+    """The backends and their arguments, for ``python -m optim list ptq``."""
+    bare = ", ".join(f"{default_backend(d)} on {d}" for d in ("cpu", "cuda"))
+    lines = [f"backends (a bare ptq uses {bare}):"]
+    for name, backend in PTQ_BACKENDS.items():
+        lines.append(f"  {name}: {backend.description}")
+        lines += [f"      {arg.describe()}" for arg in ptq_args(name, with_backend=False)]
+    return lines
+
+
+# Every declaration of ptq and of its aliases is its backend's.
+_FROM_BACKEND: dict[str, Any] = {
+    "available": _available,
+    "fallbacks": ptq_fallbacks,
+    "reload_compiles": lambda args, device: _backend(args, device).reload_compiles,
+    "needs": lambda args, device: _backend(args, device).needs,
+    "slow_hints": lambda args, device, flags: (
+        int8_slow_hints(device, flags) + (list(_backend(args, device).cpu_hints) if device == "cpu" else [])
+    ),
+    "calibrates": True,
+    "search_candidate": True,
+}
+
+
+def _ptq_defaults() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for backend in PTQ_BACKENDS.values():
+        for device, recipes in backend.default_recipes.items():
+            out.setdefault(device, []).extend(recipes)
+    return out
 
 
 @register_step(
     "ptq",
     accepts=[MODULE],
     produces=RUNTIME,
-    parse_args=parse_ptq_args,
-    usage=PTQ_USAGE,
-    description="static INT8 PTQ calibrated on train images (x86 PT2E, ORT QDQ, TensorRT, OpenVINO)",
-    default_recipes={"cpu": ["ptq(x86)", "ptq(ort)", "ptq(ov)"]},  # on cuda the sweep runs trt(int8), the same build
-    reload_compiles=_reload_compiles,
-    fallbacks=ptq_fallbacks,
-    slow_hints=int8_slow_hints,
-    needs=lambda args, device: ("x86_avx2",) if args.get("backend") == "ov" else (),
+    args=lambda: ptq_args(None, options=False),  # each backend's own options: python -m optim list ptq
+    parse_args=lambda raw: parse_ptq("ptq", raw),
+    description="static INT8 post-training quantization calibrated on train images, by the backend named first",
+    default_recipes=_ptq_defaults,
+    quantize_method=True,
+    details=_details,
+    **_FROM_BACKEND,
 )
 def ptq_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
-    """Dispatch on the backend; ``ptq`` without one picks the machine's best (see :func:`default_backend`)."""
+    """Dispatch on the backend; ``ptq`` without one picks the machine's default (see :func:`default_backend`)."""
     args["backend"] = args.get("backend") or default_backend(ctx.device)
-    backend = ptq_backend(args["backend"])
-    if backend.available is not None and (reason := backend.available(ctx.device)):
-        raise MissingDependencyError(f"ptq({args['backend']}): {reason}")
-    return backend.build(artifact, ctx, args)
+    return PTQ_BACKENDS[args["backend"]].build(artifact, ctx, args)
 
 
-@register_step(
-    "ort-int8",
-    accepts=[MODULE],
-    produces=RUNTIME,
-    parse_args=parse_ort_int8_args,
-    usage="ort-int8[(calib=...,keep=...)]  (same as ptq(ort))",
-    description="alias of ptq(ort): ONNX export + ORT static INT8 QDQ, e.g. prune(0.5)+ort-int8",
-    default_recipes={"cpu": ["prune(0.5)+ort-int8"]},
-    fallbacks=ptq_fallbacks,
-    slow_hints=int8_slow_hints,
-)
-def ort_int8_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
-    """The same code as ptq(ort)."""
-    return build_ort_int8(artifact, ctx, args)
+def register_ptq_alias(
+    alias: str, backend: str, default_recipes: dict[str, Sequence[str]], devices: Sequence[str] = ("cpu", "cuda")
+) -> None:
+    """``alias`` is ``ptq(backend,...)`` under a short name, for chains such as ``prune(0.5)+ort-int8``."""
+    spec = PTQ_BACKENDS[backend]
+    register_step(
+        alias,
+        accepts=[MODULE],
+        produces=RUNTIME,
+        args=lambda: ptq_args(backend, with_backend=False),
+        parse_args=lambda raw: parse_ptq(alias, raw, backend),
+        devices=devices,
+        description=f"alias of ptq({backend}): {spec.description}, e.g. prune(0.5)+{alias}",
+        default_recipes=default_recipes,
+        **_FROM_BACKEND,
+    )(lambda artifact, ctx, **args: spec.build(artifact, ctx, args))
 
 
 # ---------------------------------------------------------------- the backends defined here
-
-
-def _cached_fp32_onnx(module: nn.Module, ctx: BuildContext, cfg: ExportConfig) -> tuple[Path, dict[str, Any]]:
-    """FP32 export + ORT pre-processing, shared by every ORT INT8 candidate of one module (fallbacks)."""
-    from optim.backends.ort_quant import preprocess
-
-    cache = ctx.options.setdefault("_ort_fp32", {})
-    key = (module_digest(module), cfg.opset, cfg.slim)
-    if key in cache and Path(cache[key][0]).is_file():
-        return Path(cache[key][0]), dict(cache[key][1])
-    base = ctx.options.get("_cache_dir") or ctx.workdir
-    folder = Path(base) / f"fp32-{key[0]}-{cfg.opset}-{int(cfg.slim)}"
-    folder.mkdir(parents=True, exist_ok=True)
-    fp32 = folder / "fp32.onnx"
-    notes = {"export": export_checked(module, ctx, cfg, fp32)}
-    pre = folder / "fp32-pre.onnx"
-    notes.update(preprocess(fp32, pre))
-    cache[key] = (str(pre), notes)
-    return pre, dict(notes)
-
-
-def build_ort_int8(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Artifact:
-    """Export (parity-checked), pre-process, calibrate, write QDQ; shared by ptq(ort), ort-int8, onnx --int8."""
-    from optim.backends.ort_quant import OrtQuantConfig, end_nodes, nodes_for_modules, quantize_onnx
-
-    module = eager_module(artifact, "ptq(ort)")
-    export_cfg = ExportConfig(opset=args.get("opset") or DEFAULT_OPSET, slim=args.get("slim", True))
-    pre, notes = _cached_fp32_onnx(module, ctx, export_cfg)
-    _, keep_notes = keep_modules(module, ctx, args.get("keep"))
-    nodes: list[str] = []
-    ends, count = keep_plan(args.get("keep"))
-    if ends:
-        nodes += end_nodes(pre)
-    if count:
-        sensitive = keep_notes.get("kept_sensitive", [])
-        mapping = nodes_for_modules(pre, [r["layer"] for r in sensitive])
-        missing = [r["layer"] for r in sensitive if r["layer"] not in mapping]
-        if missing:
-            keep_notes["unmapped_layers"] = missing  # said in the manifest, never silently dropped
-        nodes += [mapping[name] for name in mapping]
-    cfg = OrtQuantConfig(calib=args.get("calib") or "minmax", keep_nodes=tuple(dict.fromkeys(nodes)))
-    out = ctx.workdir / "model.onnx"
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    notes.update(quantize_onnx(pre, out, [b.numpy() for b in calib_batches(ctx)], cfg))
-    notes.update(keep_notes)
-    notes["backend"] = "onnxruntime static INT8 (QDQ, U8 activations / S8 per-channel weights)"
-    return onnx_artifact(out, [*artifact.steps, {"step": args["step_text"], "config": step_config(args), **notes}])
 
 
 def build_x86(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Artifact:
@@ -249,7 +207,7 @@ def build_x86(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Ar
     module = eager_module(artifact, "ptq(x86)")
     names, keep_notes = keep_modules(module, ctx, args.get("keep"))
     graph, notes = ptq_x86(module, ctx.example_input(2), calib_batches(ctx), args.get("calib") or "histogram", names)
-    entry = {"step": args["step_text"], "config": step_config(args), **notes, **keep_notes}
+    entry = {"config": dict(args), **notes, **keep_notes}
     return x86_artifact(graph, ctx, artifact.steps, entry, args.get("wrapper") or "cpp")
 
 
@@ -267,34 +225,60 @@ def build_tensorrt(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) 
     """The same code as ``trt(int8)`` (optim.tensorrt): ModelOpt calibration on train images, Torch-TensorRT engine."""
     from optim.tensorrt import trt_step
 
-    return trt_step(artifact, ctx, precision="int8", step_text=args["step_text"])
+    return trt_step(artifact, ctx, precision="int8")
 
 
-def _x86_calib() -> tuple[str, ...]:
-    from optim.backends.pt2e import X86_CALIB
+def _ort_reason(device: str) -> str | None:
+    from optim.backends.onnx_runtime import missing_reason
 
-    return X86_CALIB
+    return missing_reason(device)
 
 
-def _ort_calib() -> tuple[str, ...]:
+def _register_backends() -> None:
     from optim.backends.ort_quant import CALIB_METHODS
+    from optim.backends.pt2e import X86_CALIB
+    from optim.onnx import ORT_ARGS, ORT_COPY_HINT, build_ort_int8
 
-    return CALIB_METHODS
+    wrapper = Arg("wrapper", default="cpp", help="Inductor's C++ wrapper or its Python one", choices=("cpp", "python"))
+    register_ptq_backend(
+        "x86",
+        PtqBackend(
+            build_x86,
+            "PT2E with torchao's X86InductorQuantizer, compiled by Inductor with freezing",
+            calib_methods=X86_CALIB,
+            args=(wrapper,),
+            reload_compiles=True,
+            default_recipes={"cpu": ("ptq(x86)",)},
+        ),
+    )
+    register_ptq_backend(
+        "ort",
+        PtqBackend(
+            build_ort_int8,
+            "ONNX export + ONNX Runtime static INT8 QDQ (U8 activations, S8 per-channel weights)",
+            calib_methods=CALIB_METHODS,
+            args=ORT_ARGS,
+            fallback_order=("percentile", "entropy", "minmax"),  # outlier-robust methods first
+            available=_ort_reason,
+            # On small inputs a compiled graph's per-call overhead dominates and ORT's kernels win; ptq(x86) wins on
+            # larger models, so the sweep measures both.
+            default_on=("cpu",),
+            default_recipes={"cpu": ("ptq(ort)",)},
+            cpu_hints=(ORT_COPY_HINT,),
+        ),
+    )
+    register_ptq_backend(
+        "tensorrt",
+        PtqBackend(
+            build_tensorrt,
+            "TensorRT engine calibrated with NVIDIA Model Optimizer (the sweep runs it as trt(int8))",
+            calib_methods=("max",),
+            keep=False,
+            available=tensorrt_reason,
+            default_on=("cuda",),
+        ),
+    )
+    register_ptq_alias("ort-int8", "ort", {"cpu": ["prune(0.5)+ort-int8"]})
 
 
-register_ptq_backend(
-    "x86",
-    PtqBackend(build_x86, calib_methods=_x86_calib(), options={"wrapper": str}, reload_compiles=True),
-)
-register_ptq_backend(
-    "ort",
-    PtqBackend(
-        build_ort_int8,
-        calib_methods=_ort_calib(),
-        options={"opset": int, "slim": bool},
-        fallback_order=("percentile", "entropy", "minmax"),  # outlier-robust methods first
-    ),
-)
-register_ptq_backend(
-    "tensorrt", PtqBackend(build_tensorrt, calib_methods=("max",), keep=False, available=tensorrt_reason)
-)
+_register_backends()

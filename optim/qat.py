@@ -2,65 +2,70 @@
 
 ``qat(ort)`` makes an ONNX file with the learned quantize/dequantize pairs, so it can end a chain in ONNX Runtime or
 go on to OpenVINO (``qat(ort)+ov``), which reads those pairs as its own INT8 (FakeQuantize) layers. Not in the
-default sweep: it fine-tunes (minutes on 2 cores). The fake-quantized model is trained with the same loop
-as ``python -m models.train``; ``--quick`` caps it at a few steps.
+default sweep: it fine-tunes, which costs minutes where the other steps take seconds. The fake-quantized model is
+trained with the same loop as ``python -m models.train``; ``--quick`` caps it at a few steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from data.errors import InputError
 from optim.artifact import Artifact, BuildContext
 from optim.backends.onnx_export import DEFAULT_OPSET, ExportConfig, ParityConfig, check_opset
-from optim.int8 import default_backend, eager_module, step_config, x86_artifact
-from optim.onnx import export_checked, onnx_artifact, parse_key_values
-from optim.registry import MODULE, ONNX, RUNTIME, register_step
+from optim.int8 import eager_module, x86_artifact
+from optim.onnx import export_checked, onnx_artifact
+from optim.registry import MODULE, ONNX, RUNTIME, Arg, register_step
 
-QAT_BACKENDS = ("x86", "ort")
 DEFAULT_QAT_EPOCHS = 1
 QAT_LR = 1e-4  # fine-tuning an already trained model: a tenth of the from-scratch rate
 QUICK_QAT_STEPS = 8
-QAT_USAGE = "qat(x86|ort[,epochs=N][,lr=F])"
 # INT8 vs its own PT2E simulation: integer kernels round differently, so only near-ties may flip.
 INT8_PARITY = ParityConfig(atol=0.5, rtol=0.1, min_cosine=0.99, min_agreement=97.0)
+QAT_ARGS = (
+    Arg(
+        "backend",
+        default="ort",
+        help="x86: Inductor graph; ort: ONNX QDQ file",
+        choices=("x86", "ort"),
+        positional=True,
+    ),
+    Arg("epochs", int, DEFAULT_QAT_EPOCHS, "fine-tuning epochs on the train split", positive=True),
+    Arg("lr", float, QAT_LR, "fine-tuning learning rate", positive=True),
+    Arg("opset", int, DEFAULT_OPSET, "ONNX opset of the ort export", check=check_opset),
+)
 
 
-def parse_qat_args(args: Sequence[str]) -> dict[str, Any]:
-    """``qat(x86)``, ``qat(ort,epochs=2,lr=5e-5)``."""
-    backend, rest = (args[0], args[1:]) if args and "=" not in args[0] else (None, args)
-    if backend is not None and backend not in QAT_BACKENDS:
-        raise InputError(f"unknown qat backend {backend!r}; choose one of: {', '.join(QAT_BACKENDS)}")
-    values = parse_key_values("qat", rest, {"epochs": int, "lr": float, "opset": int})
-    values["backend"] = backend
-    values["step_text"] = f"qat({','.join(args)})" if args else "qat"
-    if values.get("epochs") is not None and values["epochs"] <= 0:
-        raise InputError(f"qat epochs must be positive, got {values['epochs']}")
-    if values.get("lr") is not None and not values["lr"] > 0:
-        raise InputError(f"qat lr must be positive, got {values['lr']}")
-    if "opset" in values:
-        check_opset(values["opset"])
-    return values
+def _backend(args: dict[str, Any]) -> str:
+    return args.get("backend") or QAT_ARGS[0].default
+
+
+def _unavailable(args: dict[str, Any], device: str) -> str | None:
+    from optim.backends.onnx_runtime import missing_reason
+
+    return missing_reason(device) if _backend(args) == "ort" else None
 
 
 @register_step(
     "qat",
     accepts=[MODULE],
     produces=RUNTIME,
-    produces_for=lambda args: ONNX if (args.get("backend") or default_backend("cpu")) == "ort" else RUNTIME,
-    parse_args=parse_qat_args,
+    produces_for=lambda args: ONNX if _backend(args) == "ort" else RUNTIME,
+    args=QAT_ARGS,
     devices=["cpu"],
-    usage=QAT_USAGE,
     description="PT2E quantization-aware fine-tuning on train, then x86 Inductor or ORT QDQ",
-    reload_compiles=lambda args, device: (args.get("backend") or default_backend(device)) == "x86",
+    reload_compiles=lambda args, device: _backend(args) == "x86",
+    available=_unavailable,
+    calibrates="QAT: ranges learned",
+    search_candidate=True,
+    quantize_method=True,
 )
 def qat_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Fake-quantized fine-tuning with the models.train loop."""
     from models.train import TrainConfig, train
     from optim.backends.pt2e import qat_convert, qat_prepare
 
-    backend = args.get("backend") or default_backend(ctx.device)
+    backend = _backend(args)
     if ctx.device != "cpu":
         raise InputError("qat runs on CPU here (x86 or ort backends)")
     module = eager_module(artifact, "qat")
@@ -76,8 +81,7 @@ def qat_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     history = train(prepared, ctx.data.train, None, cfg, desc="qat")
     graph = qat_convert(prepared)
     notes: dict[str, Any] = {
-        "step": args["step_text"],
-        "config": {**step_config(args), "backend": backend},
+        "config": {**args, "backend": backend},
         "quantizer": "torchao X86InductorQuantizer (PT2E QAT)",
         "finetune": {
             "epochs": cfg.epochs,

@@ -1,8 +1,9 @@
-"""``python -m optim.quantize CKPT``: an INT8 variant with an accuracy budget (PTQ, QAT or dynamic).
+"""``python -m optim.quantize CKPT``: an INT8 variant with an accuracy budget.
 
-The steps themselves live in :mod:`optim.ptq`, :mod:`optim.qat` and :mod:`optim.dynamic`; this command turns its
-options into one of their recipes and builds it with :func:`optim.accuracy_budget.run_with_budget`, which falls back
-to other calibrations or FP32 layers when top-1 drops more than ``--max-drop``.
+The methods are the steps that declare themselves ``quantize_method`` (``ptq``, ``qat``, ``dynamic``), and their
+options come from the steps' own arguments: this command turns ``--backend``, ``--calib`` and ``--epochs`` into one
+recipe and builds it with :func:`optim.accuracy_budget.run_with_budget`, which falls back to other calibrations or
+FP32 layers when top-1 drops more than ``--max-drop``.
 """
 
 from __future__ import annotations
@@ -10,53 +11,64 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from data.errors import ArgumentParser, InputError, MissingDependencyError, run_cli
+from data.errors import ArgumentParser, InputError, run_cli
 
-METHODS = ("ptq", "qat", "dynamic")
+OPTIONS = ("backend", "calib", "epochs")  # options of this command that are arguments of a method's step
+
+
+def _methods() -> list[Any]:
+    from optim.registry import load_producers
+
+    return [spec for spec in load_producers().values() if spec.quantize_method]
+
+
+def _arg_help(name: str) -> str:
+    """What each method takes for ``--name``, from the steps' declarations."""
+    parts = []
+    for spec in _methods():
+        arg = next((a for a in spec.arg_list() if a.name == name), None)
+        if arg is not None:
+            default = "" if arg.default is None or callable(arg.default) else f", default {arg.default}"
+            parts.append(f"{spec.name}: {arg.metavar()}{default}")
+    return "; ".join(parts) or "-"
 
 
 def build_parser() -> ArgumentParser:
     from optim.accuracy_budget import add_budget_arguments
     from optim.cli import add_producer_arguments
 
+    methods = [spec.name for spec in _methods()]
     p = ArgumentParser(prog="python -m optim.quantize", description="INT8 quantization with an accuracy budget.")
     add_producer_arguments(p)
-    p.add_argument("--method", default="ptq", choices=list(METHODS), help="default ptq")
+    p.add_argument("--method", default=methods[0], choices=methods, help=f"default {methods[0]}")
     p.add_argument(
-        "--backend", help="ptq: x86 | ort | tensorrt | ov (default: ort on cpu, tensorrt on cuda); qat: x86 | ort"
+        "--backend", help=f"{_arg_help('backend')} (ptq's default: the device's, see python -m optim list ptq)"
     )
-    p.add_argument("--calib", help="ort: minmax (default) | entropy | percentile; x86: histogram (default) | minmax")
-    p.add_argument("--epochs", type=int, default=1, help="qat fine-tuning epochs (default 1)")
+    p.add_argument("--calib", help=f"calibration method: {_arg_help('calib')}")
+    p.add_argument("--epochs", type=int, help=f"fine-tuning epochs: {_arg_help('epochs')}")
     add_budget_arguments(p)
     return p
 
 
 def recipe_from_args(args: Any) -> str:
-    """The recipe the options describe (the variant's name); bad combinations are one line."""
-    from optim.int8 import default_backend
-    from optim.ptq import parse_ptq_args, ptq_backend
-    from optim.qat import DEFAULT_QAT_EPOCHS, QAT_BACKENDS
-    from optim.registry import load_producers
+    """The recipe the options describe (the variant's name): the method's step with the options it declares; an
+    option the method does not take is one line."""
+    from optim.recipe import parse
+    from optim.registry import get_step
 
-    load_producers()
-    if args.method == "dynamic":
-        if args.backend or args.calib:
-            raise InputError("--method dynamic takes no --backend or --calib (it quantizes nn.Linear on CPU)")
-        return "dynamic"
-    backend = args.backend or default_backend(args.device)
-    if args.method == "qat":
-        if backend not in QAT_BACKENDS:
-            raise InputError(f"--method qat supports --backend {' or '.join(QAT_BACKENDS)}, got {backend!r}")
-        if args.epochs <= 0:
-            raise InputError(f"--epochs must be positive, got {args.epochs}")
-        extra = [] if args.epochs == DEFAULT_QAT_EPOCHS else [f"epochs={args.epochs}"]
-        return f"qat({','.join([backend, *extra])})"
-    spec = ptq_backend(backend)
-    if spec.available is not None and (reason := spec.available(args.device)):
-        raise MissingDependencyError(f"--backend {backend}: {reason}")
-    parts = [backend, *([f"calib={args.calib}"] if args.calib else [])]
-    parse_ptq_args(parts)  # validates the pair, one line on error
-    return f"ptq({','.join(parts)})"
+    spec = get_step(args.method)
+    declared = {a.name: a for a in spec.arg_list()}
+    parts = []
+    for name in OPTIONS:
+        value, arg = getattr(args, name), declared.get(name)
+        if value is not None and arg is None:
+            raise InputError(f"--method {args.method} takes no --{name}")
+        if arg is not None and arg.positional:
+            parts.append(str(value or arg.default_for(args.device)))
+        elif value is not None and value != arg.default:
+            parts.append(f"{name}={value}")
+    recipe = f"{spec.name}({','.join(parts)})" if parts else spec.name
+    return str(parse(recipe))  # a bad value is one line here, before anything loads
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     recipe = recipe_from_args(args)
-    return run_with_budget(recipe, args, prog="optim.quantize", fallbacks=args.method == "ptq")
+    return run_with_budget(recipe, args, prog="optim.quantize")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data.errors import InputError
-from optim.registry import MODULE, StepSpec, get_step
+from optim.registry import MODULE, StepSpec, get_step, resolve
 
 _STEP_RE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*(?:\((.*)\))?\s*$")
 
@@ -42,29 +42,36 @@ class Recipe:
             devices &= step.spec.devices
         return devices
 
+    def _each(self, field: str, *context: Any) -> list[Any]:
+        """Every step's declaration ``field``, evaluated for its own arguments."""
+        return [resolve(getattr(step.spec, field), dict(step.args), *context) for step in self.steps]
+
     def reload_compiles(self, device: str) -> bool:
         """Whether loading this recipe's saved variant compiles again (``torch.compile``, PT2E x86)."""
-        for step in self.steps:
-            flag = step.spec.reload_compiles
-            if flag(dict(step.args), device) if callable(flag) else flag:
-                return True
-        return False
+        return any(self._each("reload_compiles", device))
 
     def needs(self, device: str) -> tuple[str, ...]:
         """Capabilities of the machine (``native_bf16``, ``x86_avx2``, ...) the recipe's steps need to pay off."""
-        out: list[str] = []
-        for step in self.steps:
-            if step.spec.needs is not None:
-                out += [n for n in step.spec.needs(dict(step.args), device) if n not in out]
-        return tuple(out)
+        return tuple(dict.fromkeys(need for needs in self._each("needs", device) for need in needs or ()))
 
     def slow_hints(self, device: str, flags: set[str]) -> list[str]:
         """Why this recipe may be slower than FP32 on such a machine (each step's own reasons)."""
-        out: list[str] = []
-        for step in self.steps:
-            if step.spec.slow_hints is not None:
-                out += [h for h in step.spec.slow_hints(dict(step.args), device, flags) if h not in out]
-        return out
+        return list(dict.fromkeys(hint for hints in self._each("slow_hints", device, flags) for hint in hints or ()))
+
+    def search_candidate(self) -> bool:
+        """Whether ``--search`` builds chains on this recipe: one of its steps is a fast backend."""
+        return any(self._each("search_candidate"))
+
+    def calibrates(self) -> bool | str:
+        """True when a step calibrates on the train split's calibration subset; else how a step learns its ranges on
+        the train split (a sentence), or False."""
+        found = [c for c in (step.spec.calibrates for step in self.steps) if c]
+        return True if True in found else (found[0] if found else False)
+
+    def fallbacks(self) -> list[tuple[str, str]]:
+        """(recipe, why) to try in order when this recipe misses the accuracy budget (its last step's plan)."""
+        last = self.steps[-1].spec
+        return list(last.fallbacks(self)) if last.fallbacks is not None else []
 
     def unavailable_reason(self, device: str) -> str | None:
         """Why this recipe cannot run on ``device`` here (hardware or a missing backend), or None."""
@@ -72,7 +79,7 @@ class Recipe:
             if device not in step.spec.devices:
                 return f"step {step} runs only on {'/'.join(sorted(step.spec.devices))}"
             if step.spec.available is not None:
-                reason = step.spec.available(device)
+                reason = step.spec.available(dict(step.args), device)
                 if reason:
                     return f"step {step}: {reason}"
         return None

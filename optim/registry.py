@@ -1,8 +1,11 @@
 """One registry for every recipe step (as timm registers models): producers add themselves with a decorator.
 
 A step takes the previous step's :class:`~optim.artifact.Artifact` (an ``nn.Module``, an ONNX file, ...)
-and returns a new one. Each step declares which artifact kinds it accepts and produces, so an
-impossible chain fails when the recipe is parsed, before anything is built.
+and returns a new one. Each step declares, in its own module, everything the rest of the code asks about it: which
+artifact kinds it accepts and produces (so an impossible chain fails when the recipe is parsed), its typed arguments
+(:class:`Arg`: parsing, usage and ``python -m optim list`` come from them), its default recipes, the hardware it
+needs, whether it calibrates, whether ``--search`` builds chains on it and why it may be slow. Nothing outside a
+step's module names the step: callers ask the parsed recipe (:mod:`optim.recipe`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,11 @@ import fnmatch
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from data.errors import InputError
+from optim.args import Arg, parse_values, usage_of
 
 # Modules that register steps when imported. Importing is cheap: heavy libraries load inside the builders.
 PRODUCER_MODULES = (
@@ -29,6 +33,7 @@ PRODUCER_MODULES = (
     "optim.tensorrt",
     "optim.torchao_step",
 )
+REFERENCE = "fp32"  # the recipe every speedup, top-1 drop and agreement is measured against (optim.eager builds it)
 
 # Artifact kinds passed between steps.
 MODULE = "module"  # an eager nn.Module (FP32 weights, possibly pruned)
@@ -36,40 +41,63 @@ GRAPH = "graph"  # a torch.export / PT2E graph module (e.g. quantized), runnable
 ONNX = "onnx"  # an ONNX file on disk
 RUNTIME = "runtime"  # something only runnable: a compiled module, an ORT session, a TensorRT engine
 
+Args = tuple[Arg, ...] | Callable[[], tuple[Arg, ...]]
+
+
+def resolve(value: Any, *args: Any) -> Any:
+    """A declaration that is either a constant or a function of its arguments, evaluated."""
+    return value(*args) if callable(value) else value
+
 
 @dataclass(frozen=True)
 class StepSpec:
-    """What a recipe step is: its name, arguments, what it accepts and produces, where it runs."""
+    """What a recipe step is. Fields that may depend on the step's parsed arguments take a constant or a function
+    of ``(args, device)`` (``slow_hints``: ``(args, device, cpu flags)``)."""
 
     name: str
     build: Callable[..., Any]
     accepts: frozenset[str]
     produces: str
     parse_args: Callable[[Sequence[str]], dict[str, Any]]
+    args: Args = ()
     devices: frozenset[str] = frozenset({"cpu", "cuda"})
     description: str = ""
-    usage: str = ""
-    default_recipes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # device -> recipes in the default sweep
-    available: Callable[[str], str | None] | None = None  # device -> reason it cannot run here, or None
-    # Whether loading a saved variant this step made compiles again ((args, device) -> bool, or a constant):
-    # a sweep does not start a second measurement process for those, it would pay the compile twice.
+    default_recipes: dict[str, tuple[str, ...]] | Callable[[], dict[str, Sequence[str]]] = ()  # device -> recipes
+    available: Callable[[dict[str, Any], str], str | None] | None = None  # why it cannot run here, or None
+    # Whether loading a saved variant this step made compiles again: a sweep does not start a second measurement
+    # process for those, it would pay the compile twice.
     reload_compiles: Callable[[dict[str, Any], str], bool] | bool = False
     # Recipes to try, in order, when a recipe ending in this step misses the accuracy budget:
     # (parsed recipe) -> [(recipe text, why)]. The producer commands and the search use them.
     fallbacks: Callable[[Any], list[tuple[str, str]]] | None = None
-    # Why this step may be slower than FP32 on some hardware: (args, device, cpu flags) -> sentences,
-    # for the explanations of a leaderboard.
-    slow_hints: Callable[[dict[str, Any], str, set[str]], list[str]] | None = None
-    # Hardware this step needs to be worth measuring by default: (args, device) -> capability names
-    # (bench.run.recipes_for_machine says which machine has which). --recipes runs a step anyway.
-    needs: Callable[[dict[str, Any], str], tuple[str, ...]] | None = None
+    slow_hints: Callable[[dict[str, Any], str, set[str]], list[str]] | Sequence[str] = ()  # for the leaderboard
+    # Capabilities of the machine the step needs to be worth measuring by default (bench.run.recipes_for_machine
+    # says which machine has which); --recipes runs a step anyway.
+    needs: Callable[[dict[str, Any], str], Sequence[str]] | Sequence[str] = ()
     # When the kind made depends on the arguments (qat(ort) writes an ONNX file another step can take, qat(x86) a
     # compiled graph): (args) -> kind. ``produces`` stays the kind listed by ``python -m optim list``.
     produces_for: Callable[[dict[str, Any]], str] | None = None
+    # True: calibrated on the train split's calibration subset; a sentence: learns its ranges on the train split
+    # otherwise (the manifest of a budgeted build says which).
+    calibrates: bool | str = False
+    # A fast backend ``--search`` builds chains on (pruning in front of it): constant or (args) -> bool.
+    search_candidate: Callable[[dict[str, Any]], bool] | bool = False
+    quantize_method: bool = False  # offered as ``python -m optim.quantize --method NAME``
+    details: Callable[[], list[str]] | None = None  # more lines for ``python -m optim list NAME``
 
     def output_kind(self, args: dict[str, Any]) -> str:
         """The artifact kind this step makes with ``args``: what the next step of a chain must accept."""
         return self.produces_for(args) if self.produces_for is not None else self.produces
+
+    def arg_list(self) -> tuple[Arg, ...]:
+        return tuple(resolve(self.args))
+
+    def defaults(self, device: str) -> tuple[str, ...]:
+        return tuple(dict(resolve(self.default_recipes) or {}).get(device, ()))
+
+    @property
+    def usage(self) -> str:
+        return usage_of(self.name, self.arg_list())
 
 
 STEPS: dict[str, StepSpec] = {}
@@ -81,11 +109,12 @@ def _first_line(text: str | None) -> str:
     return lines[0] if lines else ""
 
 
-def no_args(step: str) -> Callable[[Sequence[str]], dict[str, Any]]:
-    def parse(args: Sequence[str]) -> dict[str, Any]:
-        if args:
-            raise InputError(f"recipe step {step!r} takes no arguments, got ({', '.join(args)})")
-        return {}
+def _declared_parser(name: str, args: Args, check: Callable[[dict[str, Any]], Any] | None):
+    def parse(raw: Sequence[str]) -> dict[str, Any]:
+        values = parse_values(name, raw, resolve(args))
+        if check is not None:
+            check(values)
+        return values
 
     return parse
 
@@ -95,19 +124,18 @@ def register_step(
     *,
     accepts: Sequence[str],
     produces: str,
+    args: Args = (),
+    check: Callable[[dict[str, Any]], Any] | None = None,
     parse_args: Callable[[Sequence[str]], dict[str, Any]] | None = None,
     devices: Sequence[str] = ("cpu", "cuda"),
-    description: str = "",
-    usage: str = "",
-    default_recipes: dict[str, Sequence[str]] | None = None,
-    available: Callable[[str], str | None] | None = None,
-    reload_compiles: Callable[[dict[str, Any], str], bool] | bool = False,
-    fallbacks: Callable[[Any], list[tuple[str, str]]] | None = None,
-    slow_hints: Callable[[dict[str, Any], str, set[str]], list[str]] | None = None,
-    needs: Callable[[dict[str, Any], str], tuple[str, ...]] | None = None,
-    produces_for: Callable[[dict[str, Any]], str] | None = None,
+    default_recipes: dict[str, Sequence[str]] | Callable[[], dict[str, Sequence[str]]] | None = None,
+    **declared: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering ``fn(artifact, ctx, **args) -> Artifact`` as recipe step ``name``."""
+    """Decorator registering ``fn(artifact, ctx, **args) -> Artifact`` as recipe step ``name``.
+
+    ``args`` declares the step's arguments (parsed into ``args`` for ``fn``), ``check`` validates them together;
+    ``parse_args`` replaces the declared parser where the arguments depend on each other (``ptq``'s backend). The
+    other keywords are :class:`StepSpec` fields."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         existing = STEPS.get(name)
@@ -124,22 +152,18 @@ def register_step(
                 )
             if fn.__module__ == "__main__":
                 return fn
+        recipes = default_recipes or {}
         STEPS[name] = StepSpec(
             name=name,
             build=fn,
             accepts=frozenset(accepts),
             produces=produces,
-            parse_args=parse_args or no_args(name),
+            parse_args=parse_args or _declared_parser(name, args, check),
+            args=args,
             devices=frozenset(devices),
-            description=description or _first_line(fn.__doc__),
-            usage=usage or name,
-            default_recipes={k: tuple(v) for k, v in (default_recipes or {}).items()},
-            available=available,
-            reload_compiles=reload_compiles,
-            fallbacks=fallbacks,
-            slow_hints=slow_hints,
-            needs=needs,
-            produces_for=produces_for,
+            description=declared.pop("description", "") or _first_line(fn.__doc__),
+            default_recipes=recipes if callable(recipes) else {k: tuple(v) for k, v in recipes.items()},
+            **declared,
         )
         return fn
 
@@ -180,7 +204,7 @@ def default_recipes(device: str) -> list[str]:
     """Recipes a plain ``python -m bench`` runs on ``device``, in registration order, without duplicates."""
     out: list[str] = []
     for spec in load_producers().values():
-        for recipe in spec.default_recipes.get(device, ()):
+        for recipe in spec.defaults(device):
             if recipe not in out:
                 out.append(recipe)
     return out

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from data.errors import ArgumentParser, CheckpointError, InputError, MissingDependencyError, run_cli
+from optim.args import add_options
 from optim.artifact import Artifact, BuildContext
-from optim.registry import MODULE, RUNTIME, register_step
+from optim.registry import MODULE, RUNTIME, Arg, register_step
 from optim.variant import Variant, module_runtime, register_loader
 
 if __name__ == "__main__":
@@ -56,13 +57,9 @@ class TrtConfig:
         return self
 
 
-def parse_trt_args(args: Sequence[str]) -> dict[str, Any]:
-    """``trt`` (fp16), ``trt(fp16)``, ``trt(int8)``."""
-    if len(args) > 1:
-        raise InputError(f"trt takes one precision, got ({', '.join(args)})")
-    precision = args[0] if args else "fp16"
-    TrtConfig(precision=precision).validate()
-    return {"precision": precision, "step_text": f"trt({precision})" if args else "trt"}
+TRT_ARGS = (
+    Arg("precision", default="fp16", help="engine precision (int8: calibrated)", choices=PRECISIONS, positional=True),
+)
 
 
 def engine_cache_key(gpu_name: str, trt_version: str) -> str:
@@ -78,19 +75,12 @@ def engine_cache_dir(gpu_name: str, trt_version: str) -> Path:
     return cache_dir() / "tensorrt" / engine_cache_key(gpu_name, trt_version)
 
 
-def _cuda_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return f"TensorRT needs a CUDA GPU and none is visible ({INSTALL_HINT})"
-    return None
-
-
 def missing_reason(device: str, precision: str = "fp16") -> str | None:
     """Why ``trt`` cannot run here (no CUDA, no torch-tensorrt, no modelopt for int8), or None; imports nothing."""
     if device != "cuda":
         return "TensorRT runs only on CUDA devices"
-    reason = _cuda_reason()
-    if reason:
-        return reason
+    if not torch.cuda.is_available():
+        return f"TensorRT needs a CUDA GPU and none is visible ({INSTALL_HINT})"
     if importlib.util.find_spec("torch_tensorrt") is None:
         return f"torch-tensorrt is not installed ({INSTALL_HINT})"
     if precision == "int8" and importlib.util.find_spec("modelopt") is None:
@@ -183,14 +173,13 @@ def compile_engine(model: torch.nn.Module, input_size: Sequence[int], cfg: TrtCo
     "trt",
     accepts=[MODULE],
     produces=RUNTIME,
-    parse_args=parse_trt_args,
+    args=TRT_ARGS,
     devices=["cuda"],
-    usage="trt[(fp16|int8)]",
     description="Torch-TensorRT (dynamo IR) engine, dynamic batch; int8 calibrated with NVIDIA Model Optimizer",
     default_recipes={"cuda": ["trt(fp16)", "trt(int8)", "prune(0.5)+trt(fp16)"]},
-    available=missing_reason,
+    available=lambda args, device: missing_reason(device, args.get("precision", "fp16")),
 )
-def trt_step(artifact: Artifact, ctx: BuildContext, precision: str = "fp16", step_text: str = "trt") -> Artifact:
+def trt_step(artifact: Artifact, ctx: BuildContext, precision: str = "fp16") -> Artifact:
     """Build (or reuse from the cache) a TensorRT engine for the module."""
     if ctx.device != "cuda":
         raise MissingDependencyError(f"trt runs only on CUDA devices, not {ctx.device} ({INSTALL_HINT})")
@@ -203,7 +192,6 @@ def trt_step(artifact: Artifact, ctx: BuildContext, precision: str = "fp16", ste
     trt_version = tensorrt_version()
     cache_dir = engine_cache_dir(gpu, trt_version)
     entry: dict[str, Any] = {
-        "step": step_text,
         "config": {"precision": cfg.precision, "min_batch": 1, "opt_batch": cfg.opt_batch, "max_batch": cfg.max_batch},
         "gpu": gpu,
         "tensorrt": trt_version,
@@ -272,7 +260,7 @@ def build_parser() -> ArgumentParser:
 
     p = ArgumentParser(prog="python -m optim.tensorrt", description="Build a TensorRT engine (Torch-TensorRT, GPU).")
     add_producer_arguments(p, device=False)
-    p.add_argument("--precision", default="fp16", help="fp16 (default) | int8 (calibrated on the train split)")
+    add_options(p, TRT_ARGS)
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch the engine accepts")
     return p
 

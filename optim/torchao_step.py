@@ -1,40 +1,26 @@
 """torchao weight/activation quantization of Linear layers, compiled: the GPU path torchao is built for.
 
 ConvNets keep their convolutions in floating point here (torchao targets Linear layers), so on a ResNet only
-the classifier changes; ViT-style models gain most. Eager torchao quantization is not faster (DESIGN.md):
-the step always compiles.
+the classifier changes; ViT-style models gain most. torchao's quantized kernels pay off only once compiled, so the
+step always compiles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from data.errors import InputError, MissingDependencyError
+from data.errors import InputError, MissingDependencyError, missing
 from optim.artifact import Artifact, BuildContext
-from optim.registry import MODULE, RUNTIME, register_step
+from optim.registry import MODULE, RUNTIME, Arg, register_step
 
 SCHEMES = ("int8-dynamic", "int8-weight", "fp8")
 
 
-def _parse(args: Sequence[str]) -> dict[str, Any]:
-    if len(args) > 1:
-        raise InputError(f"takes one scheme, got {len(args)} arguments")
-    scheme = args[0] if args else "int8-dynamic"
-    if scheme not in SCHEMES:
-        raise InputError(f"unknown torchao scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
-    return {"scheme": scheme}
-
-
-def _available(device: str) -> str | None:
-    try:
-        import torchao  # noqa: F401
-    except ImportError:
-        return "torchao is not installed (pip install torchao)"
-    return None
+def _available(args: dict[str, Any], device: str) -> str | None:
+    return missing("torchao", "pip install torchao")
 
 
 def _config(scheme: str, device: str):
@@ -55,13 +41,13 @@ def _config(scheme: str, device: str):
     "torchao",
     accepts=[MODULE],
     produces=RUNTIME,
-    parse_args=_parse,
-    usage="torchao(int8-dynamic|int8-weight|fp8)",
+    args=(Arg("scheme", default=SCHEMES[0], help="what is quantized", choices=SCHEMES, positional=True),),
     description="torchao quantize_ of Linear layers, then torch.compile (needs compile to be faster)",
     default_recipes={"cuda": ["torchao(int8-dynamic)"]},
     available=_available,
+    search_candidate=True,
 )
-def torchao_quantize(artifact: Artifact, ctx: BuildContext, scheme: str) -> Artifact:
+def torchao_quantize(artifact: Artifact, ctx: BuildContext, scheme: str = SCHEMES[0]) -> Artifact:
     from torchao.quantization import quantize_
 
     module = artifact.module.to(ctx.device).eval()
@@ -76,7 +62,7 @@ def torchao_quantize(artifact: Artifact, ctx: BuildContext, scheme: str) -> Arti
     artifact.kind = RUNTIME
     artifact.steps.append(
         {
-            "step": f"torchao({scheme})",
+            "config": {"scheme": scheme},
             "quantized_linear_layers": len(linears),
             "note": "only nn.Linear layers are quantized; convolutions stay in floating point",
             "compiled": "torch.compile default mode; compile time lands in first_call_ms",

@@ -222,10 +222,10 @@ def build(recipe: Recipe | str, loaded: LoadedModel, ctx: BuildContext) -> Varia
     artifact = Artifact(kind=MODULE, module=copy.deepcopy(loaded.model).eval())
     total = time.perf_counter()
     for step in recipe.steps:
-        start = time.perf_counter()
+        start, recorded = time.perf_counter(), len(artifact.steps)
         artifact = step.spec.build(artifact, ctx, **step.args)
         entry = {"step": str(step), "config": _plain(step.args), "build_s": round(time.perf_counter() - start, 4)}
-        if artifact.steps and artifact.steps[-1].get("step") == str(step):
+        if len(artifact.steps) > recorded:
             artifact.steps[-1] = {**entry, **artifact.steps[-1]}  # the step recorded notes of its own
         else:
             artifact.steps.append(entry)

@@ -17,7 +17,7 @@ import torch
 from data.errors import InputError
 from optim import BuildContext, build, parse
 from optim.backends.inductor import CompileConfig, inductor_settings
-from optim.compile import bf16_note, parse_compile_args
+from optim.compile import bf16_note
 
 
 @pytest.mark.parametrize(
@@ -33,9 +33,8 @@ from optim.compile import bf16_note, parse_compile_args
     ],
 )
 def test_parse_compile_args(args, expected):
-    parsed = parse_compile_args(args)
-    parsed.pop("step_text")
-    assert parsed == expected
+    recipe = f"compile({','.join(args)})" if args else "compile"
+    assert parse(recipe).steps[0].args == expected
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,13 @@ FP = {
 }
 
 
-def _rows(variant="fp32", factor=1.0, seed=0, n=60, top1=99.0, thr_factor=None, fp=None, device="cpu", run_id="r1"):
+SHA = "4598b3e34a93df64f2ba86319071c222e3adb9c117858f49b8aa9cc5c5d6b925"  # the checkpoint every row records
+OTHER_SHA = "0b7e1d2c9a8f" + "0" * 52
+
+
+def _rows(
+    variant="fp32", factor=1.0, seed=0, n=60, top1=99.0, thr_factor=None, fp=None, device="cpu", run_id="r1", sha=SHA
+):
     rng = np.random.default_rng(seed)
     lat = (rng.lognormal(np.log(10.0), 0.05, n) * factor).round(4).tolist()
     thr = (rng.lognormal(np.log(80.0), 0.05, n) * (thr_factor or factor)).round(4).tolist()
@@ -34,6 +40,8 @@ def _rows(variant="fp32", factor=1.0, seed=0, n=60, top1=99.0, thr_factor=None, 
         "status": "ok",
         "top1": top1,
         "run_id": run_id,
+        "checkpoint": "/data/ckpt/resnet10t.pt",
+        "checkpoint_sha256": sha,
         "fingerprint": fp or FP,
     }
     return [
@@ -135,7 +143,8 @@ def test_improvement_is_reported_as_improvement(work: Path, gate):
 
 def test_direction_throughput_and_top1(work: Path, gate):
     from bench.gate.series import Series
-    from bench.gate.stats import compare_timing, compare_top1
+    from bench.gate.stats import compare_timing
+    from bench.gate.values import compare_top1
 
     rng = np.random.default_rng(0)
     t = rng.lognormal(np.log(100), 0.03, 50)
@@ -227,6 +236,188 @@ def test_broken_variant_fails_and_missing_is_listed(work: Path, gate):
     assert proc.returncode == 0 and _verdicts(proc.stdout)["fp32-cl/latency"] == "missing"
 
 
+def _status_row(variant: str, status: str = "failed", reason: str = "RuntimeError: boom") -> dict:
+    """What bench.run.process.status_row writes for a variant that produced no measurement."""
+    return {
+        "schema": 1,
+        "run_id": "r2",
+        "variant": variant,
+        "recipe": variant,
+        "device": "cpu",
+        "scenario": "*",
+        "status": status,
+        "error" if status == "failed" else "reason": reason,
+        "timestamp": "2026-11-22T23:25:22+0000",
+    }
+
+
+def test_every_candidate_variant_failed_is_broken_not_bad_input(work: Path, gate):
+    base = _write(work / "base.jsonl", _rows(seed=1) + _rows("fp32-cl", seed=3))
+    cand = _write(work / "cand.jsonl", [_status_row("fp32"), _status_row("fp32-cl")])
+    proc = gate([base, cand], work)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "no benchmark is in both files" not in proc.stderr
+    v = _verdicts(proc.stdout)
+    names = {f"{var}/{m}" for var in ("fp32", "fp32-cl") for m in ("latency", "throughput", "top1")}
+    assert v == dict.fromkeys(names, "BROKEN")
+    assert "FAIL: 6 broken: " in proc.stdout and "(cpu); 0 compared, 6 broken\n" in proc.stdout
+    assert "candidate failed: RuntimeError: boom" in proc.stdout
+    # Failed on both sides: nothing was measured to compare, so it is bad input, said without listing names twice.
+    both = _write(work / "base-failed.jsonl", [_status_row("fp32")])
+    proc = gate([both, cand], work)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "nothing to compare: no benchmark ran in both files (3 skipped" in proc.stderr
+    assert "baseline has" not in proc.stderr
+
+
+def test_no_overlap_message_names_what_each_side_has(work: Path, gate):
+    a = _write(work / "a.jsonl", _rows("fp32") + [_status_row("fp32-cl")])
+    b = _write(work / "b.jsonl", _rows("bf16", device="cuda"))
+    proc = gate([a, b, "--allow-machine-mismatch"], work)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    base_part, cand_part = proc.stderr.split("baseline has ")[1].split("; candidate has ")
+    base_names, cand_names = set(base_part.split(", ")), set(cand_part.strip().split(", "))
+    assert {"fp32/latency@cpu", "fp32-cl/latency@cpu"} <= base_names and "bf16/latency@cuda" in cand_names
+    assert not base_names & cand_names
+
+
+def test_other_checkpoint_is_refused_unless_allowed(work: Path, gate):
+    base = _write(work / "base.jsonl", _rows(seed=1))
+    same = _write(work / "same.jsonl", _rows(seed=2))
+    proc = gate([base, same], work)
+    assert proc.returncode == 0 and f"checkpoint: sha256 {SHA[:12]} on both sides" in proc.stdout
+    other = _write(work / "other" / "results.jsonl", _rows(seed=2, sha=OTHER_SHA))
+    proc = gate([base, other], work)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stdout == ""
+    assert f"baseline checkpoint sha256 {SHA[:12]}; candidate {OTHER_SHA[:12]}" in proc.stderr
+    assert "--allow-other-checkpoint" in proc.stderr
+    proc = gate([base, other, "--allow-other-checkpoint"], work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    warning = [ln for ln in proc.stdout.splitlines() if ln.startswith("WARNING: different checkpoints")]
+    assert len(warning) == 1 and SHA[:12] in warning[0] and OTHER_SHA[:12] in warning[0]
+    assert (
+        f"**Warning:** different checkpoints (baseline checkpoint sha256 {SHA[:12]}"
+        in (work / "other" / "gate-summary.md").read_text()
+    )
+
+
+def test_headline_counts_compared_new_and_missing(work: Path, gate):
+    base = _write(work / "base.jsonl", _rows(seed=1) + _rows("old", seed=4))
+    new = [r for i, v in enumerate(("n1", "n2", "n3")) for r in _rows(v, seed=10 + i)]
+    cand = _write(work / "cand.jsonl", _rows(seed=2) + new)
+    proc = gate([base, cand], work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "PASS: no regression; 3 compared, 9 new, 3 missing"
+    assert "PASS: no regression; 3 compared, 9 new, 3 missing" in (work / "gate-summary.md").read_text()
+    v = _verdicts(proc.stdout)
+    assert [v[f"{x}/latency"] for x in ("fp32", "n1", "old")] == ["unchanged", "new", "missing"]
+
+
+# ------------------------------------------------- scenarios the gate does not know by name (registered by a test)
+
+
+class _OneValue:
+    """Test scenarios whose figure is one number a row (no per-call samples), as a serving scenario's will be."""
+
+    @staticmethod
+    def make(name: str, headline: str, higher: bool, unit: str):
+        from bench.scenarios.base import Scenario
+
+        class OneValue(Scenario):
+            description = "test-only: one figure a row"
+            default = False
+            paired = False
+            samples_field = None
+
+            def config(self, options, device):
+                return None
+
+        scen = OneValue()
+        scen.name, scen.headline, scen.higher_is_better, scen.unit = name, headline, higher, unit
+        return scen
+
+
+@pytest.fixture
+def one_value_scenarios():
+    """Register ``servetest`` (max request rate, higher is better) and ``servelat`` (p99 at a rate, lower is
+    better) for one test, and take them out again so no other test sees them."""
+    import bench.scenarios as scenarios
+
+    scenarios.all_scenarios()  # the built-in ones first, as in a real run
+    added = [
+        scenarios.register(_OneValue.make("servetest", "max_rate", True, "req/s")),
+        scenarios.register(_OneValue.make("servelat", "p99_ms_at_rate", False, "ms")),
+    ]
+    try:
+        yield added
+    finally:
+        for scen in added:
+            scenarios._REGISTRY.pop(scen.name, None)
+
+
+def _served(rows: list[dict], rate: float, p99: float) -> list[dict]:
+    """``rows`` plus one row of each one-value scenario, sharing the run's fields (fingerprint, checkpoint)."""
+    common = {k: v for k, v in rows[0].items() if k not in ("scenario", "batch_size", "samples_ms")}
+    return rows + [
+        {**common, "scenario": "servetest", "max_rate": rate},
+        {**common, "scenario": "servelat", "p99_ms_at_rate": p99},
+    ]
+
+
+@pytest.mark.parametrize(
+    "rate, p99, code, verdicts",
+    [
+        (80.0, 20.0, 1, ("REGRESSION", "unchanged")),  # the rate fell 20%: beyond 5%, higher is better
+        (120.0, 20.0, 0, ("improved", "unchanged")),
+        (102.0, 24.0, 1, ("unchanged", "REGRESSION")),  # p99 rose 20%: lower is better
+        (100.0, 16.0, 0, ("unchanged", "improved")),
+    ],
+)
+def test_one_value_scenario_is_judged_by_its_ratio_and_direction(
+    work: Path, gate, one_value_scenarios, rate, p99, code, verdicts
+):
+    base = _write(work / "base.jsonl", _served(_rows(seed=1), 100.0, 20.0))
+    cand = _write(work / "cand.jsonl", _served(_rows(seed=2), rate, p99))
+    proc = gate([base, cand, "--json", work / "v.json"], work)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    v = _verdicts(proc.stdout)
+    assert (v["fp32/servetest"], v["fp32/servelat"]) == verdicts
+    assert v["fp32/latency"] == v["fp32/throughput"] == "unchanged"  # the sampled scenarios as before
+    rows = {c["bench_id"]: c for c in json.loads((work / "v.json").read_text())["comparisons"]}
+    serve = rows["fp32/servetest"]
+    assert serve["p_value"] is None and "no p-value" in serve["note"] and serve["ratio"] == pytest.approx(rate / 100)
+    assert serve["unit"] == "req/s" and rows["fp32/servelat"]["unit"] == "ms"
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("fp32/servetest"))
+    assert " -5% " in line and "req/s" in line  # the limit points down for a rate
+    assert " +5% " in next(ln for ln in proc.stdout.splitlines() if ln.startswith("fp32/servelat"))
+    assert "one-value scenarios = ratio past the limit alone" in proc.stdout
+    names = [ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("fp32/")]
+    assert names == ["fp32/latency", "fp32/throughput", "fp32/servetest", "fp32/servelat", "fp32/top1"]
+
+
+def test_failed_variant_is_broken_in_every_scenario_the_baseline_had(work: Path, gate, one_value_scenarios):
+    base = _write(work / "base.jsonl", _served(_rows(seed=1), 100.0, 20.0))
+    cand = _write(work / "cand.jsonl", [_status_row("fp32")])
+    proc = gate([base, cand], work)
+    assert proc.returncode == 1
+    assert set(_verdicts(proc.stdout).values()) == {"BROKEN"} and len(_verdicts(proc.stdout)) == 5
+
+
+def test_scenario_unknown_here_is_skipped_not_guessed(work: Path, gate):
+    """Runs after the tests above: their scenarios are gone again, so their rows read as unknown."""
+    from bench.scenarios import all_scenarios
+
+    assert not {"servetest", "servelat"} & {s.name for s in all_scenarios()}
+    base = _write(work / "base.jsonl", _served(_rows(seed=1), 100.0, 20.0))
+    cand = _write(work / "cand.jsonl", _served(_rows(seed=2), 50.0, 20.0))
+    proc = gate([base, cand], work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    v = _verdicts(proc.stdout)
+    assert v["fp32/servetest"] == "skipped" and v["fp32/latency"] == "unchanged"
+    assert "scenario 'servetest' is unknown to this optbench" in proc.stdout
+    assert "PASS: no regression; 3 compared, 2 skipped" in proc.stdout
+
+
 def _pytest_benchmark_json(tmp_path: Path, name: str) -> Path:
     """A real pytest-benchmark JSON from a tiny benchmark with optbench's extra_info."""
     d = tmp_path / f"pb-{name}"
@@ -262,6 +453,12 @@ def test_pytest_benchmark_json_and_missing_samples(work: Path, tmp_path: Path, g
     stripped.write_text(json.dumps(doc))
     proc = gate([stripped, a], work)
     assert proc.returncode == 2 and "--benchmark-save-data" in proc.stderr and proc.stderr.count("\n") == 1
+    # pytest bench records the checkpoint in the file's optbench block: two checkpoints are refused there too.
+    for name, sha in (("ck-a.json", SHA), ("ck-b.json", OTHER_SHA)):
+        (work / name).write_text(json.dumps({**json.loads(a.read_text()), "optbench": {"checkpoint_sha256": sha}}))
+    assert gate([work / "ck-a.json", work / "ck-a.json"], work).returncode == 0
+    proc = gate([work / "ck-a.json", work / "ck-b.json"], work)
+    assert proc.returncode == 2 and f"candidate {OTHER_SHA[:12]}" in proc.stderr
 
 
 def test_cli_one_line_error_in_a_real_process(tmp_path: Path, cli):

@@ -53,7 +53,7 @@ def test_torchao_int8_on_cuda(tiny_loaded, tmp_path):
 
 
 def test_end_to_end_host_batch_is_pinned():
-    from bench.scenarios.base import host_batch
+    from bench.scenarios.batch import host_batch
 
     x = host_batch((3, 8, 8), 2, 0, "cuda")
     assert x.is_pinned() and x.device.type == "cpu"

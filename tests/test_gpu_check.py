@@ -14,12 +14,25 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bench.tools import gpu_check, gpu_timers_check
-from bench.tools.gpu_check import OUTPUT_FILES
+from bench.tools.gpu_check.cli import main, parse_recipes
+from bench.tools.gpu_check.outcomes import outcome_table, recipe_outcomes, trimmed
+from bench.tools.gpu_check.outputs import OUTPUT_FILES
+from bench.tools.gpu_check.plan import DRY_RECIPES, GPU_RECIPES, make_plan
+from bench.tools.gpu_check.process import KILL_GRACE_S, Step, run_step
+from bench.tools.gpu_check.profile_step import profile_command, summarize_trace
+from bench.tools.gpu_check.pytest_step import pytest_order, pytest_results
+from bench.tools.gpu_check.recipes import choose_recipes, recipe_steps, serve_option, unknown_recipes
+from bench.tools.gpu_check.sweep import sweep_command
+from bench.tools.gpu_check.timers_check import main as timers_main
+from bench.tools.gpu_check.timers_passes import Calls, one_pass_both_clocks, separate_passes, stats
+from bench.tools.gpu_check.timers_reading import reading
+from bench.tools.gpu_check.timers_step import timers_command
+from bench.tools.gpu_check.wheels import GPU_WHEELS, fetch_args, unpack_wheels, wheel_fits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +52,7 @@ def fake_wheel(folder: Path, name: str, version: str, tag: str = "py3-none-any")
 
 @pytest.mark.slow
 def test_dry_run_through_make_writes_at_most_eight_files(tmp_path):
-    """The whole check on this CPU, as ``make gpu-check OUT=DIR WHEELS=DIR`` runs it (68 s on the 2-vCPU EPYC)."""
+    """The whole check on this CPU, as ``make gpu-check OUT=DIR WHEELS=DIR`` runs it from the user's own folder."""
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     fake_wheel(wheels, "gpucheckdemo", "0.1")
@@ -96,22 +109,23 @@ def test_dry_run_through_make_writes_at_most_eight_files(tmp_path):
         (["--out", "{tmp}/o", "--minutes", "0"], "--minutes must be between"),
         (["--out", "{tmp}/busy"], "holds other files"),
         (["--out", "{tmp}/o", "--nonsense"], "unrecognized arguments"),
+        (["--out", "{tmp}/o", "--recipes", "fp32,trt(fp16"], "unbalanced"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(run_in_process, tmp_path, args, message):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("x")
-    code, _, err = run_in_process(gpu_check.main, [a.replace("{tmp}", str(tmp_path)) for a in args])
+    code, _, err = run_in_process(main, [a.replace("{tmp}", str(tmp_path)) for a in args])
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error:") and message in err
 
 
 def test_timers_check_bad_input(run_in_process, tmp_path):
-    code, _, err = run_in_process(gpu_timers_check.main, ["--out", str(tmp_path / "t.json"), "--batches", "1,x"])
+    code, _, err = run_in_process(timers_main, ["--out", str(tmp_path / "t.json"), "--batches", "1,x"])
     assert code == 2 and err.startswith("error:") and "--batches" in err
 
 
 def test_gpu_plan_fits_eight_minutes_and_names_every_cuda_recipe():
-    plan = gpu_check.make_plan("gpu")
+    plan = make_plan("gpu")
     assert plan.total_s == 480 and plan.device == "cuda" and (plan.model, plan.img_size) == ("resnet50", 224)
     setup_s, timers_cap = 30, plan.timers_s + 20  # the timers step's own cap (imports included)
     sweep_left = plan.total_s - setup_s - timers_cap - plan.profile_s - plan.pytest_min_s - plan.margin_s
@@ -119,36 +133,56 @@ def test_gpu_plan_fits_eight_minutes_and_names_every_cuda_recipe():
     assert plan.recipes[0] == "fp32" and set(plan.recipes) == {
         "fp32", "fp32-cl", "fp16", "bf16", "compile(fp16)", "compile(reduce-overhead,fp16)", "torchao(int8-dynamic)",
     }  # fmt: skip
-    command = gpu_check.sweep_command(plan, Path("/r"), "gpu-check-gpu", 150)
+    command = sweep_command(plan, Path("/r"), "gpu-check-gpu", 150)
     for pair in (["--device", "cuda"], ["--model", "resnet50"], ["--img-size", "224"], ["--num-classes", "1000"]):
         assert command[command.index(pair[0]) + 1] == pair[1]
     assert command[command.index("--recipes") + 1] == ",".join(plan.recipes)
     assert {"--random-init", "--quick", "--no-progress"} <= set(command) and "--serve" not in command
-    assert "--serve" in gpu_check.sweep_command(gpu_check.replace(plan, serve=True), Path("/r"), "x", 150)
-    timers = gpu_check.timers_command(plan, Path("/o/timers.json"))
+    assert "--serve" in sweep_command(replace(plan, serve=True), Path("/r"), "x", 150)
+    timers = timers_command(plan, Path("/o/timers.json"))
     assert timers[timers.index("--batches") + 1] == "1,128" and timers[timers.index("--device") + 1] == "cuda"
-    profile = gpu_check.profile_command(plan, Path("/r"), "p")
+    profile = profile_command(plan, Path("/r"), "p")
     assert profile[profile.index("--target") + 1] == "infer" and profile[profile.index("--device") + 1] == "cuda"
 
 
 def test_every_planned_recipe_is_a_step_of_optim_list(cli):
     proc = cli(["optim", "list"])
     assert proc.returncode == 0, proc.stderr
-    steps = gpu_check.recipe_steps(proc.stdout)
+    steps = recipe_steps(proc.stdout)
     assert {"fp32", "compile", "torchao", "trt"} <= steps
-    assert gpu_check.unknown_recipes([*gpu_check.GPU_RECIPES, *gpu_check.DRY_RECIPES], steps) == []
-    assert gpu_check.unknown_recipes(["fp32", "prune(0.5)+trt(fp16)", "turbo(9)"], steps) == ["turbo(9)"]
+    assert unknown_recipes([*GPU_RECIPES, *DRY_RECIPES], steps) == []
+    assert unknown_recipes(["fp32", "prune(0.5)+trt(fp16)", "turbo(9)"], steps) == ["turbo(9)"]
+
+
+def test_recipes_option_and_the_listing_decide_what_the_sweep_runs():
+    """``--recipes`` as docs/gpu.md writes it for max-autotune is one recipe, not three; packages add recipes on a
+    GPU only; a step the listing lacks is left out with a note, and a listing that failed (no names) drops none."""
+    assert parse_recipes("fp32, compile(max-autotune,fp16,cudnn-convs)") == (
+        "fp32", "compile(max-autotune,fp16,cudnn-convs)",
+    )  # fmt: skip
+    assert parse_recipes(None) == ()
+    gpu, dry = make_plan("gpu"), make_plan("dry")
+    steps = {"fp32", "fp32-cl", "compile", "torchao", "fp16", "bf16", "trt"}
+    packages = {"torch-tensorrt": "2.14.0", "onnxruntime-gpu": None}
+    recipes, notes = choose_recipes(gpu, (), packages, steps)
+    assert recipes == (*GPU_RECIPES, "trt(fp16)", "trt(int8)") and "torch-tensorrt is installed" in notes[0]
+    assert choose_recipes(dry, (), packages, steps) == (DRY_RECIPES, [])
+    recipes, notes = choose_recipes(gpu, ("compile(fp16)", "torchao(int8-dynamic)"), packages, steps - {"torchao"})
+    assert recipes == ("fp32", "compile(fp16)") and notes == [
+        "left out, not a recipe step of python -m optim list here: torchao(int8-dynamic)"
+    ]
+    assert choose_recipes(gpu, ("turbo(9)",), {}, set()) == (("fp32", "turbo(9)"), [])
 
 
 def test_serve_is_enabled_only_when_bench_help_lists_it_as_a_flag():
-    assert gpu_check.serve_option("  --serve               measure the serve scenario\n")[0] is True
-    on, note = gpu_check.serve_option("  --serve RATE          requests per second\n")
+    assert serve_option("  --serve               measure the serve scenario\n")[0] is True
+    on, note = serve_option("  --serve RATE          requests per second\n")
     assert on is False and "--sweep-args" in note
-    assert gpu_check.serve_option("  --server-log FILE\n  --rounds ROUNDS\n")[0] is False
+    assert serve_option("  --server-log FILE\n  --rounds ROUNDS\n")[0] is False
 
 
 def test_wheel_tags_this_machine_can_use():
-    fits = gpu_check.wheel_fits
+    fits = wheel_fits
     assert fits("tabulate-0.10.0-py3-none-any.whl", (3, 12), "x86_64") is None
     assert fits("torchao-0.17.0-cp310-abi3-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl", (3, 12), "x86_64") is None
     assert "CPython 3.9" in fits("torchao-0.17.0-cp310-abi3-manylinux_2_28_x86_64.whl", (3, 9), "x86_64")
@@ -165,7 +199,7 @@ def test_carried_wheels_unpack_only_what_the_machine_lacks(tmp_path):
     fake_wheel(wheels, "gpucheckdemo", "0.1")
     fake_wheel(wheels, "pytest", "1.0")  # installed here: the machine's own build wins
     fake_wheel(wheels, "winonly", "1.0", "cp311-cp311-win_amd64")
-    report = {r["package"]: r for r in gpu_check.unpack_wheels(wheels, site)}
+    report = {r["package"]: r for r in unpack_wheels(wheels, site)}
     assert report["gpucheckdemo"]["action"] == "unpacked" and (site / "gpucheckdemo" / "__init__.py").is_file()
     assert report["pytest"]["action"] == "not needed" and "the machine has pytest" in report["pytest"]["why"]
     assert report["winonly"]["action"] == "ignored" and "win_amd64" in report["winonly"]["why"]
@@ -173,12 +207,10 @@ def test_carried_wheels_unpack_only_what_the_machine_lacks(tmp_path):
 
 
 def test_fetch_command_asks_pip_for_tags_every_lent_machine_can_use(tmp_path):
-    args = gpu_check.fetch_args(tmp_path)
+    args = fetch_args(tmp_path)
     assert {"--no-deps", "--only-binary=:all:"} <= set(args) and args[args.index("--python-version") + 1] == "3.10"
     assert "abi3" in args and "none" in args and "manylinux_2_17_x86_64" in args
-    assert all("==" in pin for pin in gpu_check.GPU_WHEELS) and any(
-        p.startswith("torchao==") for p in gpu_check.GPU_WHEELS
-    )
+    assert all("==" in pin for pin in GPU_WHEELS) and any(p.startswith("torchao==") for p in GPU_WHEELS)
 
 
 def _alive(pid: int) -> bool:
@@ -194,26 +226,26 @@ def test_a_step_past_its_deadline_is_stopped_with_everything_it_started(tmp_path
     script = (
         "import subprocess, time; p = subprocess.Popen(['sleep', '120']); print(p.pid, flush=True); time.sleep(120)"
     )
-    step = gpu_check.Step("slow")
+    step = Step("slow")
     started = time.monotonic()
-    gpu_check.run_step(step, [sys.executable, "-c", script], dict(os.environ), tmp_path / "slow.log", 6)
-    assert step.status == "stopped" and time.monotonic() - started < 6 + gpu_check.KILL_GRACE_S + 10
+    run_step(step, [sys.executable, "-c", script], dict(os.environ), tmp_path / "slow.log", 6)
+    assert step.status == "stopped" and time.monotonic() - started < 6 + KILL_GRACE_S + 10
     grandchild = int((tmp_path / "slow.log").read_text().split()[0])
     time.sleep(0.5)
     assert not _alive(grandchild)  # the whole process group went with it
-    assert gpu_check.run_step(gpu_check.Step("late"), ["true"], {}, tmp_path / "late.log", 2).status == "not run"
+    assert run_step(Step("late"), ["true"], {}, tmp_path / "late.log", 2).status == "not run"
 
 
 def test_pytest_output_is_read_per_test_and_max_autotune_runs_last():
     ids = ["t.py::a", "t.py::b[compile(max-autotune,fp16)]", "t.py::c"]
-    assert gpu_check.pytest_order(ids) == ["t.py::a", "t.py::c", "t.py::b[compile(max-autotune,fp16)]"]
+    assert pytest_order(ids) == ["t.py::a", "t.py::c", "t.py::b[compile(max-autotune,fp16)]"]
     output = (
         "tests/test_gpu.py::test_a PASSED                [ 25%]\n"
         "tests/test_gpu.py::test_b[compile(reduce-overhead)] FAILED [ 50%]\n"
         "tests/test_gpu.py::test_c SKIPPED (no CUDA device) [ 75%]\n"
         "tests/test_gpu.py::test_a ERROR                 [ 75%]\n"
     )
-    assert gpu_check.pytest_results(output) == {
+    assert pytest_results(output) == {
         "tests/test_gpu.py::test_a": "ERROR",
         "tests/test_gpu.py::test_b[compile(reduce-overhead)]": "FAILED",
         "tests/test_gpu.py::test_c": "SKIPPED",
@@ -232,7 +264,7 @@ def test_recipe_outcomes_say_measured_skipped_failed_or_not_reached():
         _row("torchao(int8-dynamic)", "*", "failed", error="timed out after 150s"),
     ]
     recipes = ["fp32", "compile(fp16)", "fp16", "torchao(int8-dynamic)", "bf16"]
-    out = {o["recipe"]: o for o in gpu_check.recipe_outcomes(recipes, rows, stopped=True)}
+    out = {o["recipe"]: o for o in recipe_outcomes(recipes, rows, stopped=True)}
     assert out["compile(fp16)"]["status"] == "measured"
     assert out["compile(fp16)"]["latency"]["speedup"] == pytest.approx(1.25)
     assert out["compile(fp16)"]["latency"]["ci95"] == [pytest.approx(1 / 0.9), pytest.approx(1 / 0.7)]
@@ -240,10 +272,10 @@ def test_recipe_outcomes_say_measured_skipped_failed_or_not_reached():
     assert (out["fp16"]["status"], out["fp16"]["reason"]) == ("skipped", "step fp16 runs only on cuda")
     assert out["torchao(int8-dynamic)"]["status"] == "failed" and "timed out" in out["torchao(int8-dynamic)"]["reason"]
     assert out["bf16"]["status"] == "not reached" and out["fp32"]["status"] == "not written"
-    table = "\n".join(gpu_check.outcome_table(list(out.values())))
+    table = "\n".join(outcome_table(list(out.values())))
     assert "| compile(fp16) | measured | 3.700 | 3.100 | 1.25x (1.11-1.43) | 128 | 17,000 |" in table
-    trimmed = gpu_check.trimmed({"samples_ms": [1.0] * 500, "slice_lengths": list(range(100)), "p50_ms": 1.0})
-    assert trimmed == {"slice_lengths": "<100 values left out>", "p50_ms": 1.0}
+    kept = trimmed({"samples_ms": [1.0] * 500, "slice_lengths": list(range(100)), "p50_ms": 1.0})
+    assert kept == {"slice_lengths": "<100 values left out>", "p50_ms": 1.0}
 
 
 def test_trace_summary_counts_cuda_kernels(tmp_path):
@@ -253,9 +285,9 @@ def test_trace_summary_counts_cuda_kernels(tmp_path):
         {"cat": "cpu_op", "name": "aten::conv"}
     ]
     (trace_dir / "infer.1.pt.trace.json").write_text(json.dumps({"traceEvents": events}))
-    lines, kernels = gpu_check.summarize_trace(tmp_path)
+    lines, kernels = summarize_trace(tmp_path)
     assert kernels == 3 and any("sm90_xmma_fprop" in x and "3 calls" in x for x in lines)
-    assert gpu_check.summarize_trace(tmp_path / "none") == (["no trace file was written"], 0)
+    assert summarize_trace(tmp_path / "none") == (["no trace file was written"], 0)
 
 
 class _StandInEvent:
@@ -289,9 +321,9 @@ def test_cuda_passes_run_with_events_and_read_the_sm_clock(monkeypatch, tmp_path
     model = (
         timm.create_model("resnet10t", pretrained=False, num_classes=10).eval().to(memory_format=torch.channels_last)
     )
-    calls = gpu_timers_check.Calls(torch, model, "fp32-cl", 1, 32, "cpu", 0)
-    both = gpu_timers_check.one_pass_both_clocks(calls, True, 0.05, 3)
-    separate = gpu_timers_check.separate_passes(calls, True, 0.05, 3)
+    calls = Calls(torch, model, "fp32-cl", 1, 32, "cpu", 0)
+    both = one_pass_both_clocks(calls, True, 0.05, 3)
+    separate = separate_passes(calls, True, 0.05, 3)
     assert all(len(both[m][c]) >= 3 for m in ("end_to_end", "device_only") for c in ("wall", "events", "launch"))
     assert all(e <= w for e, w in zip(both["device_only"]["events"], both["device_only"]["wall"], strict=True))
     assert separate["events_device_only"]["timer"] == "cuda_events"
@@ -301,13 +333,13 @@ def test_cuda_passes_run_with_events_and_read_the_sm_clock(monkeypatch, tmp_path
     cfg = {
         "variant": "fp32-cl",
         "batch": 1,
-        "one_pass": {m: {c: gpu_timers_check.stats(s, 1) for c, s in clocks.items()} for m, clocks in both.items()},
+        "one_pass": {m: {c: stats(s, 1) for c, s in clocks.items()} for m, clocks in both.items()},
         "separate_passes": {
-            k: {**gpu_timers_check.stats(p["samples_s"], 1), "sm_clock_mhz_before": p["sm_clock_mhz_before"]}
+            k: {**stats(p["samples_s"], 1), "sm_clock_mhz_before": p["sm_clock_mhz_before"]}
             for k, p in separate.items()
         },
     }
-    assert any("channels_last conversion" in line for line in gpu_timers_check.reading(cfg, True))
+    assert any("channels_last conversion" in line for line in reading(cfg, True))
 
 
 def _stats(p50: float) -> dict[str, float]:
@@ -332,11 +364,11 @@ def test_reading_names_the_explanation_the_numbers_support():
             "events_device_only_sliced": {**_stats(5.1), "sm_clock_mhz_before": 1980},
         },
     }
-    text = " | ".join(gpu_timers_check.reading(cfg, True))
+    text = " | ".join(reading(cfg, True))
     assert "reproduced" in text and "not reproduced" not in text
     assert "as it must be" in text and "launch-bound" in text and "pass effect" in text
     assert "SM clock moved between passes: 1200-1980 MHz" in text
     assert "bursts vs sustained" in text and "18% below" in text
     cfg["separate_passes"]["events_device_only"]["p50_ms"] = 5.9
-    assert "not reproduced" in gpu_timers_check.reading(cfg, True)[0]
-    assert gpu_timers_check.reading(cfg, False)[0].startswith("dry run")
+    assert "not reproduced" in reading(cfg, True)[0]
+    assert reading(cfg, False)[0].startswith("dry run")

@@ -128,7 +128,7 @@ def test_session_uses_the_harness_thread_count(tiny_loaded, tmp_path):
     "recipe, message",
     [
         ("ort(opset=5)", "opset must be between"),
-        ("ort(opset=x)", "must be int"),
+        ("ort(opset=x)", "must be an integer"),
         ("ort(fast=1)", "unknown ort argument"),
         ("ort+ort", "cannot run after ort"),
     ],

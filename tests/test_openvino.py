@@ -105,11 +105,34 @@ def test_ptq_ov_options_are_checked_when_parsed():
 
     assert str(parse("ptq(ov,preset=mixed,subset_size=32)")) == "ptq(ov,preset=mixed,subset_size=32)"
     for bad, needle in [
-        ("ptq(ov,preset=fast)", "preset must be one of"),
-        ("ptq(ov,keep=ends)", "keep= is not"),
-        ("ov(int4)", "ov takes one precision"),
+        ("ptq(ov,preset=fast)", "unknown ptq preset 'fast'"),
+        ("ptq(ov,keep=ends)", "unknown ptq argument 'keep'"),
+        ("ov(int4)", "unknown ov precision 'int4'"),
     ]:
         with pytest.raises(InputError, match=needle):
             parse(bad)
-    plan = [r for r, _ in parse("ptq(ov)").steps[-1].spec.fallbacks(parse("ptq(ov)"))]
+    plan = [r for r, _ in parse("ptq(ov)").fallbacks()]
     assert plan == ["ptq(ov,preset=mixed)", "ptq(ov,accuracy_control=1)"]
+
+
+def test_accuracy_control_keeps_the_commands_max_drop(tiny_ckpt, tmp_path, monkeypatch):
+    """``--max-drop 3.5`` reaches NNCF as 0.035, not a fixed one-point budget: options -> BuildSettings -> context."""
+    import nncf
+
+    from optim.cli import producer_run
+    from optim.quantize import build_parser
+    from optim.variant import build
+
+    seen = {}
+
+    def record(model, dataset, validation, metric, max_drop, drop_type, **kwargs):
+        seen["max_drop"] = max_drop
+        return nncf.quantize(model, dataset, **kwargs)  # the plain quantization: only the budget is under test
+
+    monkeypatch.setattr(nncf, "quantize_with_accuracy_control", record)
+    args = build_parser().parse_args([str(tiny_ckpt), "--backend", "ov", "--max-drop", "3.5", "--calib-size", "32"])
+    recipe = "ptq(ov,accuracy_control=1,subset_size=16)"
+    run = producer_run(args, recipe, needs_data=True)
+    variant = build(recipe, run.loaded, run.context(tmp_path / "v"))
+    assert seen["max_drop"] == pytest.approx(0.035)
+    assert "held-out train images" in variant.manifest["steps"][-1]["accuracy_control"]

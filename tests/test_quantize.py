@@ -192,11 +192,11 @@ def test_over_budget_is_reported_never_hidden(tiny_ckpt, cli, tmp_path):
     "recipe, message",
     [
         ("ptq(foo)", "unknown ptq backend"),
-        ("ptq(x86,calib=entropy)", "calib for x86 must be one of"),
-        ("ptq(ort,calib=histogram)", "calib for ort must be one of"),
+        ("ptq(x86,calib=entropy)", "unknown ptq calib 'entropy'; choose one of: histogram, minmax"),
+        ("ptq(ort,calib=histogram)", "unknown ptq calib 'histogram'; choose one of: minmax,"),
         ("ptq(ort,keep=abc)", "keep must be ends"),
         ("ptq(ort,wrapper=cpp)", "unknown ptq argument 'wrapper'; known: calib, keep, opset, slim"),
-        ("ptq(x86,wrapper=java)", "wrapper must be one of"),
+        ("ptq(x86,wrapper=java)", "unknown ptq wrapper 'java'"),
         ("qat(tensorrt)", "unknown qat backend"),
         ("qat(x86,epochs=0)", "epochs must be positive"),
         ("dynamic(1)", "takes no arguments"),
@@ -213,6 +213,18 @@ def test_recipes_and_aliases_parse():
     assert parse("ort-int8").steps[0].args["backend"] == "ort"
     assert parse("qat(x86,epochs=2)").steps[0].args["epochs"] == 2
     assert parse("ptq(x86,wrapper=python)").steps[0].args["wrapper"] == "python"
+
+
+def test_fallbacks_keep_the_backend_options_the_recipe_wrote():
+    plan = [recipe for recipe, _ in parse("prune(0.5)+ptq(x86,wrapper=python)").fallbacks()]
+    assert plan[:2] == [
+        "prune(0.5)+ptq(x86,wrapper=python,calib=minmax)",
+        "prune(0.5)+ptq(x86,wrapper=python,keep=ends)",
+    ]
+    assert [r for r, _ in parse("ptq(ort,calib=entropy,keep=ends)").fallbacks()][:2] == [
+        "ptq(ort,calib=percentile)",
+        "ptq(ort)",
+    ]
 
 
 @pytest.mark.parametrize(

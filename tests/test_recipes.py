@@ -108,6 +108,42 @@ def _example(name: str) -> str:
 def test_optim_list_prints_every_step_and_default_recipes(cli):
     proc = cli(["optim", "list"])
     assert proc.returncode == 0, proc.stderr
-    for usage in ("prune(RATIO", "compile[(", "trt[("):
+    for usage in (
+        "prune(RATIO",
+        "compile[(default|max-autotune|reduce-overhead[,freezing|no-freezing][,bf16]",
+        "trt[(",
+    ):
         assert usage in proc.stdout
     assert "default recipes on cpu:" in proc.stdout and "prune(0.3)" in proc.stdout
+    prune = cli(["optim", "list", "prune"]).stdout
+    assert "  finetune=N: fine-tuning epochs on the train split (default 2)" in prune
+
+
+def test_optim_list_ptq_prints_each_backend_and_its_options(cli):
+    out = cli(["optim", "list", "ptq"]).stdout
+    assert "backends (a bare ptq uses ort on cpu, tensorrt on cuda):" in out
+    for line in (
+        "  x86: ",
+        "      wrapper=cpp|python: ",
+        "  ort: ",
+        "      calib=minmax|entropy|percentile: ",
+        "  ov: ",
+    ):
+        assert line in out, line
+    assert "list ptq)" not in out  # it describes the backends, it does not point to itself
+
+
+def test_every_step_describes_its_arguments():
+    for spec in list_steps():
+        for arg in spec.arg_list():
+            assert arg.help, f"{spec.name}: {arg.name}"
+        assert spec.usage.startswith(spec.name)
+
+
+def test_callers_ask_the_parsed_recipe():
+    assert parse("compile(bf16)").search_candidate() and not parse("compile").search_candidate()
+    assert parse("ov(bf16)").search_candidate() and not parse("ov").search_candidate()
+    assert parse("prune(0.5)+ort-int8").calibrates() is True and parse("qat(x86)").calibrates() == "QAT: ranges learned"
+    assert parse("prune(0.5)").calibrates() is False and parse("prune(0.5)").fallbacks() == []
+    assert parse("ptq(ov)").needs("cpu") == ("x86_avx2",) and parse("ptq").needs("cpu") == ()
+    assert parse("ptq(x86)").reload_compiles("cpu") and not parse("ptq(ort)").reload_compiles("cpu")

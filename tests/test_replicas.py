@@ -214,7 +214,7 @@ def test_a_slice_warms_up_only_while_calls_are_shorter_than_the_slice(monkeypatc
 
     from bench.measure import quiesce
     from bench.run.server import _Server
-    from bench.scenarios.base import TimedCall
+    from bench.scenarios.batch import TimedCall
     from models.timers import WallTimer
 
     calls = []

@@ -12,18 +12,18 @@ import torch
 
 from data.errors import InputError, MissingDependencyError
 from optim import BuildContext, build, parse
-from optim.tensorrt import engine_cache_key, missing_reason, parse_trt_args, require_torch_tensorrt
+from optim.tensorrt import engine_cache_key, missing_reason, require_torch_tensorrt
 
 HAS_TRT = torch.cuda.is_available() and importlib.util.find_spec("torch_tensorrt") is not None
 INSTALLED = "torch-tensorrt and CUDA are installed: the missing-dependency path is not reachable"
 
 
-@pytest.mark.parametrize("args, precision", [((), "fp16"), (("fp16",), "fp16"), (("int8",), "int8")])
-def test_parse_trt_args(args, precision):
-    assert parse_trt_args(args)["precision"] == precision
+@pytest.mark.parametrize("recipe, precision", [("trt", None), ("trt(fp16)", "fp16"), ("trt(int8)", "int8")])
+def test_parse_trt_args(recipe, precision):
+    assert parse(recipe).steps[0].args.get("precision") == precision  # left out: the step's default, fp16
 
 
-@pytest.mark.parametrize("recipe, message", [("trt(int4)", "fp16, int8"), ("trt(fp16,int8)", "one precision")])
+@pytest.mark.parametrize("recipe, message", [("trt(int4)", "fp16, int8"), ("trt(fp16,int8)", "precision given twice")])
 def test_bad_trt_arguments_fail_at_parse(recipe, message):
     with pytest.raises(InputError) as err:
         parse(recipe)

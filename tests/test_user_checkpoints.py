@@ -212,3 +212,46 @@ def test_a_sweep_whose_reference_failed_exits_1(cli, tiny_ckpt, tmp_path, instal
     assert "the fp32 reference was not measured" in proc.stderr.splitlines()[-1]
     rows = _rows(tmp_path / "results" / "runs" / "g")
     assert any(r["recipe"] == "fp32-cl" and r["status"] == "ok" and "measured unpaired" in r["note"] for r in rows)
+
+
+WRONG_HEAD = textwrap.dedent(
+    """
+    import timm
+    from torch import nn
+
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = timm.create_model("resnet10t", pretrained=False, num_classes=0)
+            self.head = nn.Linear(100, 3)  # sized for another feature width: resnet10t gives 512
+
+        def forward(self, x):
+            return self.head(self.backbone(x))
+
+
+    def build():
+        return Net()
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["bench", "optim.quantize"])
+def test_a_model_whose_forward_fails_is_one_line_naming_it(run_in_process, tmp_path, monkeypatch, command):
+    """Typed from the user's own folder with relative paths: the model, the input shape and the error, exit 2."""
+    import importlib
+    import sys
+
+    (tmp_path / "wrong_head.py").write_text(WRONG_HEAD)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save({"state_dict": importlib.import_module("wrong_head").build().state_dict()}, tmp_path / "mine.pt")
+    main = importlib.import_module("bench.cli" if command == "bench" else command).main
+    try:
+        code, _, err = run_in_process(main, ["mine.pt", "--model", "wrong_head:build"])
+    finally:
+        sys.modules.pop("wrong_head", None)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "wrong_head:build fails on an input of shape (1, 3, 176, 176)" in lines[0]
+    assert "mat1 and mat2 shapes cannot be multiplied" in lines[0]

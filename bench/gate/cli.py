@@ -5,7 +5,7 @@ Two ways to get the two sides:
 - ``python -m bench.gate BASELINE CANDIDATE``: files from ``python -m bench`` (``results.jsonl``) or
   ``pytest bench --benchmark-json`` (either side may be either format; BASELINE may be a folder such as
   ``results/baselines/``). Both must come from the same machine (CPU, GPU, threads, torch/ORT/TensorRT)
-  unless ``--allow-machine-mismatch``.
+  unless ``--allow-machine-mismatch``, and from the same checkpoint unless ``--allow-other-checkpoint``.
 - ``python -m bench.gate --ab BASE_REF``: measure BASE_REF and the working tree alternately in this job
   (see :mod:`bench.gate.ab`): the remedy for runner-to-runner noise, which dwarfs a 10% regression.
 
@@ -20,11 +20,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.gate.checks import checkpoint_check, machine_check
 from bench.gate.config import GateConfig, load_config, parse_alpha, parse_threshold
-from bench.gate.inputs import GateInput, load_input, machine_differences, machines_of, same_machine
+from bench.gate.inputs import GateInput, load_input, machines_of
+from bench.gate.match import matched, order_key
 from bench.gate.report import GateResult, console, write_summary
-from bench.gate.series import Series
-from bench.gate.stats import Comparison, compare_timing, compare_top1, status_comparison
+from bench.gate.series import BUDGET, SAMPLES, VALUE, Series
+from bench.gate.stats import SKIPPED, Comparison, compare_timing
+from bench.gate.values import compare_top1, compare_value, status_comparison
 from data.errors import ArgumentParser, InputError, run_cli
 from models.cli_args import MODEL_HELP, load_spec
 
@@ -45,6 +48,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--alpha", help="significance level of the one-sided Mann-Whitney U test (default 0.001)")
     p.add_argument("--config", help="pyproject.toml to read [tool.optbench.gate] from (default: nearest one)")
     p.add_argument("--allow-machine-mismatch", action="store_true", help="compare files from different machines")
+    p.add_argument(
+        "--allow-other-checkpoint",
+        action="store_true",
+        help="compare runs of different checkpoints (checkpoint_sha256 differs); refused otherwise",
+    )
     p.add_argument("--summary", help=f"Markdown summary path (default: {SUMMARY_NAME} next to the candidate)")
     p.add_argument("--json", dest="json_out", help="also write the verdicts as JSON here")
     ab = p.add_argument_group("same-job A/B mode")
@@ -72,56 +80,37 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def _machine_check(base: GateInput, cand: GateInput, pairs: list[tuple[Series, Series]], allow: bool) -> str:
-    """Return '' when both sides come from one machine; else refuse (exit 2) or, when allowed, a warning line."""
-    diffs: list[str] = []
-    for b, c in pairs:
-        for mb in b.machines:
-            for mc in c.machines:
-                if not same_machine(mb, mc):
-                    diffs += [d for d in machine_differences(mb, mc) if d not in diffs]
-    for side, inp in (("baseline", base), ("candidate", cand)):
-        ms = machines_of(inp)
-        for i, a in enumerate(ms):
-            for other in ms[i + 1 :]:
-                if not same_machine(a, other):
-                    diffs += [f"{side} mixes machines ({d})" for d in machine_differences(a, other)]
-    if not diffs:
-        return ""
-    text = "; ".join(diffs[:4])
-    if not allow:
-        raise InputError(
-            f"baseline and candidate come from different machines ({text}); timings do not compare across "
-            "machines: use a baseline from this machine, A/B mode (--ab), or --allow-machine-mismatch"
-        )
-    return f"this comparison crosses machines ({text}); timing differences may be the hardware, not the code"
+def _judge(b: Series | None, c: Series | None, cfg: GateConfig) -> Comparison:
+    """One benchmark's verdict, by what its scenario keeps: samples (ratio and test), one value, or top-1."""
+    if b is None or c is None or b.status != "ok" or c.status != "ok":
+        return status_comparison(b, c)
+    if c.judged_by == BUDGET:
+        return compare_top1(b, c, cfg.top1_budget_for(c.bench_id, c.device))
+    threshold = cfg.threshold_for(c.bench_id, c.device)
+    if c.judged_by == VALUE or b.judged_by == VALUE:
+        return compare_value(b, c, threshold)
+    return compare_timing(b, c, threshold, cfg.alpha, cfg.run_alpha, cfg.paired_alpha)
 
 
-def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mismatch: bool = False) -> GateResult:
-    """Match benchmarks by (variant, scenario, device) and judge each; raises InputError when nothing overlaps."""
-    keys = list(cand.series) + [k for k in base.series if k not in cand.series]
-    comparable = [
-        (base.series[k], cand.series[k])
-        for k in keys
-        if k in base.series and k in cand.series and base.series[k].status == "ok" and cand.series[k].status == "ok"
-    ]
-    if not comparable:
-        raise InputError(
-            f"no benchmark is in both files: baseline has {_names(base)}; candidate has {_names(cand)} "
-            "(matched by variant, scenario and device)"
-        )
-    machine_note = _machine_check(base, cand, comparable, allow_machine_mismatch)
-    comparisons: list[Comparison] = []
-    for k in keys:
-        b, c = base.series.get(k), cand.series.get(k)
-        if b is None or c is None or b.status != "ok" or c.status != "ok":
-            comparisons.append(status_comparison(b, c))
-        elif c.metric == "top1":
-            comparisons.append(compare_top1(b, c, cfg.top1_budget_for(c.bench_id, c.device)))
-        else:
-            threshold = cfg.threshold_for(c.bench_id, c.device)
-            comparisons.append(compare_timing(b, c, threshold, cfg.alpha, cfg.run_alpha, cfg.paired_alpha))
-    single = [b for b, c in comparable if b.metric != "top1" and min(b.sessions, c.sessions) < 2]
+def compare(
+    base: GateInput,
+    cand: GateInput,
+    cfg: GateConfig,
+    allow_machine_mismatch: bool = False,
+    allow_other_checkpoint: bool = False,
+) -> GateResult:
+    """Match benchmarks by (variant, scenario, device) and judge each; raises InputError when nothing overlaps or
+    nothing could be measured on both sides."""
+    pairs = matched(base, cand)
+    comparable = [(b, c) for b, c in pairs if b is not None and c is not None and b.status == c.status == "ok"]
+    machine_note = machine_check(base, cand, comparable, allow_machine_mismatch)
+    checkpoint_note, checkpoint_warning = checkpoint_check(comparable, allow_other_checkpoint)
+    comparisons = [_judge(b, c, cfg) for b, c in pairs]
+    if not comparable and not any(c.failing for c in comparisons):
+        both = [c for c in comparisons if c.verdict == SKIPPED]
+        shown = "; ".join(f"{c.bench_id}@{c.device} ({c.note})" for c in both[:3])
+        raise InputError(f"nothing to compare: no benchmark ran in both files ({len(both)} skipped: {shown})")
+    single = [b for b, c in comparable if b.judged_by == SAMPLES and min(b.sessions, c.sessions) < 2]
     extra = []
     if single:
         extra.append(
@@ -129,8 +118,7 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
             "code, measured on an idle 16-core box) cannot be told apart from a code change; prefer --ab with "
             "--rounds >= 3, or a threshold above that spread."
         )
-    order = {"latency": 0, "throughput": 1, "time": 2, "top1": 3}
-    comparisons.sort(key=lambda c: (c.device, c.bench_id.rsplit("/", 1)[0], order.get(c.metric, 9)))
+    comparisons.sort(key=lambda c: order_key(c.bench_id, c.device, c.metric))
     return GateResult(
         comparisons=comparisons,
         baseline=base.path,
@@ -139,13 +127,10 @@ def compare(base: GateInput, cand: GateInput, cfg: GateConfig, allow_machine_mis
         paired_alpha=cfg.paired_alpha,
         config_source=_config_text(cfg),
         machine_note=machine_note,
+        checkpoint_note=checkpoint_note,
+        checkpoint_warning=checkpoint_warning,
         extra=extra,
     )
-
-
-def _names(inp: GateInput) -> str:
-    names = sorted(f"{s.bench_id}@{s.device}" for s in inp.series.values())
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") if names else "nothing"
 
 
 def _config_text(cfg: GateConfig) -> str:
@@ -188,6 +173,7 @@ def report(result: GateResult, summary: Path | None, json_out: Path | None) -> i
             "verdict": "fail" if result.failing else "pass",
             "alpha": result.alpha,
             "machine_note": result.machine_note,
+            "checkpoint_note": result.checkpoint_note,
             "baseline": result.baseline,
             "candidate": result.candidate,
             "comparisons": [asdict(c) for c in result.comparisons],
@@ -225,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_worktree=args.keep_worktree,
         )
         base, cand, out_dir = run_ab(ab)
-        result = compare(base, cand, cfg, args.allow_machine_mismatch)
+        # Both sides were handed one checkpoint: a different hash would mean the two trees hash differently,
+        # worth the warning line, not a refused required check.
+        result = compare(base, cand, cfg, args.allow_machine_mismatch, allow_other_checkpoint=True)
         result.extra.append(f"A/B mode: base = {base.path}; head = {cand.path}.")
         summary = Path(args.summary) if args.summary else out_dir / SUMMARY_NAME
         return report(result, summary, Path(args.json_out) if args.json_out else None)
@@ -235,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(f"{args.candidate} is a folder; the candidate must be one file")
     cand = load_input(args.candidate)
     base = load_input(args.baseline, prefer_machines=machines_of(cand))
-    result = compare(base, cand, cfg, args.allow_machine_mismatch)
+    result = compare(base, cand, cfg, args.allow_machine_mismatch, args.allow_other_checkpoint)
     summary = Path(args.summary) if args.summary else Path(args.candidate).parent / SUMMARY_NAME
     return report(result, summary, Path(args.json_out) if args.json_out else None)
 

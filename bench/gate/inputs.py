@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.gate.series import MACHINE_FIELDS, Series, pool, pytest_benchmark_to_series, rows_to_series
+from bench.gate.readers import pytest_benchmark_to_series, rows_to_series
+from bench.gate.series import MACHINE_FIELDS, Series, pool
 from data.errors import InputError
 
 

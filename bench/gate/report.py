@@ -7,15 +7,24 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.gate.series import TOP1
 from bench.gate.stats import (
+    BROKEN,
     FAILING,
     IMPROVED,
     INCONCLUSIVE,
+    MISSING,
+    NEW,
     PAIRED_TEST_NAME,
+    REGRESSION,
     RUN_TEST_NAME,
+    SKIPPED,
     TEST_NAME,
+    UNCHANGED,
     Comparison,
 )
+
+COMPARED = (REGRESSION, IMPROVED, UNCHANGED, INCONCLUSIVE)  # verdicts of benchmarks measured on both sides
 
 HEADERS = [
     "benchmark",
@@ -40,6 +49,8 @@ class GateResult:
     config_source: str
     paired_alpha: float = 0.01
     machine_note: str = ""  # set when the comparison crosses machines (--allow-machine-mismatch)
+    checkpoint_note: str = ""  # the checkpoint both sides measured, or what differs (--allow-other-checkpoint)
+    checkpoint_warning: bool = False
     extra: list[str] = field(default_factory=list)
 
     @property
@@ -61,7 +72,7 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 def _change(c: Comparison) -> str:
-    if c.metric == "top1":
+    if c.metric == TOP1:
         return "-" if c.delta is None else f"{c.delta:+.2f} pt"
     if c.ratio is None or math.isnan(c.ratio):
         return "-"
@@ -71,9 +82,9 @@ def _change(c: Comparison) -> str:
 def _limit(c: Comparison) -> str:
     if c.threshold is None:
         return "-"
-    if c.metric == "top1":
+    if c.metric == TOP1:
         return f"-{c.threshold:g} pt"
-    sign = "-" if c.metric == "throughput" else "+"
+    sign = "-" if c.higher_is_better else "+"
     return f"{sign}{c.threshold * 100:g}%"
 
 
@@ -104,14 +115,24 @@ def rows(result: GateResult) -> list[list[str]]:
     return out
 
 
+def tally(result: GateResult) -> str:
+    """How many benchmarks were compared, and how many were not (new, missing, skipped, broken)."""
+    verdicts = [c.verdict for c in result.comparisons]
+    parts = [f"{sum(v in COMPARED for v in verdicts)} compared"]
+    parts += [f"{verdicts.count(v)} {v.lower()}" for v in (BROKEN, NEW, MISSING, SKIPPED) if v in verdicts]
+    return ", ".join(parts)
+
+
 def headline(result: GateResult) -> str:
     bad = result.failing
     improved = [c for c in result.comparisons if c.verdict == IMPROVED]
     unsure = [c for c in result.comparisons if c.verdict == INCONCLUSIVE]
     if bad:
-        text = f"FAIL: {len(bad)} regression(s): " + ", ".join(f"{c.bench_id} ({c.device})" for c in bad)
+        kinds = [f"{n} {word}" for word, n in _failing_counts(bad) if n]
+        text = f"FAIL: {' and '.join(kinds)}: " + ", ".join(f"{c.bench_id} ({c.device})" for c in bad)
     else:
-        text = f"PASS: no regression in {len(result.comparisons)} benchmark(s)"
+        text = "PASS: no regression"
+    text += f"; {tally(result)}"
     if improved:
         text += f"; {len(improved)} improved"
     if unsure:
@@ -119,13 +140,22 @@ def headline(result: GateResult) -> str:
     return text
 
 
+def _failing_counts(bad: list[Comparison]) -> list[tuple[str, int]]:
+    return [
+        ("regression(s)", sum(c.verdict == REGRESSION for c in bad)),
+        ("broken", sum(c.verdict == BROKEN for c in bad)),
+    ]
+
+
 def method_line(result: GateResult) -> str:
     if any(c.note.startswith("interleaved") for c in result.comparisons):
         test = f"{PAIRED_TEST_NAME} p < {result.paired_alpha:g}"
     else:
         test = f"{TEST_NAME} p < {result.alpha:g} AND {RUN_TEST_NAME}"
+    values = any(c.p_value is None and c.metric != TOP1 and c.verdict in COMPARED for c in result.comparisons)
+    value_rule = "one-value scenarios = ratio past the limit alone (no samples, no test); " if values else ""
     return (
-        f"Regression = change past the limit AND {test}; "
+        f"Regression = change past the limit AND {test}; {value_rule}"
         f"top-1 = drop beyond the budget in points (no test: one deterministic number). "
         f"Settings: {result.config_source}."
     )
@@ -135,6 +165,8 @@ def console(result: GateResult) -> str:
     from tabulate import tabulate
 
     parts = [f"baseline:  {result.baseline}", f"candidate: {result.candidate}"]
+    if result.checkpoint_note:
+        parts.append(("WARNING: " if result.checkpoint_warning else "") + result.checkpoint_note)
     if result.machine_note:
         parts.append(f"WARNING: {result.machine_note}")
     parts += [tabulate(rows(result), headers=HEADERS, tablefmt="simple"), "", method_line(result)]
@@ -150,9 +182,13 @@ def _md_cell(text: str) -> str:
 def markdown(result: GateResult) -> str:
     icon = {"REGRESSION": ":x:", "BROKEN": ":x:", "improved": ":rocket:", "inconclusive": ":grey_question:"}
     lines = [f"## Benchmark gate: {'FAIL' if result.failing else 'PASS'}", "", headline(result), ""]
-    if result.machine_note:
-        lines += [f"> **Warning:** {result.machine_note}", ""]
-    lines += [f"- baseline: `{result.baseline}`", f"- candidate: `{result.candidate}`", ""]
+    for note, warn in ((result.checkpoint_note, result.checkpoint_warning), (result.machine_note, True)):
+        if note and warn:
+            lines += [f"> **Warning:** {note}", ""]
+    lines += [f"- baseline: `{result.baseline}`", f"- candidate: `{result.candidate}`"]
+    if result.checkpoint_note and not result.checkpoint_warning:
+        lines.append(f"- {result.checkpoint_note}")
+    lines.append("")
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
     for c, row in zip(result.comparisons, rows(result), strict=True):

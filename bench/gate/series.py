@@ -1,40 +1,57 @@
-"""A :class:`Series` (the samples of one benchmark), and reading the two formats the gate compares into them:
-``results.jsonl`` rows of ``python -m bench`` and pytest-benchmark JSON of ``pytest bench``. Every field read is
-checked for its shape, so a damaged or hand-edited file is one line of bad input, never a traceback."""
+"""A :class:`Series`: the samples (or the one figure) of one benchmark in one file, and how runs of it pool.
+
+What a benchmark is judged by comes from its scenario (:mod:`bench.scenarios`): which way is better, the unit,
+and how raw per-call times become its figure. The gate names no scenario; it keeps two metrics of its own:
+``top1`` (accuracy, one number judged against a budget in points) and ``time`` (a pytest-benchmark benchmark
+that is no optbench scenario: median ms per call). The readers of the two file formats are in
+:mod:`bench.gate.readers`.
+"""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from bench.scenarios import Scenario, all_scenarios
 from data.errors import InputError
 from models.machine import machine_key
 
 MACHINE_FIELDS = ("cpu_model", "gpu_name", "threads", "torch", "onnxruntime", "tensorrt")
 
-# How each metric is judged: the direction users care about and the unit shown in the report.
-METRICS: dict[str, tuple[bool, str]] = {
-    "latency": (False, "ms"),  # median ms per call at batch 1: lower is better
-    "throughput": (True, "img/s"),  # images per second from the median batch time: higher is better
-    "time": (False, "ms"),  # a pytest-benchmark without optbench extra_info: median ms per call
-    "top1": (True, "%"),  # validation top-1: higher is better, judged against a budget in points
-}
+TOP1 = "top1"  # validation top-1: higher is better, judged against a budget in points
+TIME = "time"  # a pytest-benchmark benchmark without an optbench scenario: median ms per call, lower is better
+OWN_METRICS: dict[str, tuple[bool, str]] = {TIME: (False, "ms"), TOP1: (True, "%")}
+# A failed or skipped row of python -m bench stands for every benchmark of its variant on its device; it is kept
+# under this scenario until the other side says which benchmarks those are (bench.gate.match).
+ANY = "*"
+
+# How a benchmark is judged: a rank test on samples, its one figure against the threshold, or top-1's budget.
+SAMPLES, VALUE, BUDGET = "samples", "value", "budget"
+
+
+def scenario_named(name: str) -> Scenario | None:
+    """The registered scenario of that name, or None (the gate's own metrics, or one this optbench lacks)."""
+    return next((s for s in all_scenarios() if s.name == name), None)
+
+
+def metric_order() -> list[str]:
+    """How a variant's benchmarks are listed: its scenarios in registration order, then the gate's own metrics."""
+    return [s.name for s in all_scenarios()] + list(OWN_METRICS)
 
 
 @dataclass
 class Series:
-    """One benchmark in one file: pooled raw samples (ms per call) or one accuracy number."""
+    """One benchmark in one file: pooled raw samples (ms per call) or one number (top-1, a one-value scenario)."""
 
     variant: str
     scenario: str
     device: str
-    metric: str
+    metric: str  # the scenario's name, or TOP1 / TIME
     samples_ms: list[float] = field(default_factory=list)
     batch_size: int = 1
-    value: float | None = None  # top-1 (points); timing values derive from the samples
+    value: float | None = None  # top-1 (points) or a one-value scenario's figure; timing values derive from samples
     status: str = "ok"
     reason: str = ""
     sessions: int = 0  # how many runs (processes) the samples were pooled from
@@ -45,6 +62,7 @@ class Series:
     # length of each slice, so round r of every run can be put beside round r of the other side.
     pairing: str | None = None
     slice_lengths: list[list[int]] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)  # sha256 of the weights measured, where rows record it
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -56,23 +74,45 @@ class Series:
         return f"{self.variant}/{self.scenario}"
 
     @property
+    def definition(self) -> Scenario | None:
+        """The scenario this benchmark's figure comes from (None for the gate's own metrics)."""
+        return None if self.metric in OWN_METRICS else scenario_named(self.metric)
+
+    @property
+    def judged_by(self) -> str:
+        """SAMPLES (ratio and a test), VALUE (one figure a run: the ratio alone) or BUDGET (top-1)."""
+        if self.metric == TOP1:
+            return BUDGET
+        scen = self.definition
+        return VALUE if scen is not None and scen.samples_field is None else SAMPLES
+
+    @property
     def higher_is_better(self) -> bool:
-        return METRICS[self.metric][0]
+        scen = self.definition
+        return scen.higher_is_better if scen is not None else OWN_METRICS.get(self.metric, (False, ""))[0]
 
     @property
     def unit(self) -> str:
-        return METRICS[self.metric][1]
+        scen = self.definition
+        return scen.unit if scen is not None else OWN_METRICS.get(self.metric, (False, ""))[1]
 
     def metric_value(self) -> float | None:
-        """The headline number: median latency (ms), images/s at the median batch time, or top-1."""
-        if self.metric == "top1":
+        """The headline number: the scenario's figure from the samples (or its one value), the median ms of a
+        plain timing, or top-1."""
+        if self.judged_by != SAMPLES:
             return self.value
         if not self.samples_ms:
             return None
-        median = float(np.median(self.samples_ms))
-        if self.metric == "throughput":
-            return self.batch_size * 1e3 / median if median > 0 else float("nan")
-        return median
+        scen = self.definition
+        if scen is None:
+            return float(np.median(self.samples_ms))
+        return scen.figure_from_samples(self.samples_ms, self.batch_size)
+
+    def as_status(self, scenario: str) -> Series:
+        """This failed/skipped marker (scenario ANY) as the status of one benchmark of its variant."""
+        return Series(
+            self.variant, scenario, self.device, scenario, status=self.status, reason=self.reason, source=self.source
+        )
 
     def runs(self) -> list[list[float]]:
         """The samples split back into the runs they were pooled from."""
@@ -132,147 +172,9 @@ def pool(store: dict[tuple[str, str, str], Series], new: Series) -> None:
     old.chunks.extend(new.chunks)
     old.sessions += new.sessions
     if new.value is not None:
-        # Top-1 of several runs of the same variant: their mean (it is deterministic up to kernel choice).
+        # Top-1 (or a one-value figure) of several runs of the same variant: their mean.
         old.value = new.value if old.value is None else (old.value * (old.sessions - 1) + new.value) / old.sessions
     for m in new.machines:
         if m not in old.machines:
             old.machines.append(m)
-
-
-def _object(value: Any, what: str, source: str) -> dict[str, Any]:
-    """``value`` when it is a JSON object (or absent: empty); anything else is bad input naming the field."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InputError(f"{source}: {what} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _numbers(value: Any, what: str, source: str) -> list[float]:
-    """A non-empty list of finite, non-negative numbers (timings), or bad input naming the field."""
-    ok = (
-        isinstance(value, list)
-        and value
-        and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in value)
-    )
-    if not ok:
-        shown = repr(value)[:60]
-        raise InputError(f"{source}: {what} must be a non-empty list of timings in numbers, got {shown}")
-    return [float(x) for x in value]
-
-
-def _number(value: Any, what: str, source: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{source}: {what} must be a number, got {repr(value)[:60]}")
-    return float(value)
-
-
-def rows_to_series(rows: list[dict[str, Any]], source: str) -> dict[tuple[str, str, str], Series]:
-    store: dict[tuple[str, str, str], Series] = {}
-    top1_seen: set[tuple[str, str, str]] = set()
-    for number, row in enumerate(rows, 1):
-        variant, scenario, device = row.get("variant"), row.get("scenario"), row.get("device")
-        if not variant or not scenario or not device:
-            raise InputError(
-                f"{source}: row {number} lacks variant/scenario/device; is it a results.jsonl of python -m bench?"
-            )
-        variant, scenario, device = str(variant), str(scenario), str(device)
-        status = str(row.get("status", "ok"))
-        if status != "ok":
-            reason = str(row.get("error") or row.get("reason") or status)
-            for scen in ("latency", "throughput", "top1"):
-                s = Series(variant, scen, device, scen, status=status, reason=reason, source=source)
-                pool(store, s)
-            continue
-        fp = _object(row.get("fingerprint"), f"row {number} fingerprint", source) or None
-        run = row.get("run_id")
-        if scenario in ("latency", "throughput"):
-            samples = row.get("samples_ms")
-            if samples is None or samples == []:
-                raise InputError(
-                    f"{source}: {variant}/{scenario} has no samples_ms; re-run python -m bench (rows of "
-                    "schema 1 keep every sample)"
-                )
-            samples = _numbers(samples, f"row {number} samples_ms", source)
-            s = Series(
-                variant,
-                scenario,
-                device,
-                scenario,
-                samples_ms=[float(x) for x in samples],
-                batch_size=int(_number(row.get("batch_size"), f"row {number} batch_size", source) or 1),
-                sessions=1,
-                chunks=[len(samples)],
-                source=source,
-            )
-            lengths = row.get("slice_lengths")
-            pairing = row.get("pairing") if isinstance(row.get("pairing"), dict) else {}
-            if pairing.get("session") and isinstance(lengths, list) and sum(lengths) == len(samples):
-                s.pairing = str(pairing["session"])
-                s.slice_lengths = [[int(n) for n in lengths]]
-            s.add_machine(fp)
-            pool(store, s)
-        top1 = _number(row.get("top1"), f"row {number} top1", source)
-        # One top-1 per variant and run (it is repeated on each scenario row of that run).
-        tkey = (variant, device, str(run))
-        if top1 is not None and tkey not in top1_seen:
-            top1_seen.add(tkey)
-            s = Series(variant, "top1", device, "top1", value=float(top1), sessions=1, source=source)
-            s.add_machine(fp)
-            pool(store, s)
-    return store
-
-
-def _fallback_fingerprint(machine_info: dict[str, Any]) -> dict[str, Any]:
-    """A pytest-benchmark file without our conftest's fingerprint: what its own machine_info can tell."""
-    cpu = machine_info.get("cpu") or {}
-    return {"cpu_model": cpu.get("brand_raw") or machine_info.get("processor") or None}
-
-
-def pytest_benchmark_to_series(doc: dict[str, Any], source: str) -> dict[tuple[str, str, str], Series]:
-    machine_info = _object(doc.get("machine_info"), "machine_info", source)
-    fp = machine_info.get("optbench") if isinstance(machine_info.get("optbench"), dict) else None
-    fp = fp or _fallback_fingerprint(machine_info)
-    store: dict[tuple[str, str, str], Series] = {}
-    benchmarks = doc.get("benchmarks") or []
-    if not isinstance(benchmarks, list):
-        raise InputError(f"{source}: 'benchmarks' must be a list; is this a pytest-benchmark JSON?")
-    for bench in benchmarks:
-        if not isinstance(bench, dict):
-            raise InputError(f"{source}: an entry of 'benchmarks' is not an object; is this a pytest-benchmark JSON?")
-        extra = _object(bench.get("extra_info"), "extra_info", source)
-        name = str(bench.get("name") or bench.get("fullname") or "?")
-        variant = str(extra.get("variant") or name)
-        scenario = str(extra.get("scenario") or "time")
-        device = str(extra.get("device") or fp.get("device") or "cpu")
-        metric = scenario if scenario in ("latency", "throughput") else "time"
-        stats = _object(bench.get("stats"), "stats", source)
-        data = stats.get("data")
-        if data is None or data == []:
-            raise InputError(
-                f"{source}: benchmark {name!r} has no raw samples (stats.data); re-run with --benchmark-json "
-                "(it always keeps them) or --benchmark-save-data"
-            )
-        s = Series(
-            variant,
-            scenario,
-            device,
-            metric,
-            samples_ms=[x * 1e3 for x in _numbers(data, f"{name} stats.data", source)],  # seconds per call
-            batch_size=int(_number(extra.get("batch_size"), f"{name} extra_info.batch_size", source) or 1),
-            sessions=1,
-            chunks=[len(data)],
-            source=source,
-        )
-        s.add_machine(fp)
-        pool(store, s)
-        top1 = _number(extra.get("top1"), f"{name} extra_info.top1", source)
-        if top1 is not None:
-            t = Series(variant, "top1", device, "top1", value=top1, sessions=1, source=source)
-            t.add_machine(fp)
-            # The same variant may have several benchmarks (latency, throughput): one top-1 each time.
-            if t.key not in store:
-                store[t.key] = t
-    return store
+    old.checkpoints = old.checkpoints + [c for c in new.checkpoints if c not in old.checkpoints]

@@ -38,6 +38,7 @@ from bench.gate.inputs import load_file, merge
 from bench.gate.simulate import SimResult, interleaved_sessions, simulate, simulate_interleaved
 from bench.gate.stats import DEFAULT_ALPHA, DEFAULT_PAIRED_ALPHA, DEFAULT_RUN_ALPHA, min_attainable_p, min_samples_for
 from bench.results_io import read_rows
+from bench.scenarios import all_scenarios
 from data.errors import ArgumentParser, InputError, run_cli
 
 
@@ -86,7 +87,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--alpha", default=str(DEFAULT_ALPHA), help="gate significance level (default 0.001)")
     p.add_argument("--slowdown", default="10%", help="injected slowdown (default 10%%)")
     p.add_argument(
-        "--scenarios", default="latency,throughput", help="scenarios to simulate (default latency,throughput)"
+        "--scenarios", help="comma-separated scenarios to simulate (default: each scenario keeping per-call samples)"
     )
     p.add_argument("--run-alpha", default=str(DEFAULT_RUN_ALPHA), help="run-level Welch t level (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
@@ -126,7 +127,10 @@ def _grid(text: str | None) -> list[int]:
 def _simulate_all(args, files: list[Path], rules: dict[str, float]) -> list[SimResult]:
     """Every interleaved group and every recorded benchmark through the gate's rule, in every mode."""
     data = merge([load_file(f) for f in files])
-    scenarios = {x.strip() for x in args.scenarios.split(",")}
+    if args.scenarios:
+        scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()}
+    else:
+        scenarios = {s.name for s in all_scenarios() if s.samples_field}
     series = [s for s in data.series.values() if s.status == "ok" and s.samples_ms and s.scenario in scenarios]
     if not series:
         raise InputError(f"no timing samples for scenarios {sorted(scenarios)} in {', '.join(map(str, files))}")

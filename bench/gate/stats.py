@@ -1,12 +1,12 @@
 """The decision rule of the gate: a change counts only if it is both large and statistically significant.
 
-Timing (latency, throughput): the ratio of candidate to baseline (medians) must pass the threshold in the
-bad direction AND a one-sided Mann-Whitney U test on the raw per-call samples must reject "no slower" at
-``alpha`` (default 0.001). Why this test: per-call timings are skewed with long right tails (GC, preemption,
-a neighbour on the runner), so a t-test on means is driven by outliers; the rank test needs no distribution,
-and one-sided at 0.001 equals the two-sided p < 0.002 that asv (the one common tool that tests statistically)
-uses. The ratio condition guards against the opposite failure: with hundreds of samples a 0.5% shift is
-"significant" but not worth failing a pull request.
+Timing (a scenario whose samples are per-call times, or a plain pytest-benchmark time): the ratio of the
+candidate's figure to the baseline's must pass the threshold in the scenario's bad direction AND a one-sided
+Mann-Whitney U test on the raw per-call samples must reject "no slower" at ``alpha`` (default 0.001). Why this
+test: per-call timings are skewed with long right tails (GC, preemption, a neighbour on the runner), so a t-test
+on means is driven by outliers; the rank test needs no distribution, and one-sided at 0.001 equals the two-sided
+p < 0.002 that asv (the one common tool that tests statistically) uses. The ratio condition guards against the
+opposite failure: with hundreds of samples a 0.5% shift is "significant" but not worth failing a pull request.
 
 Samples inside one process are not independent (a process whose threads landed on SMT siblings is slow
 for all its samples), and runs of the same code in fresh processes differ by about 10-15% even on an idle
@@ -22,8 +22,7 @@ same machine. Then the test is a one-sided Wilcoxon signed-rank test on the per-
 them), and the ratio is its Hodges-Lehmann estimate (:mod:`bench.measure.paired_stats`; docs/gate.md's false-alarm
 and power figures were measured with the median round ratio, which it replaced: the decision rests on the test).
 
-Top-1 is one deterministic number per run (same validation split, same weights), so there is nothing to
-test: it fails when it drops by more than the variant's budget in points.
+Benchmarks with one number a side (top-1, a scenario without samples) are judged in :mod:`bench.gate.values`.
 """
 
 from __future__ import annotations
@@ -76,6 +75,7 @@ class Comparison:
     n_candidate: int = 0
     note: str = ""
     p_runs: float | None = None  # run-level p (Welch t on log run medians) when both sides pooled >= 2 runs
+    higher_is_better: bool = False  # the scenario's direction: which way the limit points
 
     @property
     def failing(self) -> bool:
@@ -133,8 +133,9 @@ def compare_timing(
     run_alpha: float = DEFAULT_RUN_ALPHA,
     paired_alpha: float = DEFAULT_PAIRED_ALPHA,
 ) -> Comparison:
-    """Ratio of the headline metric plus the rank test on per-call times (the test runs on time per call for
-    both metrics: throughput is a monotone function of it, so the ranks and the p-value are the same).
+    """Ratio of the headline metric plus the rank test on per-call times (the test runs on time per call whatever
+    the scenario's figure: a figure from per-call times, images per second say, is a monotone function of them,
+    so the ranks and the p-value are the same; the scenario's direction picks which side is worse).
 
     When both sides pool >= 2 runs (A/B rounds), the shift must also be significant at the run level
     (:func:`run_level_p` < ``run_alpha``): an intersection-union test, so its level is the larger of the two."""
@@ -195,8 +196,8 @@ def compare_paired(
         return None
     bv = base.metric_value()
     higher = cand.higher_is_better
-    # The metric ratio: time per call for latency, its inverse for throughput. The two values shown are
-    # each side's own pooled figure; the ratio is the paired one, which is why it may differ from their quotient.
+    # The metric ratio: time per call where lower is better, its inverse where higher is (a rate). The two values
+    # shown are each side's own pooled figure; the ratio is the paired one, so it may differ from their quotient.
     ratio = 1.0 / est.ratio if higher else est.ratio
     cv = cand.metric_value()
     slower, faster = est.ratio > 1 + threshold, est.ratio < 1 - threshold
@@ -247,63 +248,5 @@ def _timing_comparison(
         n_candidate=len(cand.samples_ms),
         note="; ".join(notes),
         p_runs=p_runs,
-    )
-
-
-def compare_top1(base: Series, cand: Series, budget: float) -> Comparison:
-    """Top-1 fails when it drops by more than ``budget`` points; it is one number, so no test and no p-value."""
-    bv, cv = base.value, cand.value
-    delta = cv - bv if bv is not None and cv is not None else None
-    if delta is None:
-        verdict = UNCHANGED
-    elif -delta > budget:
-        verdict = REGRESSION
-    elif delta > budget:
-        verdict = IMPROVED
-    else:
-        verdict = UNCHANGED
-    return Comparison(
-        bench_id=cand.bench_id,
-        device=cand.device,
-        metric="top1",
-        unit="%",
-        baseline=bv,
-        candidate=cv,
-        ratio=cv / bv if bv and cv is not None else None,
-        delta=delta,
-        p_value=None,
-        verdict=verdict,
-        threshold=budget,
-        n_baseline=base.sessions,
-        n_candidate=cand.sessions,
-    )
-
-
-def status_comparison(base: Series | None, cand: Series | None) -> Comparison:
-    """Benchmarks that cannot be compared numerically: broken, skipped, only on one side."""
-    ref = cand or base
-    if ref is None:
-        raise ValueError("status_comparison needs at least one side")
-    if cand is None:
-        verdict, note = MISSING, "not in the candidate (not run this time?)"
-    elif base is None:
-        verdict, note = NEW, "not in the baseline"
-    elif cand.status == "failed" and base.status == "ok":
-        verdict, note = BROKEN, f"candidate failed: {cand.reason}"
-    else:
-        verdict = SKIPPED
-        note = f"baseline {base.status}, candidate {cand.status}: {cand.reason or base.reason}".rstrip(": ")
-    return Comparison(
-        bench_id=ref.bench_id,
-        device=ref.device,
-        metric=ref.metric,
-        unit=ref.unit,
-        baseline=base.metric_value() if base is not None and base.status == "ok" else None,
-        candidate=cand.metric_value() if cand is not None and cand.status == "ok" else None,
-        ratio=None,
-        delta=None,
-        p_value=None,
-        verdict=verdict,
-        threshold=None,
-        note=note,
+        higher_is_better=cand.higher_is_better,
     )

@@ -1,5 +1,6 @@
 """The one answer users came for: the fastest variant within the top-1 budget on this hardware (the best one, not
-the first that passes), decided by the paired speedups where the sweep has them."""
+the first that passes), decided by the ranking scenario's paired speedups where the sweep has them; each of the
+run's scenarios adds its own figures to the line."""
 
 from __future__ import annotations
 
@@ -8,32 +9,34 @@ import math
 import pandas as pd
 
 from bench.report.leaderboard import REFERENCE, num, paced
+from bench.scenarios import in_rows, ranking
 
 
 def _measured(df: pd.DataFrame, device: str | None) -> pd.DataFrame:
-    ok = df[(df["status"] == "ok") & df["p50_ms"].map(num).notna()]
+    column = ranking().headline_column
+    ok = df[(df["status"] == "ok") & df[column].map(num).notna()] if column in df.columns else df.iloc[0:0]
     return ok[ok["device"] == device] if device else ok
 
 
 def _fastest(pool: pd.DataFrame) -> pd.Series:
-    """Lowest batch-1 p50 at fp32's pace (:func:`paced`); exact ties broken by p90, then smaller artifact, then name.
+    """Best ranking figure at fp32's pace (:func:`paced`); exact ties broken by p90, then smaller artifact, then name.
 
-    Unpaired, that is each variant's own p50. Interleaved, the speedup was measured against fp32 at the same
-    moments while the p50s were taken minutes apart on a machine whose speed drifts (fp32 itself read 80-100 ms
-    in three pairings of one resnet50 sweep), so the speedup decides. fp32 is always in the pool when the
-    speedups exist (its top-1 drop is 0), so the pace is known.
+    Unpaired, that is each variant's own figure. Interleaved, the speedup was measured against fp32 at the same
+    moments while the figures were taken minutes apart on a machine whose speed drifts, so the speedup decides.
+    fp32 is always in the pool when the speedups exist (its top-1 drop is 0), so the pace is known.
     """
-    key = paced(pool, "latency")
+    rank = ranking()
+    key = paced(pool, rank)
     pool = pool.assign(
-        _p50=key,
-        _p90=pool["p90_ms"].map(num).fillna(math.inf),
+        _key=-key if rank.higher_is_better else key,
+        _p90=pool["p90_ms"].map(num).fillna(math.inf) if "p90_ms" in pool.columns else math.inf,
         _size=pool["size_mb"].map(num).fillna(math.inf),
     )
-    return pool.sort_values(["_p50", "_p90", "_size", "variant"], kind="stable").iloc[0]
+    return pool.sort_values(["_key", "_p90", "_size", "variant"], kind="stable").iloc[0]
 
 
 def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series | None:
-    """The fastest (lowest p50 latency; ties by p90, then size) variant whose top-1 drop fits the budget.
+    """The fastest variant whose top-1 drop fits the budget (ties by p90, then size).
 
     The whole pool is searched, not the first variant that passes. When no accuracy was measured at all
     (random init) the fastest measured variant is returned; when accuracy was measured but the fp32
@@ -51,8 +54,16 @@ def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series
     return None if pool.empty else _fastest(pool)
 
 
-def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) -> str:
+def _figures(best: pd.Series, scenarios: list) -> str:
+    """The chosen variant's figures, the ranking scenario's first."""
+    first = best["variant"] == REFERENCE
+    ordered = sorted(scenarios, key=lambda s: not s.ranks)
+    return "".join(s.answer_text(best, first and s.ranks) for s in ordered)
+
+
+def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None, scenarios: list | None = None) -> str:
     """The one line: which variant to ship on this hardware within the top-1 budget."""
+    scenarios = in_rows([]) if scenarios is None else scenarios
     where = f" on {device}" if device else ""
     ok = _measured(df, device)
     best = best_within_budget(df, device)
@@ -63,7 +74,7 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) ->
             fastest = _fastest(ok)
             return (
                 f"cannot check the {max_drop:g}-point top-1 budget{where}: the fp32 reference was not measured; "
-                f"fastest measured: {fastest['variant']} (p50 {num(fastest['p50_ms']):.3f} ms, "
+                f"fastest measured: {fastest['variant']} ({ranking().answer_text(fastest, False).split(',')[0]}, "
                 f"top-1 {num(fastest.get('top1')):.2f}%)"
             )
         closest = ok.assign(_d=ok["top1_drop"].map(num)).sort_values("_d", kind="stable").iloc[0]
@@ -71,16 +82,6 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) ->
             f"no variant{where} stays within the {max_drop:g}-point top-1 budget; the smallest drop is "
             f"{closest['variant']} ({num(closest['top1_drop']):.2f} points); see the leaderboard"
         )
-    speed = num(best.get("speedup_vs_fp32"))
-    if best["variant"] == REFERENCE:
-        speed_txt = " (no variant beats the fp32 reference here)"
-    elif math.isnan(speed):
-        speed_txt = ""
-    else:
-        speed_txt = f", {speed:.2f}x fp32 speed" + (" (slower than fp32)" if speed < 1.0 else "")
-    thr, batch = num(best.get("throughput_img_s")), num(best.get("throughput_batch"))
-    thr_txt = f", {thr:.1f} img/s" if not math.isnan(thr) else ""
-    thr_txt += f" at batch {int(batch)}" if thr_txt and not math.isnan(batch) else ""
     top1 = num(best.get("top1"))
     if math.isnan(top1):
         acc = "accuracy not measured (speed only)"
@@ -88,7 +89,4 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None) ->
         drop = num(best.get("top1_drop"))
         acc = f"top-1 {top1:.2f}%" + (f", drop {drop:.2f} points" if not math.isnan(drop) else "")
     budget = f"within {max_drop:g}-point top-1 budget" if not math.isnan(top1) else "(no accuracy budget: speed only)"
-    return (
-        f"fastest {budget}{where}: {best['variant']} — "
-        f"p50 {num(best['p50_ms']):.3f} ms at batch 1{speed_txt}{thr_txt}; {acc}"
-    )
+    return f"fastest {budget}{where}: {best['variant']} — {_figures(best, scenarios)}; {acc}"

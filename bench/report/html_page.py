@@ -19,19 +19,8 @@ import pandas as pd
 
 from bench.report.leaderboard import num
 
-# Column -> (header with its unit, number format); columns not listed are left out of the page's table.
-SHOWN = {
-    "variant": ("variant", None),
-    "device": ("device", None),
-    "status": ("status", None),
-    "speedup_vs_fp32": ("speedup ×fp32 (batch 1)", "{:.2f}"),
-    "speedup_ci95_low": ("95% CI low", "{:.2f}"),
-    "speedup_ci95_high": ("95% CI high", "{:.2f}"),
-    "p50_ms": ("p50 ms", "{:.3f}"),
-    "p99_ms": ("p99 ms", "{:.3f}"),
-    "cov": ("CoV", "{:.2f}"),
-    "throughput_img_s": ("img/s", "{:,.1f}"),
-    "throughput_speedup_vs_fp32": ("img/s ×fp32", "{:.2f}"),
+BASE = {"variant": ("variant", None), "device": ("device", None), "status": ("status", None)}
+TRAILING = {
     "top1": ("top-1 %", "{:.2f}"),
     "top1_drop": ("drop pt", "{:.2f}"),
     "agreement": ("agree %", "{:.1f}"),
@@ -40,6 +29,22 @@ SHOWN = {
     "within_budget": ("in budget", None),
     "note": ("note", None),
 }
+
+
+def shown_columns(scenarios: list[Any]) -> dict[str, tuple[str, str | None]]:
+    """Column -> (header with its unit, number format), in page order; columns not listed are left off the page:
+    the ranking speedup and its interval first, then each scenario's figures and speedup."""
+    out = dict(BASE)
+    for s in sorted(scenarios, key=lambda s: not s.ranks):
+        if s.ranks and s.speedup_column:
+            out[s.speedup_column] = (s.speedup_header, "{:.2f}")
+            out.update({c: (f"95% CI {c.rsplit('_', 1)[-1]}", "{:.2f}") for c in s.interval_columns or ()})
+        out.update({c.name: (c.header, c.fmt) for c in s.columns if c.header})
+        if not s.ranks and s.speedup_column:
+            out[s.speedup_column] = (s.speedup_header, "{:.2f}")
+    return out | TRAILING
+
+
 # A batch-1 coefficient of variation above this means a few samples far from the rest (one 376 ms call among
 # 1,909): the p50 stands, the mean and p99 do not.
 NOISY_COV = 0.5
@@ -81,8 +86,8 @@ document.body.dataset.fits = String(document.documentElement.scrollWidth <= wind
 """
 
 
-def _cell(column: str, value: Any) -> str:
-    fmt = SHOWN[column][1]
+def _cell(shown: dict, column: str, value: Any) -> str:
+    fmt = shown[column][1]
     if column == "within_budget":
         text = "" if value is None or pd.isna(value) else ("yes" if value else "no")
         return f"<td>{text}</td>"
@@ -96,10 +101,11 @@ def _cell(column: str, value: Any) -> str:
     return f'<td data-sort="{number!r}">{html.escape(fmt.format(number))}</td>'
 
 
-def _table(df: pd.DataFrame) -> str:
-    columns = [c for c in SHOWN if c in df.columns]
+def _table(df: pd.DataFrame, scenarios: list[Any]) -> str:
+    shown = shown_columns(scenarios)
+    columns = [c for c in shown if c in df.columns]
     head = "".join(
-        f'<th class="{"col0" if i == 0 else ("text" if SHOWN[c][1] is None else "")}">{html.escape(SHOWN[c][0])}</th>'
+        f'<th class="{"col0" if i == 0 else ("text" if shown[c][1] is None else "")}">{html.escape(shown[c][0])}</th>'
         for i, c in enumerate(columns)
     )
     body = []
@@ -111,19 +117,33 @@ def _table(df: pd.DataFrame) -> str:
                 **rec,
                 "note": "; ".join(x for x in (f"noisy: batch-1 CoV {num(rec['cov']):.2f}", rec.get("note")) if x),
             }
-        body.append(f'<tr class="{" ".join(classes)}">' + "".join(_cell(c, rec.get(c)) for c in columns) + "</tr>")
+        body.append(
+            f'<tr class="{" ".join(classes)}">' + "".join(_cell(shown, c, rec.get(c)) for c in columns) + "</tr>"
+        )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def write_html(path: Path, df: pd.DataFrame, answer: str, pareto: Path | None, machine: dict, config: dict) -> Path:
-    """Write the page to ``path``; ``pareto`` (a PNG) is embedded when it exists."""
-    plot = ""
-    if pareto is not None and Path(pareto).is_file():
-        data = base64.b64encode(Path(pareto).read_bytes()).decode()
-        plot = (
-            f'<h2>Latency and throughput against top-1</h2><img alt="pareto plot" src="data:image/png;base64,{data}">'
-        )
-    answers = "".join(f"<div>{html.escape(line)}</div>" for line in answer.splitlines())
+def _figures(files: dict[str, Path]) -> str:
+    """Every PNG written before the page, embedded (the page must stand alone)."""
+    out = []
+    for name, path in files.items():
+        if Path(path).suffix == ".png" and Path(path).is_file():
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+            out.append(
+                f'<h2>{html.escape(name)}</h2><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+            )
+    return "".join(out)
+
+
+def write_html(path: Path, report: Any) -> Path:
+    """Write the page to ``path``: the answer and its caveats, the table, the figures written so far, the machine
+    and the run configuration."""
+    df, config, machine = report.df, report.config, report.machine
+    plot = _figures(report.files)
+    answers = "".join(f"<div>{html.escape(line)}</div>" for line in report.answer.splitlines())
+    rests = "".join(f"<li>{html.escape(sentence)}</li>" for _, sentence in report.caveats)
+    if rests:
+        answers += f"<p><b>What this answer rests on:</b></p><ul>{rests}</ul>"
     title = html.escape(str(config.get("run_id") or "optbench run"))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -134,7 +154,7 @@ def write_html(path: Path, df: pd.DataFrame, answer: str, pareto: Path | None, m
 <p>Sorted by the speedup over fp32 at batch 1 (paired with fp32 at the same moments), so the absolute p50s, taken
 minutes apart on a machine whose speed drifts, may look out of order. Click a header to sort by it. Rows in orange
 scattered widely at batch 1 (CoV above {NOISY_COV}): trust their p50, not their p99.</p>
-<div class="scroll">{_table(df)}</div>
+<div class="scroll">{_table(df, report.scenarios)}</div>
 {plot}
 <h2>Machine</h2><pre>{html.escape(json.dumps(machine, indent=1, default=str))}</pre>
 <h2>Run configuration</h2><pre>{html.escape(json.dumps(config, indent=1, default=str))}</pre>
@@ -143,3 +163,7 @@ scattered widely at batch 1 (CoV above {NOISY_COV}): trust their p50, not their 
 """
     path.write_text(page)
     return path
+
+
+def write(report: Any, run_dir: Path) -> dict[str, Path]:
+    return {"leaderboard.html": write_html(Path(run_dir) / "leaderboard.html", report)}

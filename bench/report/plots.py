@@ -1,4 +1,5 @@
-"""``pareto.png``: batch-1 latency against top-1 with the Pareto front, and throughput in a second panel.
+"""``pareto.png``: one panel per scenario of the run: the ranking one (batch-1 latency) against top-1 with the
+Pareto front, the others as bars.
 
 The picture answers the same question as the answer line, but shows the trade-off: which variants are
 dominated (slower *and* less accurate than another), which are over the top-1 budget (red crosses) and
@@ -13,9 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report.leaderboard import over_budget
+from bench.report.leaderboard import REFERENCE, over_budget
 
-REFERENCE = "fp32"
 COLORS = {"ok": "#1f77b4", "over": "#d62728", "slower": "#ff7f0e", "ref": "#222222"}
 
 
@@ -39,8 +39,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def _label(rec: dict[str, Any], many_devices: bool) -> str:
     name = str(rec["variant"]) + (f" ({rec['device']})" if many_devices else "")
-    speed = _num(rec.get("speedup_vs_fp32"))
-    if rec["variant"] != REFERENCE and not math.isnan(speed) and speed < 1.0:
+    speed = _num(rec.get("_speedup"))
+    if rec["variant"] != REFERENCE and speed < 1.0:
         name += f"\nslower than fp32 ({speed:.2f}x)"
     return name
 
@@ -77,138 +77,147 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _latency_panel(ax, ok: pd.DataFrame, max_drop: float, many_devices: bool) -> list[str]:
-    """The latency-vs-top-1 panel; returns its key ("1. fp32", ...): points are numbered, names listed below."""
-    records = ok.to_dict("records")
+def _point(ax, rec: dict[str, Any], x: float, y: float) -> None:
+    """One variant on a front panel: the reference a star, over budget a cross, slower than fp32 ringed."""
+    if rec["variant"] == REFERENCE:
+        ax.scatter(x, y, marker="*", s=220, color=COLORS["ref"], zorder=4, label="fp32 reference")
+    elif over_budget(rec):
+        ax.scatter(x, y, marker="x", s=90, color=COLORS["over"], zorder=3, label="over the top-1 budget")
+    else:
+        ax.scatter(x, y, s=60, color=COLORS["ok"], zorder=3, label="within budget")
+    speed = _num(rec.get("_speedup"))
+    if rec["variant"] != REFERENCE and speed < 1.0:
+        ax.scatter(
+            x,
+            y,
+            s=260,
+            facecolors="none",
+            edgecolors=COLORS["slower"],
+            linewidths=2,
+            zorder=2,
+            label="slower than fp32",
+        )
+
+
+def _front_panel(ax, records: list[dict[str, Any]], scenario: Any, max_drop: float, many_devices: bool) -> list[str]:
+    """The scenario's figure against top-1 with the Pareto front; returns its key ("1. fp32", ...): points are
+    numbered, names listed below the figure."""
     has_acc = [r for r in records if not math.isnan(_num(r.get("top1")))]
     if not has_acc:
-        _latency_bars(ax, records, many_devices)
+        _bars_panel(ax, records, scenario, many_devices, title_note=" (accuracy not measured: no top-1 axis)")
         return []
-    has_acc.sort(key=lambda r: _num(r["p50_ms"]))
+    sign = -1 if scenario.higher_is_better else 1
+    has_acc.sort(key=lambda r: sign * _num(r["_x"]))
     key, numbered = [], []
     for index, rec in enumerate(has_acc, start=1):
-        lat, top1 = _num(rec["p50_ms"]), _num(rec["top1"])
-        speed = _num(rec.get("speedup_vs_fp32"))
-        if rec["variant"] == REFERENCE:
-            ax.scatter(lat, top1, marker="*", s=220, color=COLORS["ref"], zorder=4, label="fp32 reference")
-        elif over_budget(rec):
-            ax.scatter(lat, top1, marker="x", s=90, color=COLORS["over"], zorder=3, label="over the top-1 budget")
-        else:
-            ax.scatter(lat, top1, s=60, color=COLORS["ok"], zorder=3, label="within budget")
-        if rec["variant"] != REFERENCE and not math.isnan(speed) and speed < 1.0:
-            ax.scatter(
-                lat,
-                top1,
-                s=260,
-                facecolors="none",
-                edgecolors=COLORS["slower"],
-                linewidths=2,
-                zorder=2,
-                label="slower than fp32",
-            )
-        numbered.append((lat, top1, str(index)))
+        x, top1 = _num(rec["_x"]), _num(rec["top1"])
+        _point(ax, rec, x, top1)
+        numbered.append((x, top1, str(index)))
         key.append(f"{index}. {_label(rec, many_devices).replace(chr(10), ', ')}")
-    front = pareto_front([(_num(r["p50_ms"]), _num(r["top1"])) for r in has_acc])
-    xs, ys = zip(*front, strict=True)
+    front = pareto_front([(sign * _num(r["_x"]), _num(r["top1"])) for r in has_acc])
+    xs, ys = zip(*((sign * x, y) for x, y in front), strict=True)
     ax.step(xs, ys, where="post", color="#2ca02c", linestyle="--", linewidth=1.2, zorder=1)
     ax.scatter(xs, ys, s=140, facecolors="none", edgecolors="#2ca02c", linewidths=1.5, zorder=2, label="Pareto front")
     ref = [r for r in has_acc if r["variant"] == REFERENCE]
     if ref:
         budget = _num(ref[0]["top1"]) - max_drop
         ax.axhline(budget, color=COLORS["over"], linestyle=":", linewidth=1, label=f"budget: fp32 - {max_drop:g} pt")
-    lats = [_num(r["p50_ms"]) for r in has_acc]
-    if min(lats) > 0 and max(lats) / min(lats) > 20:
-        ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("latency at batch 1, p50 in milliseconds (at fp32's pace: fp32 p50 / speedup; lower is better)")
+    _log_if_wide(ax, [_num(r["_x"]) for r in has_acc])
+    ax.set_xlabel(scenario.axis_label)
     ax.set_ylabel("top-1 (%)")
-    ax.set_title("latency vs top-1 (points numbered, names below)")
+    ax.set_title(f"{scenario.name} vs top-1 (points numbered, names below)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
+    # outside the axes, below them: inside, it covered the fp32 star on most runs
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.08, y=0.12)  # room for the numbers beside the outermost points, inside the frame
     _place_numbers(ax, numbered)
     return key
 
 
-def _latency_bars(ax, records: list[dict[str, Any]], many_devices: bool) -> None:
-    """Without accuracy (random init) there is no top-1 axis: latency bars instead, said in the title."""
-    records = sorted(records, key=lambda r: _num(r["p50_ms"]))
-    names = [_label(r, many_devices).replace("\n", " ") for r in records]
-    values = [_num(r["p50_ms"]) for r in records]
-    colors = [COLORS["ref"] if r["variant"] == REFERENCE else COLORS["ok"] for r in records]
-    ax.barh(names, values, color=colors)
-    ax.invert_yaxis()
+def _log_if_wide(ax, values: list[float]) -> None:
+    """One very slow variant (e.g. emulated BF16) must not flatten every other point or bar."""
     if values and min(values) > 0 and max(values) / min(values) > 20:
-        ax.set_xscale("log")  # one very slow variant (e.g. emulated BF16) must not flatten every other bar
+        ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("latency at batch 1, p50 in milliseconds (at fp32's pace: fp32 p50 / speedup)")
-    ax.set_title("latency (accuracy not measured: no top-1 axis)")
-    ax.tick_params(axis="y", labelsize=7)
 
 
-def _throughput_panel(ax, ok: pd.DataFrame, many_devices: bool) -> None:
-    records = [r for r in ok.to_dict("records") if not math.isnan(_num(r.get("throughput_img_s")))]
+def _bars_panel(ax, records: list[dict[str, Any]], scenario: Any, many_devices: bool, title_note: str = "") -> list:
+    """The scenario's figure as horizontal bars, best first, fp32 marked with a line."""
+    records = [r for r in records if not math.isnan(_num(r.get("_x")))]
     if not records:
-        ax.text(0.5, 0.5, "no throughput measured", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"no {scenario.name} measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        return
-    records.sort(key=lambda r: -_num(r["throughput_img_s"]))
+        return []
+    sign = -1 if scenario.higher_is_better else 1
+    records.sort(key=lambda r: sign * _num(r["_x"]))
     names, values, colors = [], [], []
     for rec in records:
-        tspeed = _num(rec.get("throughput_speedup_vs_fp32"))
+        speed = _num(rec.get("_speedup"))
         name = str(rec["variant"]) + (f" ({rec['device']})" if many_devices else "")
         if rec["variant"] == REFERENCE:
             color = COLORS["ref"]
         elif over_budget(rec):
             color, name = COLORS["over"], name + " [over budget]"
-        elif not math.isnan(tspeed) and tspeed < 1.0:
-            color, name = COLORS["slower"], name + f" [slower than fp32, {tspeed:.2f}x]"
+        elif speed < 1.0:
+            color, name = COLORS["slower"], name + f" [slower than fp32, {speed:.2f}x]"
         else:
             color = COLORS["ok"]
         names.append(name)
-        values.append(_num(rec["throughput_img_s"]))
+        values.append(_num(rec["_x"]))
         colors.append(color)
     ax.barh(names, values, color=colors)
     ax.invert_yaxis()
     ref = [r for r in records if r["variant"] == REFERENCE]
     if ref:
-        ax.axvline(_num(ref[0]["throughput_img_s"]), color=COLORS["ref"], linestyle=":", linewidth=1)
-    batches = sorted(
-        {int(_num(r["throughput_batch"])) for r in records if not math.isnan(_num(r.get("throughput_batch")))}
-    )
-    batch_txt = f" at batch {'/'.join(map(str, batches))}" if batches else ""
-    ax.set_xlabel(f"images per second{batch_txt} at fp32's pace (fp32 x speedup), higher is better")
-    ax.set_title("throughput")
+        ax.axvline(_num(ref[0]["_x"]), color=COLORS["ref"], linestyle=":", linewidth=1)
+    _log_if_wide(ax, values)
+    batches = sorted({int(_num(r["throughput_batch"])) for r in records if _num(r.get("throughput_batch")) > 0})
+    ax.set_xlabel(scenario.axis_label.format(batch=f" at batch {'/'.join(map(str, batches))}" if batches else ""))
+    ax.set_title(scenario.name + title_note)
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(True, axis="x", alpha=0.3)
+    return []
 
 
-def pareto_figure(df: pd.DataFrame, max_drop: float = 1.0, title: str = ""):
-    """The two panels for the measured variants of ``df`` (a leaderboard), with the key of numbered points below."""
+def _panel_records(ok: pd.DataFrame, scenario: Any) -> list[dict[str, Any]]:
+    """The measured variants with ``_x``, the scenario's figure at fp32's pace (so the plot agrees with the
+    leaderboard's paired order), and ``_speedup``."""
+    from bench.report.leaderboard import paced
+
+    frame = ok.assign(_x=paced(ok, scenario), _speedup=ok.get(scenario.speedup_column, math.nan))
+    return frame.to_dict("records")
+
+
+def pareto_figure(df: pd.DataFrame, max_drop: float = 1.0, title: str = "", scenarios: list[Any] | None = None):
+    """One panel per scenario that draws one, for the measured variants of ``df`` (a leaderboard), with the key of
+    numbered points below."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    ok = df[(df["status"] == "ok") & df["p50_ms"].map(_num).notna()] if not df.empty else df
-    if not ok.empty:  # positions at fp32's pace, so the plot agrees with the leaderboard's paired order
-        from bench.report.leaderboard import paced
+    from bench.scenarios import in_rows
 
-        ok = ok.assign(p50_ms=paced(ok, "latency"), throughput_img_s=paced(ok, "throughput"))
+    drawn = [s for s in (in_rows([]) if scenarios is None else scenarios) if s.panel]
+    rank = next((s for s in drawn if s.ranks), drawn[0])
+    ok = df[(df["status"] == "ok") & df[rank.headline_column].map(_num).notna()] if not df.empty else df
     n = len(ok)
     key_rows = math.ceil(n / 2)
-    fig, axes = plt.subplots(1, 2, figsize=(14, max(4.5, 0.35 * n + 2.5) + 0.18 * key_rows))
-    if ok.empty:
-        for ax in axes:
+    fig, axes = plt.subplots(1, len(drawn), figsize=(7 * len(drawn), max(4.5, 0.35 * n + 3.0) + 0.18 * key_rows))
+    axes = list(axes) if len(drawn) > 1 else [axes]
+    key: list[str] = []
+    for ax, scenario in zip(axes, drawn, strict=True):
+        if ok.empty:
             ax.text(0.5, 0.5, "no variant was measured successfully", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
-        key: list[str] = []
-    else:
-        many_devices = ok["device"].nunique() > 1
-        _throughput_panel(axes[1], ok, many_devices)
-        key = _latency_panel(axes[0], ok, max_drop, many_devices)
+            continue
+        records, many = _panel_records(ok, scenario), ok["device"].nunique() > 1
+        if scenario.panel == "front":
+            key += _front_panel(ax, records, scenario, max_drop, many)
+        else:
+            _bars_panel(ax, records, scenario, many)
     failed = df[df["status"] != "ok"]["variant"].tolist() if not df.empty else []
     suptitle = title + (
         ("\n" if title else "") + f"not measured: {', '.join(map(str, failed))[:150]}" if failed else ""
@@ -225,15 +234,30 @@ def pareto_figure(df: pd.DataFrame, max_drop: float = 1.0, title: str = ""):
     return fig
 
 
-def pareto_plot(df: pd.DataFrame, path: str | Path, max_drop: float = 1.0, title: str = "") -> Path:
+def pareto_plot(
+    df: pd.DataFrame, path: str | Path, max_drop: float = 1.0, title: str = "", scenarios: list[Any] | None = None
+) -> Path:
     """Draw :func:`pareto_figure` to ``path`` (PNG)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = pareto_figure(df, max_drop, title)
+    fig = pareto_figure(df, max_drop, title, scenarios)
     try:
         fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)
     return path
+
+
+def write(report: Any, run_dir: Path) -> dict[str, Path]:
+    """``pareto.png``, and the figures of the run's scenarios that draw their own."""
+    run_dir = Path(run_dir)
+    files = {
+        "pareto": pareto_plot(
+            report.df, run_dir / "pareto.png", report.max_drop, report.title(run_dir), report.scenarios
+        )
+    }
+    for scenario in report.scenarios:
+        files.update(scenario.figures(report.df, report.rows, run_dir))
+    return files

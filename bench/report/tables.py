@@ -1,12 +1,13 @@
-"""The leaderboard as files (CSV, Markdown, HTML) and as the table printed on the console."""
+"""The leaderboard as files (CSV every column, Markdown the main ones) and as the table printed on the console."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from bench.report.leaderboard import COLUMNS
+from bench.report.leaderboard import columns
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
@@ -19,33 +20,27 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     return shown.fillna("")
 
 
-def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, answer: str) -> dict[str, Path]:
+def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, answer: str, scenarios: list[Any] | None = None) -> dict:
     """``leaderboard.csv`` (every column, numbers as numbers) and ``leaderboard.md`` (the main columns)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "leaderboard.csv", "md": out_dir / "leaderboard.md"}
-    df.to_csv(paths["csv"], index=False)
-    main_cols = [c for c in COLUMNS if c in df.columns]
-    paths["md"].write_text(f"{answer}\n\n{_fmt(df[main_cols]).to_markdown(index=False)}\n")
+    paths = {"leaderboard.csv": out_dir / "leaderboard.csv", "leaderboard.md": out_dir / "leaderboard.md"}
+    df.to_csv(paths["leaderboard.csv"], index=False)
+    main_cols = [c for c in columns(scenarios) if c in df.columns]
+    paths["leaderboard.md"].write_text(f"{answer}\n\n{_fmt(df[main_cols]).to_markdown(index=False)}\n")
     return paths
 
 
-def console_table(df: pd.DataFrame) -> str:
-    cols = [
-        "variant",
-        "device",
-        "status",
-        "p50_ms",
-        "p99_ms",
-        "throughput_img_s",
-        "speedup_vs_fp32",
-        "speedup_ci95_low",
-        "speedup_ci95_high",
-        "top1",
-        "top1_drop",
-        "size_mb",
-        "note",
-    ]
+def console_table(df: pd.DataFrame, scenarios: list[Any]) -> str:
+    """The main columns of every scenario, the ranking speedup with its interval, accuracy, size and the note."""
+    rank = [s for s in scenarios if s.ranks]
+    cols = ["variant", "device", "status", *(c for s in scenarios for c in s.console_columns)]
+    cols += [c for s in rank for c in (s.speedup_column, *(s.interval_columns or ()))]
+    cols += ["top1", "top1_drop", "size_mb", "note"]
     shown = _fmt(df[[c for c in cols if c in df.columns]])
     shown["note"] = shown["note"].str.slice(0, 70)
     return shown.to_markdown(index=False)
+
+
+def write(report: Any, run_dir: Path) -> dict[str, Path]:
+    return write_leaderboard(report.df, run_dir, report.answer, report.scenarios)

@@ -13,10 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench.report.leaderboard import COLUMNS, TEXT_COLUMNS, num
+from bench.report.leaderboard import TEXT_COLUMNS, columns, num
 from data.errors import MissingDependencyError
 
-METRICS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS)
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -27,13 +26,16 @@ def variant_order(df: pd.DataFrame, recipes: list[str] | None) -> list[str]:
     return ordered + sorted(n for n in names if n not in ordered)
 
 
-def log_tensorboard(run_dir: Path, df: pd.DataFrame, conf: dict[str, Any], answer: str, table_md: str) -> Path:
+def log_tensorboard(
+    run_dir: Path, df: pd.DataFrame, conf: dict[str, Any], answer: str, table_md: str, scenarios: list | None = None
+) -> Path:
     """Write ``<run_dir>/tensorboard/leaderboard``: an HParams session per measured variant and text tables."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as exc:  # tensorboard is a core dependency; a broken install should say what is missing
         raise MissingDependencyError(f"TensorBoard logging needs the tensorboard package ({exc})") from None
 
+    metrics_shown = [c for c in columns(scenarios) if c not in TEXT_COLUMNS]
     logdir = Path(run_dir) / TENSORBOARD_DIR / "leaderboard"
     if logdir.exists():
         shutil.rmtree(logdir)
@@ -45,8 +47,15 @@ def log_tensorboard(run_dir: Path, df: pd.DataFrame, conf: dict[str, Any], answe
                 hparams = {"variant": name, "device": str(rec["device"]), "sweep_position": position}
                 if "hardware" in rec and isinstance(rec["hardware"], str):
                     hparams["hardware"] = rec["hardware"]
-                metrics = {f"hparam/{m}": num(rec.get(m)) for m in METRICS if not math.isnan(num(rec.get(m)))}
+                metrics = {f"hparam/{m}": num(rec.get(m)) for m in metrics_shown if not math.isnan(num(rec.get(m)))}
                 writer.add_hparams(hparams, metrics, run_name=f"{position:02d}-{name}-{rec['device']}")
         writer.add_text("leaderboard", f"{answer}\n\n{table_md}", 0)
         writer.add_text("answer", answer, 0)
     return logdir
+
+
+def write(report: Any, run_dir: Path) -> dict[str, Path]:
+    from bench.report.tables import console_table
+
+    table = console_table(report.df, report.scenarios)
+    return {"tensorboard": log_tensorboard(run_dir, report.df, report.config, report.answer, table, report.scenarios)}

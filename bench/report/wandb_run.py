@@ -26,7 +26,7 @@ from bench.report.leaderboard import num
 from data.errors import MissingDependencyError
 
 WANDB_PROJECT = "optbench"
-SUMMARY_KEYS = ("p50_ms", "p99_ms", "throughput_img_s", "speedup_vs_fp32", "top1", "top1_drop")
+ACCURACY_KEYS = ("top1", "top1_drop")
 
 
 def _has_api_key() -> bool:
@@ -71,40 +71,35 @@ def _staging_inside(run_dir: Path) -> Iterator[None]:
             os.environ["WANDB_DATA_DIR"] = saved
 
 
-def _log_tables(run: Any, wandb: Any, df: pd.DataFrame) -> None:
+def _log_tables(run: Any, wandb: Any, df: pd.DataFrame, scenarios: list[Any]) -> None:
+    """The leaderboard, and per scenario its figure against top-1 and its speedup by variant."""
     table = wandb.Table(dataframe=table_frame(df))
     run.log({"leaderboard": table})
     ok = table_frame(df[df["status"] == "ok"])
-    if not ok.empty:
-        measured = wandb.Table(dataframe=ok)
-        run.log(
-            {
-                "latency_vs_top1": wandb.plot.scatter(
-                    measured, "p50_ms", "top1", title="batch-1 p50 latency (ms) vs top-1 (%)"
-                ),
-                "speedup": wandb.plot.bar(measured, "variant", "speedup_vs_fp32", title="speedup vs fp32 at batch 1"),
-            }
-        )
+    if ok.empty:
+        return
+    measured = wandb.Table(dataframe=ok)
+    charts = {}
+    for s in scenarios:
+        if s.headline_column in ok.columns:
+            title = f"{s.name}: {s.headline_column} ({s.unit}) vs top-1 (%)"
+            charts[f"{s.name}_vs_top1"] = wandb.plot.scatter(measured, s.headline_column, "top1", title=title)
+        if s.speedup_column in ok.columns:
+            title = f"{s.name}: speedup vs fp32"
+            charts[f"{s.name}_speedup"] = wandb.plot.bar(measured, "variant", s.speedup_column, title=title)
+    run.log(charts)
 
 
-def _summary(answer: str, best: Any) -> dict[str, Any]:
+def _summary(answer: str, best: Any, scenarios: list[Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {"answer": answer}
     if best is not None:
+        keys = [k for s in scenarios for k in (*s.console_columns, s.speedup_column) if k] + list(ACCURACY_KEYS)
         summary["best_variant"] = str(best["variant"])
-        summary.update({f"best_{k}": num(best.get(k)) for k in SUMMARY_KEYS if not math.isnan(num(best.get(k)))})
+        summary.update({f"best_{k}": num(best.get(k)) for k in keys if not math.isnan(num(best.get(k)))})
     return summary
 
 
-def log_wandb(
-    run_dir: Path,
-    df: pd.DataFrame,
-    conf: dict[str, Any],
-    answer: str,
-    best: Any,
-    files: dict[str, Path],
-    fingerprint: dict[str, Any],
-    run_key: str = "",
-) -> dict[str, Any]:
+def log_wandb(report: Any, run_dir: Path, run_key: str = "") -> dict[str, Any]:
     """One W&B run per sweep; returns where it lives and in which mode.
 
     The W&B id is the run id plus a hash of ``run_key`` (the sweep's first row timestamp and folder): a resumed
@@ -114,6 +109,10 @@ def log_wandb(
         import wandb
     except ImportError:
         raise MissingDependencyError("--wandb needs the wandb package: pip install 'wandb>=0.18'") from None
+    from bench.report.answer import best_within_budget
+
+    df, conf, answer, files = report.df, report.config, report.answer, report.files
+    fingerprint, best = report.machine, best_within_budget(report.df, report.device)
     mode = os.environ.get("WANDB_MODE", "").strip().lower() or ("online" if _has_api_key() else "offline")
     mode = "offline" if mode == "dryrun" else mode
     run_dir = Path(run_dir)
@@ -132,8 +131,8 @@ def log_wandb(
             tags=[str(conf.get("device") or "cpu")],
         )
         try:
-            _log_tables(run, wandb, df)
-            run.summary.update(_summary(answer, best))
+            _log_tables(run, wandb, df, report.scenarios)
+            run.summary.update(_summary(answer, best, report.scenarios))
             if files.get("pareto") and Path(files["pareto"]).is_file():
                 run.log({"pareto": wandb.Image(str(files["pareto"]))})
             artifact = wandb.Artifact(f"leaderboard-{run.id}", type="benchmark-results", description=answer[:1000])
@@ -151,3 +150,15 @@ def log_wandb(
     else:
         print(f"W&B: logged run {run_id} ({mode})", file=sys.stderr)
     return {"mode": mode, "dir": run_path}
+
+
+def write(report: Any, run_dir: Path) -> dict[str, Path]:
+    """A W&B run when ``--wandb`` asked for one; a failure is a warning: the run's files are written already."""
+    if not wandb_requested(report.wandb):
+        return {}
+    try:
+        first = min((str(r.get("timestamp")) for r in report.rows if r.get("timestamp")), default="")
+        return {"wandb": log_wandb(report, run_dir, run_key=f"{Path(run_dir).resolve()}|{first}")["dir"]}
+    except Exception as exc:  # noqa: BLE001 - the sweep's files are written; say why W&B has nothing
+        print(f"warning: W&B logging failed ({type(exc).__name__}: {exc}); results are in {run_dir}", file=sys.stderr)
+        return {}

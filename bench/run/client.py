@@ -15,12 +15,18 @@ from typing import Any
 
 from bench.config import Job
 from bench.measure.threads import THREAD_VARS
+from bench.run import failures
 from bench.run.zygote import spawn
 from bench.scenarios import ScenarioConfig
 
 
 class ServerError(RuntimeError):
-    """A measurement process failed, died or went silent; the message is one line fit for a ``failed`` row."""
+    """A measurement process failed, died or went silent; the message is one line fit for a ``failed`` row and
+    ``code`` says why (:mod:`bench.run.failures`)."""
+
+    def __init__(self, message: str, code: str = failures.ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def child_environment(threads: int, code_root: Path) -> dict[str, str]:
@@ -98,12 +104,12 @@ class MeasurementServer:
     def post(self, msg: dict[str, Any]) -> None:
         """Send one command; :meth:`answer` waits for its reply."""
         if self.proc.poll() is not None:
-            raise ServerError(self._died())
+            raise ServerError(*self._died())
         try:
             self.proc.stdin.write(json.dumps(msg) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise ServerError(self._died()) from None
+            raise ServerError(*self._died()) from None
 
     def answer(self, timeout_s: float | None = None) -> dict[str, Any]:
         """The reply to the last command posted; a dead or silent server raises ServerError."""
@@ -113,7 +119,8 @@ class MeasurementServer:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                raise ServerError(f"{self.name}: timed out after {limit:.0f}s without an answer (see {self.log_path})")
+                message = f"{self.name}: timed out after {limit:.0f}s without an answer (see {self.log_path})"
+                raise ServerError(message, failures.TIMEOUT)
             ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
             if ready:
                 line = self.proc.stdout.readline()
@@ -122,14 +129,15 @@ class MeasurementServer:
                         self.proc.wait(10)
                     except subprocess.TimeoutExpired:
                         self.kill()
-                    raise ServerError(self._died())
+                    raise ServerError(*self._died())
                 reply = json.loads(line)
                 if "error" in reply:
                     self.close()
-                    raise ServerError(reply["error"])
+                    raise ServerError(reply["error"], str(reply.get("code") or failures.ERROR))
                 return reply
 
-    def _died(self) -> str:
+    def _died(self) -> tuple[str, str]:
+        """(one line, reason code) for a process that died or exited without answering."""
         code = self.proc.poll()
         if code is not None and code < 0:
             name = signal.Signals(-code).name
@@ -141,7 +149,8 @@ class MeasurementServer:
         except OSError:
             lines = []
         last = f": {lines[-1][:200]}" if lines else ""
-        return f"{self.name} measurement process {what}{last} (see {self.log_path})"
+        reason = failures.KILLED if code is not None and code < 0 else failures.CRASHED
+        return f"{self.name} measurement process {what}{last} (see {self.log_path})", reason
 
     def slice(self, scenario: ScenarioConfig, seconds: float, calls: int) -> list[float]:
         budget = max(120.0, 10 * seconds)

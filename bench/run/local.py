@@ -29,7 +29,7 @@ def _alone(job: Job, note: str = "") -> list[dict[str, Any]]:
     try:
         rows = measure_alone(job)
     except ServerError as exc:
-        return [status_row(job, "failed", str(exc))]
+        return [status_row(job, "failed", str(exc), exc.code)]
     return _noted(rows, note) if note else rows
 
 
@@ -59,7 +59,7 @@ class LocalExecutor:
         except ServerError as exc:
             ref_note = f"fp32 reference failed ({exc}); measured unpaired"
             if record_reference:
-                yield [status_row(reference, "failed", str(exc))]
+                yield [status_row(reference, "failed", str(exc), exc.code)]
         try:
             for job in variants:
                 if ref is None:
@@ -69,12 +69,12 @@ class LocalExecutor:
                     yield measure_against(ref, job)
                 except ServerError as exc:
                     if ref.alive():
-                        yield [status_row(job, "failed", str(exc))]
+                        yield [status_row(job, "failed", str(exc), exc.code)]
                         continue
                     ref.close()  # the reference died, not the variant: measure it (and the rest) unpaired
                     ref, ref_note = None, f"fp32 reference process died ({exc}); measured unpaired"
                     if record_reference:
-                        yield [status_row(reference, "failed", f"the reference process died: {exc}")]
+                        yield [status_row(reference, "failed", f"the reference process died: {exc}", exc.code)]
                     yield _alone(job, ref_note)
         except BaseException:
             if ref is not None:
@@ -84,7 +84,7 @@ class LocalExecutor:
             try:
                 rows = finish_reference(ref, replica_note)
             except ServerError as exc:
-                rows = [status_row(reference, "failed", str(exc))]
+                rows = [status_row(reference, "failed", str(exc), exc.code)]
             if record_reference:
                 yield rows or _alone(reference)
 

@@ -18,8 +18,7 @@ from bench.config import SWEEP_ROUNDS, Job
 from bench.measure import paired_stats
 from bench.run.schedule import PairingPlan, Side, first_side, interleave
 from bench.run.sides import finish_side, spawn_side, start_side
-
-REFERENCE = "fp32"  # every speedup, top-1 drop and agreement is relative to this recipe
+from optim.registry import REFERENCE  # every speedup, top-1 drop and agreement is relative to it
 
 # The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 5 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
 # which its false-alarm and power figures were measured with). Per-round noise on a 2-vCPU VM stayed the same with

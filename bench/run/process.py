@@ -18,6 +18,7 @@ from typing import Any
 from bench.config import Job
 from bench.scenarios import ScenarioConfig
 from models.timers import WallTimer, cuda_synchronize, summarize
+from optim.registry import REFERENCE
 
 SCHEMA_VERSION = 2
 
@@ -165,7 +166,7 @@ def measure_accuracy(prep: Prepared) -> dict[str, Any]:
         acc, preds = evaluate_variant(prep.variant, val, reference, prep.eval_batch)
         acc["accuracy_batch"] = prep.eval_batch or val.batch_size
         _save_array(predictions_path(job.run_dir, job.recipe, job.device), np.asarray(preds, dtype=np.int64))
-        if reference is None and job.recipe == "fp32":
+        if reference is None and job.recipe == REFERENCE:
             _save_array(ref_file, preds)
             acc["agreement"] = 100.0
         skipped = prep.ctx.data.skipped_images
@@ -224,9 +225,10 @@ def finish(prep: Prepared, scenario_rows: list[dict[str, Any]]) -> list[dict[str
     return [{**common, **row} for row in scenario_rows]
 
 
-def status_row(job: Job, status: str, reason: str) -> dict[str, Any]:
-    """A row for a job that produced no measurement: ``failed`` (it broke) or ``skipped`` (cannot run here)."""
-    return {
+def status_row(job: Job, status: str, reason: str, code: str | None = None) -> dict[str, Any]:
+    """A row for a job that produced no measurement: ``failed`` (it broke; ``code`` says why, see
+    :mod:`bench.run.failures`) or ``skipped`` (cannot run here)."""
+    row = {
         "schema": SCHEMA_VERSION,
         "run_id": job.run_id,
         "variant": job.recipe,
@@ -237,3 +239,6 @@ def status_row(job: Job, status: str, reason: str) -> dict[str, Any]:
         "error" if status == "failed" else "reason": reason,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if status == "failed":
+        row["reason_code"] = code or "error"
+    return row

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import Job, RunConfig
+from bench.run import failures
 from bench.run.executors import ExecutorSpec, register
 from data.errors import InputError, MissingDependencyError
 
@@ -90,7 +91,7 @@ def measure_on_node(job_dict: dict[str, Any], reference_dict: dict[str, Any] | N
             finally:
                 ref_rows = finish_reference(ref, note) if ref.alive() else []
     except ServerError as exc:
-        rows = [status_row(job, "failed", str(exc))]
+        rows = [status_row(job, "failed", str(exc), exc.code)]
     end = time.time()
     for row in rows + ref_rows:
         row.update(node=node, measured_from=round(start, 3), measured_to=round(end, 3))
@@ -154,7 +155,8 @@ class RayExecutor:
             if not ready:
                 for ref, (job, _, _) in list(pending.items()):
                     ray.cancel(ref, force=True)
-                    yield [status_row(job, "failed", f"no result within {self.cfg.timeout_s:.0f}s on the cluster")]
+                    why = f"no result within {self.cfg.timeout_s:.0f}s on the cluster"
+                    yield [status_row(job, "failed", why, failures.TIMEOUT)]
                 return
             ref = ready[0]
             job, target, retried = pending.pop(ref)

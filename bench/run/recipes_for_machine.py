@@ -1,11 +1,10 @@
 """Which recipes a plain ``python -m bench`` measures on this machine.
 
-No single backend wins everywhere: on an AVX2-only AMD Zen 3, BF16 (emulated) ran at 0.2x of FP32 while ONNX
-Runtime and OpenVINO INT8 ran at 1.2-4.2x, OpenVINO ahead on mobilenetv3, level on resnet50 and behind on
-convnext_tiny; on an Intel Xeon with AMX, OpenVINO INT8 won and BF16 ran at 3.5x. So the default sweep is chosen
-from the machine's fingerprint: a recipe whose steps need a capability this machine lacks (native BF16 for ``bf16``
-and ``compile(bf16)``, an x86-64 CPU with AVX2 for OpenVINO, where its INT8 kernels were measured) is left out with
-a ``skipped`` row that says why. ``--recipes all`` measures every default recipe whatever the machine, and
+No single backend wins everywhere: on a CPU without native BF16 every BF16 recipe is emulated and slower than FP32,
+while the INT8 backends (ONNX Runtime, OpenVINO) differ by model; on a CPU with AMX, BF16 and OpenVINO INT8 pay off.
+So the default sweep is chosen from the machine's fingerprint: a recipe whose steps declare a capability this
+machine lacks (native BF16, an x86-64 CPU with AVX2, ...: each step's ``needs``) is left out with a ``skipped`` row
+that says why. ``--recipes all`` measures every default recipe whatever the machine, and
 ``--recipes R1,R2`` exactly what it names. The choice is printed and kept in the run configuration.
 """
 
@@ -14,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from data.errors import InputError
-
-BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+from models.machine import BF16_FLAGS
 
 # capability -> (does this machine have it, why a recipe needing it is left out)
 CAPABILITY_TEXT = {
@@ -28,7 +26,7 @@ def machine_capabilities(fp: dict[str, Any], device: str) -> set[str]:
     """The capabilities the fingerprint ``fp`` (``models.machine``) shows, for ``device``."""
     caps: set[str] = set()
     flags = set(fp.get("cpu_flags") or [])
-    if device == "cuda" or flags & BF16_FLAGS:
+    if device == "cuda" or flags & set(BF16_FLAGS):
         caps.add("native_bf16")
     if "avx2" in flags:
         caps.add("x86_avx2")

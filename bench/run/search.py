@@ -25,7 +25,6 @@ from bench.results_io import RESULTS_FILE, read_rows
 PRUNE_RATIOS = (0.3, 0.5, 0.7)
 BACKENDS_KEPT = 3  # the fastest INT8/BF16 variants of the first pass that chains are built around
 PER_ROUND = 2  # candidates measured before the front is looked at again
-FAST_STEPS = {"ptq", "ort-int8", "ov-int8", "qat", "dynamic", "torchao", "bf16"}
 
 
 def _speedups(rows: list[dict[str, Any]], device: str) -> dict[str, tuple[float, float, float | None]]:
@@ -61,18 +60,18 @@ def front(measured: dict[str, tuple[float, float, float | None]]) -> list[str]:
 
 
 def _fast_backends(measured: dict[str, tuple[float, float, float | None]], max_drop: float) -> list[str]:
-    """The fastest single-step INT8/BF16 recipes within the budget (what chains are built on)."""
+    """The fastest single-step recipes within the budget whose step is a search candidate (INT8, BF16): what chains
+    are built on."""
     from data.errors import InputError
     from optim.recipe import parse
 
     pool = []
     for name, (speed, drop, _) in measured.items():
         try:
-            steps = parse(name).steps
+            recipe = parse(name)
         except InputError:
             continue
-        fast = any(s.name in FAST_STEPS or "bf16" in s.raw_args for s in steps)
-        if len(steps) == 1 and fast and (math.isnan(drop) or drop <= max_drop):
+        if len(recipe.steps) == 1 and recipe.search_candidate() and (math.isnan(drop) or drop <= max_drop):
             pool.append((speed, name))
     return [name for _, name in sorted(pool, reverse=True)[:BACKENDS_KEPT]]
 
@@ -100,8 +99,7 @@ def propose(
                 recipe = parse(name)
             except InputError:
                 continue
-            last = recipe.steps[-1].spec
-            for fallback, why in (last.fallbacks(recipe) if last.fallbacks else [])[:2]:
+            for fallback, why in recipe.fallbacks()[:2]:
                 out.append((fallback, f"{name} missed the budget ({drop:.2f} points): {why}"))
     seen, unique = set(), []
     for recipe, why in out:

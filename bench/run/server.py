@@ -39,7 +39,7 @@ class _Server:
     def __init__(self, reply: TextIO) -> None:
         self.reply = reply
         self.prep = None
-        self.calls: dict[str, Any] = {}  # scenario -> its warm call (bench.scenarios.base.TimedCall)
+        self.calls: dict[str, Any] = {}  # scenario -> its warm call (bench.scenarios.batch.TimedCall)
         self.samples: dict[str, list[list[float]]] = {}
         self.idle_waits: dict[str, list[float]] = {}  # per scenario: seconds each slice's pools took to stop spinning
 
@@ -140,7 +140,7 @@ class _Server:
         import numpy as np
 
         from bench.run.process import finish, scenario_row
-        from bench.scenarios.base import host_batch
+        from bench.scenarios.batch import host_batch
         from models.timers import CudaEventTimer, run_timed
 
         prep = self.prep
@@ -218,7 +218,9 @@ def serve(commands: TextIO, reply: TextIO, log_path: str) -> int:
         except BaseException as exc:  # the coordinator turns this into a failed row; nothing may escape silently
             traceback.print_exc()
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            server.send({"error": f"{type(exc).__name__}: {message}"[:500]})
+            from bench.run.failures import failure_code
+
+            server.send({"error": f"{type(exc).__name__}: {message}"[:500], "code": failure_code(exc)})
             return 1
     return 0
 

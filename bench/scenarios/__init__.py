@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-from bench.scenarios.base import BatchScenario, Column, Scenario, ScenarioConfig
+from bench.scenarios.base import Scenario
+from bench.scenarios.config import Column, ScenarioConfig
 from data.errors import InputError
 
 MODULES = ("bench.scenarios.latency", "bench.scenarios.throughput")
@@ -31,6 +32,17 @@ def all_scenarios() -> list[Scenario]:
             importlib.import_module(module)
         _loaded = True
     return list(_REGISTRY.values())
+
+
+def ranking() -> Scenario:
+    """The scenario the answer ranks variants by."""
+    return next(s for s in all_scenarios() if s.ranks)
+
+
+def in_rows(rows: list[dict]) -> list[Scenario]:
+    """The default scenarios and any other one ``rows`` hold, in registration order: what a report shows."""
+    seen = {str(r.get("scenario")) for r in rows}
+    return [s for s in all_scenarios() if s.default or s.name in seen]
 
 
 def get(name: str) -> Scenario:
@@ -57,7 +69,6 @@ def add_arguments(parser: object) -> None:
 
 
 __all__ = [
-    "BatchScenario",
     "Column",
     "Scenario",
     "ScenarioConfig",
@@ -65,5 +76,7 @@ __all__ = [
     "all_scenarios",
     "configs_for",
     "get",
+    "in_rows",
+    "ranking",
     "register",
 ]

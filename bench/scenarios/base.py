@@ -1,69 +1,27 @@
-"""What every scenario is (:class:`Scenario`), the configuration a run carries for it (:class:`ScenarioConfig`), and
-the timed loop the batch scenarios share (:class:`BatchScenario`: a fixed batch called back to back).
+"""What every scenario is (:class:`Scenario`): the one interface everything downstream of a measurement reads.
 
-Everything downstream of a measurement reads a scenario through this interface: which row field is its figure and
-which way is better (the gate, the answer), which leaderboard columns it fills (the leaderboard, the page, the
-trackers), how its paired ratio becomes a speedup, and which options rebuild it (``--resume``, grid files).
+Which row field is its figure and which way is better (the gate, the answer), which leaderboard columns it fills
+(the leaderboard, the page, the trackers), how its paired ratio becomes a speedup, what it adds to the answer line
+and the notes, how pareto.png draws it, and which options rebuild it (``--resume``, grid files). Scenarios never
+name each other: the report iterates over the run's scenarios and asks each.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from data.errors import InputError
-
-T = TypeVar("T")
+from bench.scenarios.config import Column, ScenarioConfig
 
 
-@dataclass(frozen=True)
-class ScenarioConfig:
-    """One scenario of a run: its name, batch, timing budget, and options of its own (``options``)."""
-
-    name: str
-    batch_size: int
-    warmup_iters: int = 10
-    warmup_seconds: float = 1.0
-    min_iters: int = 50
-    min_seconds: float = 3.0
-    max_seconds: float = 60.0
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["options"] = dict(self.options)
-        if not out["options"]:
-            out.pop("options")  # the layout run_config.json had before scenarios took options
-        return out
-
-    @staticmethod
-    def from_dict(item: Any) -> ScenarioConfig:
-        names = {f.name for f in fields(ScenarioConfig)}
-        if not isinstance(item, Mapping) or set(item) - names or "name" not in item:
-            raise InputError(f"run configuration: unreadable scenario {item!r}")
-        return ScenarioConfig(**{**item, "options": dict(item.get("options") or {})})
-
-
-@dataclass(frozen=True)
-class Column:
-    """A leaderboard column a scenario fills from its row: ``name`` in the leaderboard, ``source`` in the row."""
-
-    name: str
-    source: str
-    header: str = ""  # with its unit, for the page (empty: left off the page)
-    fmt: str = "{:.3g}"
-
-
-@dataclass
-class TimedCall:
-    """A warm call of a variant at a fixed batch: what a batch scenario's slices time."""
-
-    call: Callable[[], Any]
-    timer: Any
-    batch: int
-    note: str | None = None
+def num(value: Any) -> float:
+    """A row or leaderboard value as a float (NaN when missing or not a number)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class Scenario:
@@ -80,6 +38,16 @@ class Scenario:
     columns: tuple[Column, ...] = ()  # figures copied from the row into the leaderboard, in order
     speedup_column: str | None = None  # the ratio against fp32, paired where the sweep paired it
     interval_columns: tuple[str, str] | None = None  # its 95% interval, where the leaderboard shows one
+    speedup_header: str = ""  # the speedup column's header on the page
+    # The row field holding raw per-call times (ms) the gate compares; None: the scenario's figure is one value per
+    # row (``headline``), compared by its ratio alone.
+    samples_field: str | None = "samples_ms"
+    ranks: bool = False  # the answer ranks variants by this scenario's speedup (exactly one registered scenario does)
+    label: str = ""  # how notes name where a figure was taken ("batch 1")
+    panel: str | None = None  # its panel of pareto.png: "front" (figure against top-1), "bars", or none
+    axis_label: str = ""  # that panel's axis
+    slower_words: str = ""  # leaderboard note for a variant worse than fp32 here: "<words> (0.52x)"
+    console_columns: tuple[str, ...] = ()  # the leaderboard columns the console table shows for it
 
     def add_arguments(self, parser: Any) -> None:
         """The scenario's own command-line options (none by default)."""
@@ -103,86 +71,38 @@ class Scenario:
             return math.nan
         return value / reference if self.higher_is_better else reference / value
 
+    def figure_from_samples(self, samples_ms: list[float], batch: int) -> float:
+        """The scenario's figure from raw per-call times (the gate's headline number): the median call by default."""
+        import numpy as np
+
+        return float(np.median(samples_ms)) if samples_ms else math.nan
+
     def speedup_from_time_ratio(self, ratio: float) -> float:
         """A paired time ratio (variant over fp32, per call) as a speedup."""
         return 1.0 / ratio if ratio > 0 else math.nan
 
+    def worse_than_reference(self, rec: Mapping[str, Any]) -> float | None:
+        """The variant's speedup here when it is below 1 (worse than fp32), else None."""
+        speed = num(rec.get(self.speedup_column)) if self.speedup_column else math.nan
+        return speed if speed < 1.0 else None
 
-class BatchScenario(Scenario):
-    """A fixed batch called back to back: warm up, then time calls (in slices when paired, else all at once)."""
+    def slower_note(self, rec: Mapping[str, Any]) -> str | None:
+        """The leaderboard note for a variant worse than fp32 in this scenario."""
+        speed = self.worse_than_reference(rec)
+        return None if speed is None else f"{self.slower_words} ({speed:.2f}x)"
 
-    def batch_size(self, options: Any, device: str) -> int:
-        raise NotImplementedError
+    def slower_explanation(self, rec: Mapping[str, Any]) -> str | None:
+        """The same, as explanations.md words it."""
+        return self.slower_note(rec)
 
-    def budgets(self, quick: bool) -> dict[str, Any]:
-        raise NotImplementedError
+    def answer_text(self, rec: Mapping[str, Any], ranked_first: bool) -> str:
+        """What the answer line says about the chosen variant in this scenario (empty: nothing)."""
+        return ""
 
-    def config(self, options: Any, device: str) -> ScenarioConfig | None:
-        return ScenarioConfig(self.name, self.batch_size(options, device), **self.budgets(bool(options.quick)))
+    def caveats(self, rows: list[Mapping[str, Any]]) -> list[str]:
+        """What this scenario's figures in ``rows`` rest on that a reader should know before deciding."""
+        return []
 
-    def prepare(self, variant: Any, input_size: Any, cfg: ScenarioConfig, seed: int, device: str) -> TimedCall:
-        """Warm the call up once; on a GPU that runs out of memory, halve the batch (down to 1) and say so."""
-        from models.timers import WallTimer, cuda_synchronize, warm_up
-
-        timer = WallTimer(cuda_synchronize if device == "cuda" else None)
-
-        def attempt(batch: int):
-            host = host_batch(input_size, batch, seed, device)
-
-            def call():
-                return variant.predict(variant.prepare_input(host))
-
-            warm_up(call, cfg, timer)
-            return call
-
-        call, batch, note = halve_on_oom(cfg.batch_size, attempt)
-        return TimedCall(call, timer, batch, note)
-
-    def time_slice(self, timed: TimedCall, seconds: float, min_calls: int) -> list[float]:
-        """One slice: calls for ``seconds`` and at least ``min_calls`` (a slow call is a slice of one)."""
-        from models.timers import time_calls
-
-        return time_calls(timed.call, timed.timer, max(1, int(min_calls)), float(seconds), max(60.0, 4 * seconds))
-
-    def time_alone(self, timed: TimedCall, cfg: ScenarioConfig) -> list[float]:
-        """The whole budget at once (unpaired)."""
-        from models.timers import time_calls
-
-        return time_calls(timed.call, timed.timer, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
-
-    def summarize(self, samples_s: list[float], batch: int) -> dict[str, Any]:
-        from models.timers import summarize
-
-        return summarize(samples_s, batch)
-
-
-def host_batch(input_size, batch: int, seed: int, device: str):
-    """The host batch timed calls copy in: fixed by the seed, so every process of a run feeds the same data.
-
-    On CUDA it is pinned, as ``DataLoader(pin_memory=True)`` hands batches to a serving loop: a pageable batch
-    is staged through a bounce buffer, and at batch 128 that copy alone (~8 ms for 77 MB) would cap every
-    variant's end-to-end throughput near 4,000 img/s whatever the model does.
-    """
-    import torch
-
-    c, h, w = input_size
-    x = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(seed))
-    return x.pin_memory() if device == "cuda" else x
-
-
-def halve_on_oom(batch: int, attempt: Callable[[int], T]) -> tuple[T, int, str | None]:
-    """``attempt(batch)``; when the GPU runs out of memory, halve the batch and try again (down to 1).
-
-    Returns (result, the batch that worked, a note for the row when it is not the one asked for)."""
-    import torch
-
-    note = None
-    while True:
-        try:
-            return attempt(batch), batch, note
-        except torch.cuda.OutOfMemoryError:
-            if batch == 1:
-                raise
-            torch.cuda.empty_cache()
-            note = f"batch {batch} ran out of GPU memory; measured at batch {batch // 2}"
-            batch //= 2
+    def figures(self, df: Any, rows: list[Mapping[str, Any]], run_dir: Path) -> dict[str, Path]:
+        """Files of the scenario's own (a serving curve, say), written with the other reports."""
+        return {}

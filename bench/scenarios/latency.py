@@ -7,10 +7,13 @@ p < 0.001 needs a few hundred per-call latencies to catch a 10% slowdown (docs/g
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bench.scenarios import register
-from bench.scenarios.base import BatchScenario, Column, ScenarioConfig
+from bench.scenarios.base import num
+from bench.scenarios.batch import BatchScenario
+from bench.scenarios.config import Column
 
 
 class Latency(BatchScenario):
@@ -25,9 +28,17 @@ class Latency(BatchScenario):
         Column("p90_ms", "p90_ms"),
         Column("p99_ms", "p99_ms", "p99 ms", "{:.3f}"),
         Column("cov", "cov", "CoV", "{:.2f}"),
+        Column("device_p50_ms", "device_p50_ms", optional=True),
     )
     speedup_column = "speedup_vs_fp32"
     interval_columns = ("speedup_ci95_low", "speedup_ci95_high")
+    ranks = True
+    speedup_header = "speedup ×fp32 (batch 1)"
+    label = "batch 1"
+    panel = "front"
+    axis_label = "latency at batch 1, p50 in milliseconds (at fp32's pace: fp32 p50 / speedup; lower is better)"
+    slower_words = "slower than fp32 at batch 1"
+    console_columns = ("p50_ms", "p99_ms")
 
     def batch_size(self, options: Any, device: str) -> int:
         return 1
@@ -37,14 +48,19 @@ class Latency(BatchScenario):
             return {"warmup_iters": 5, "warmup_seconds": 0.3, "min_iters": 200, "min_seconds": 1.0, "max_seconds": 15}
         return {"warmup_iters": 10, "warmup_seconds": 1.0, "min_iters": 300, "min_seconds": 3.0, "max_seconds": 60}
 
-    def record(self, row: Any) -> dict[str, Any]:
-        out = super().record(row)
-        if "device_p50_ms" in row:
-            out["device_p50_ms"] = row["device_p50_ms"]
-        return out
+    def slower_explanation(self, rec: Mapping[str, Any]) -> str | None:
+        speed = self.worse_than_reference(rec)
+        return None if speed is None else f"{speed:.2f}x fp32 speed at batch 1"
 
-    def cli_args(self, cfg: ScenarioConfig) -> list[str]:
-        return []
+    def answer_text(self, rec: Mapping[str, Any], ranked_first: bool) -> str:
+        speed = num(rec.get(self.speedup_column))
+        if ranked_first:
+            speed_txt = " (no variant beats the fp32 reference here)"
+        elif speed != speed:  # NaN: no speedup known
+            speed_txt = ""
+        else:
+            speed_txt = f", {speed:.2f}x fp32 speed" + (" (slower than fp32)" if speed < 1.0 else "")
+        return f"p50 {num(rec.get('p50_ms')):.3f} ms at batch 1{speed_txt}"
 
 
 register(Latency())

@@ -2,9 +2,10 @@
 and the global Inductor config restored after every call.
 
 On CPU, Inductor *freezing* (weights folded into the graph as constants, convolution weights pre-packed for oneDNN)
-is what makes compile pay off: plain ``torch.compile`` measured 1.0-1.1x eager at batch 1, freezing plus BF16
-2.4-3.0x. It is set with ``torch._inductor.config.patch`` around every call, not ``torch.compile(options=...)``,
-because the options route fails on PT2E-quantized graphs, and the patch restores Inductor's global config after.
+is what makes compile pay off: without it the weights stay graph inputs that oneDNN cannot pre-pack, and plain
+``torch.compile`` is barely faster than eager at batch 1. It is set with ``torch._inductor.config.patch`` around
+every call, not ``torch.compile(options=...)``, because the options route fails on PT2E-quantized graphs, and the
+patch restores Inductor's global config after.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class CompileConfig:
     freezing: bool | None = None
     bf16: bool = False
     fp16: bool = False
-    # max-autotune also benchmarks Triton convolution templates against cuDNN: on resnet50@224 (H100) batch 1 and
-    # part of batch 128 filled 330 s. ``cudnn-convs`` keeps convolutions on ATen (cuDNN/oneDNN) and tunes the rest.
+    # max-autotune also benchmarks Triton convolution templates against cuDNN, which takes minutes per batch size on
+    # a convnet. ``cudnn-convs`` keeps convolutions on ATen (cuDNN/oneDNN) and tunes the rest.
     cudnn_convs: bool = False
 
     def autocast(self) -> torch.dtype | None:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from data.errors import InputError
+from optim.evaluate import agreement
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -193,7 +194,7 @@ def parity_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict[str, fl
         "max_abs_diff": float(np.abs(ref - cand).max()),
         "max_abs_ref": float(np.abs(ref).max()),
         "cosine": float(cosine.min()),
-        "agreement": float((ref.argmax(1) == cand.argmax(1)).mean() * 100),
+        "agreement": agreement(ref.argmax(1), cand.argmax(1)),
         "images": int(ref.shape[0]),
     }
 

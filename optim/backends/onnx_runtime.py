@@ -16,10 +16,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import MissingDependencyError
+from data.errors import MissingDependencyError, require
 from optim.backends.onnx_export import INPUT_NAME
 
+CPU_HINT = "pip install -e '.[cpu]'"
 GPU_HINT = "pip install .[gpu] (onnxruntime-gpu) or build Dockerfile.cuda"
+
+
+def require_ort(device: str = "cpu"):
+    """onnxruntime, or MissingDependencyError naming the extra that installs it for ``device``."""
+    return require("onnxruntime", GPU_HINT if device == "cuda" else CPU_HINT)
+
+
+def missing_reason(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on ``device`` here (not installed, or no CUDA provider), or None."""
+    try:
+        ort = require_ort(device)
+    except MissingDependencyError as exc:
+        return str(exc)
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"onnxruntime has no CUDAExecutionProvider ({GPU_HINT})"
+    return None
 
 
 def harness_threads() -> int:
@@ -28,26 +45,14 @@ def harness_threads() -> int:
     return int(value) if value and value.isdigit() and int(value) > 0 else torch.get_num_threads()
 
 
-def cuda_unavailable_reason() -> str | None:
-    """Why ORT cannot run on CUDA here, or None."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return f"onnxruntime is not installed ({GPU_HINT})"
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return f"onnxruntime has no CUDAExecutionProvider ({GPU_HINT})"
-    return None
-
-
 def providers_for(device: str, cache_dir: Path | None) -> list[Any]:
     """Execution providers in priority order for ``device``; raises when CUDA is asked for and absent."""
-    import onnxruntime as ort
-
     if device != "cuda":
         return ["CPUExecutionProvider"]
-    reason = cuda_unavailable_reason()
+    reason = missing_reason(device)
     if reason:
         raise MissingDependencyError(f"ORT on cuda: {reason}")
+    ort = require_ort(device)
     providers: list[Any] = []
     if "TensorrtExecutionProvider" in ort.get_available_providers():
         trt: dict[str, Any] = {"trt_fp16_enable": False}
@@ -62,7 +67,7 @@ def providers_for(device: str, cache_dir: Path | None) -> list[Any]:
 
 def create_session(path: Path, device: str, threads: int, cache_dir: Path | None = None):
     """An ``InferenceSession`` for ``path`` configured as the module docstring says."""
-    import onnxruntime as ort
+    ort = require_ort(device)
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -107,7 +112,3 @@ def session_runtime(session, device: str) -> tuple[Callable[[Any], torch.Tensor]
         return torch.from_numpy(binding.copy_outputs_to_cpu()[0])
 
     return predict_cuda, prepare_cuda
-
-
-def session_providers(session) -> list[str]:
-    return list(session.get_providers())

@@ -1,7 +1,7 @@
 """ONNX Runtime static INT8: pre-process, calibrate on train images, write a QDQ graph.
 
-U8 activations and S8 per-channel weights: on the 2-core AMD development CPU S8S8 ran 3x slower than
-U8S8, and per-channel weights keep depthwise and narrow convolutions accurate. Nodes can be kept in FP32
+U8 activations and S8 per-channel weights: on CPUs without VNNI, S8 activations (S8S8) run several times slower
+than U8S8, and per-channel weights keep depthwise and narrow convolutions accurate. Nodes can be kept in FP32
 by module name (mapped through the weight initializer the exporter names after the parameter) or by
 position (the first convolution and the classifier), which is how the accuracy fallbacks work.
 """
@@ -43,6 +43,9 @@ class OrtQuantConfig:
 
 def preprocess(src: Path, dst: Path) -> dict[str, Any]:
     """ORT's recommended pre-processing: symbolic shape inference, graph optimization, ONNX shape inference."""
+    from optim.backends.onnx_runtime import require_ort
+
+    require_ort()
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     start = time.perf_counter()

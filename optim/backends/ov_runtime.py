@@ -18,29 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.errors import MissingDependencyError
+from data.errors import missing, require
 
-INSTALL_HINT = "pip install openvino nncf (or pip install -e '.[openvino]')"
-PRECISIONS = ("f32", "bf16")
+INSTALL_HINT = "pip install openvino nncf"
 
 
 def require_openvino():
-    try:
-        import openvino as ov
-    except ImportError:
-        raise MissingDependencyError(f"OpenVINO is not installed: {INSTALL_HINT}") from None
-    return ov
+    return require("openvino", INSTALL_HINT)
 
 
 def missing_reason(device: str) -> str | None:
     """Why an OpenVINO step cannot run here, or None."""
     if device != "cpu":
         return "the OpenVINO steps run on the CPU plugin only"
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return f"OpenVINO is not installed ({INSTALL_HINT})"
-    return None
+    return missing("openvino", INSTALL_HINT)
 
 
 def convert(source: torch.nn.Module | Path, input_size: tuple[int, int, int]) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.errors import InputError, MissingDependencyError
+from data.errors import InputError, require
 from models.attention import attention_layers, sync_attention
 from optim.artifact import BuildContext
 
@@ -55,11 +55,7 @@ class PruneConfig:
 
 
 def _import_torch_pruning():
-    try:
-        import torch_pruning as tp
-    except ImportError:
-        raise MissingDependencyError("pruning needs torch-pruning: pip install 'torch-pruning>=1.6,<1.7'") from None
-    return tp
+    return require("torch_pruning", "pip install 'torch-pruning>=1.6,<1.7'")
 
 
 def _importance(tp, name: str):

@@ -10,9 +10,8 @@ The recipe that works on torch 2.14 / torchao 0.18 (pinned by ``tests/test_quant
    ``options={"freezing": True}`` instead fails with ``onednn.qconv_prepack.default`` unsupported.
 
 Inductor's C++ wrapper (``cpp_wrapper=True``) is on by default: the compiled graph is then called from
-generated C++ instead of Python, which removes per-kernel Python overhead at batch 1. On the 2-core
-development VM it took resnet50 PT2E INT8 from 32-39 ms to 28-35 ms per image (three processes each, noisy
-machine) at the price of a longer first compile (28 s instead of 10 s). ``ptq(x86,wrapper=python)`` turns it off.
+generated C++ instead of Python, which removes per-kernel Python overhead at batch 1, at the price of a
+first compile about three times longer. ``ptq(x86,wrapper=python)`` turns it off.
 
 Inductor reads ``freezing`` when it compiles, which is at the first call for each new input shape, so
 every call runs inside the patch (a dict update, microseconds); global config is restored after each call.
@@ -157,7 +156,7 @@ def compile_frozen(
     """Compile and run once per shape so compile time lands in the build, not in the first timed call.
 
     The example is made outside inference mode, as callers' batches are: Dynamo guards on a tensor's dispatch
-    keys, and an inference tensor here made the first real call compile everything again (15 s on the 2-vCPU VM).
+    keys, and an inference tensor here would make the first real call compile everything again.
     """
     start = time.perf_counter()
     compiled = FrozenCompiled(graph, cpp_wrapper)
