@@ -32,6 +32,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--search", action="store_true", help="after the sweep, measure chains around the fastest variants")
     p.add_argument("--search-minutes", type=float, default=30.0, help="time budget of --search (default 30)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--export", metavar="DIR", help="after the sweep, export the variant the answer named into DIR (docs/export.md)"
+    )
     return p
 
 
@@ -107,9 +110,21 @@ def _sweep_file(args: Any, argv: list[str]) -> int:
 
     if args.ckpt or args.resume or args.run_id:
         raise InputError("--sweep-file names its checkpoints and run ids itself; pass no CKPT, --run-id or --resume")
+    if args.export:
+        raise InputError("--export takes one run; a sweep file makes one per checkpoint: export each with bench.export")
     at = next(i for i, a in enumerate(argv) if a == "--sweep-file" or a.startswith("--sweep-file="))
     rest = argv[:at] + argv[at + (1 if "=" in argv[at] else 2) :]
     return run_grid(Path(args.sweep_file), rest, _grid_plan, main)
+
+
+def _export(run_dir: Path, out: str) -> None:
+    """Hand over the answer's variant; a failed export is a warning: the sweep's figures stand without it."""
+    from bench.export import export_variant
+
+    try:
+        print(f"exported: {export_variant(run_dir, out=out)}")
+    except InputError as exc:
+        print(f"warning: not exported: {str(exc).splitlines()[0]}", file=sys.stderr)
 
 
 def _run(cfg: Any, run_dir: Path, args: Any) -> int:
@@ -143,6 +158,8 @@ def _run(cfg: Any, run_dir: Path, args: Any) -> int:
     print(outputs.answer)
     for name, path in outputs.files.items():
         print(f"{name}: {path}")
+    if args.export:
+        _export(run_dir, args.export)
     code, why = sweep_verdict(rows, cfg.device)
     if why:
         print(f"failed: {why}", file=sys.stderr)
