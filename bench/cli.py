@@ -131,6 +131,7 @@ def _run(cfg: Any, run_dir: Path, args: Any) -> int:
     from bench.report import write_reports
     from bench.run.executors import make_executor
     from bench.run.run_dir import RunLock
+    from bench.run.stages import run_stages
     from bench.run.sweep import run_sweep, sweep_verdict
 
     executor = make_executor(cfg)
@@ -152,6 +153,7 @@ def _run(cfg: Any, run_dir: Path, args: Any) -> int:
 
             cfg = run_search(cfg, run_dir, executor, args.search_minutes, progress=not args.no_progress)
             rows = read_rows(run_dir / RESULTS_FILE)
+        rows = run_stages(cfg, run_dir, rows, progress=not args.no_progress)
         outputs = write_reports(run_dir, rows, cfg)
     print(outputs.table)
     print()

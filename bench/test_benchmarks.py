@@ -1,7 +1,7 @@
 """The pytest-benchmark suite: ``pytest bench --benchmark-json out.json [--ckpt ...] [--recipes ...] [--quick]``.
 
 One test per recipe x timed scenario x device (by default latency at batch 1, throughput at batch N). Each variant is
-built once per session (:class:`VariantCache`), its accuracy measured once, then timed with
+built once per pytest run (:class:`VariantCache`), its accuracy measured once, then timed with
 ``benchmark.pedantic`` using explicit warm-up rounds (pytest-benchmark's own warm-up is off by default on
 CPython, so lazy compilation would leak into the statistics) and a call that synchronizes CUDA before the
 timer stops. ``benchmark.extra_info`` carries what the leaderboard and ``bench.gate`` need; the root

@@ -74,7 +74,7 @@ def test_nodes_talk_over_loopback_only(cluster):
 
 
 def test_a_sweep_spreads_over_nodes_one_measurement_per_node(cluster, tiny_ckpt, tmp_path):
-    from bench.report.leaderboard import COLUMNS
+    from bench.report.leaderboard import columns
 
     nodes, _, env = cluster
     proc = _sweep(nodes, env, tmp_path, tiny_ckpt, "ray4", "--recipes", RECIPES)
@@ -94,7 +94,7 @@ def test_a_sweep_spreads_over_nodes_one_measurement_per_node(cluster, tiny_ckpt,
     fp32_nodes = {r["node"]["id"] for r in rows if r["recipe"] == "fp32"}
     assert fp32_nodes == set(spans)  # every node that measured variants measured fp32 too
     header = (tmp_path / "results" / "runs" / "ray4" / "leaderboard.csv").read_text().splitlines()[0].split(",")
-    assert header[: len(COLUMNS)] == COLUMNS  # the same schema as a local sweep
+    assert header[: len(columns())] == columns()  # the same schema as a local sweep
 
 
 def test_a_grid_with_a_target_writes_a_run_directory_per_checkpoint_on_its_nodes(cluster, tiny_ckpt, tmp_path):

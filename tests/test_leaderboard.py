@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from bench.report.answer import answer_line, best_within_budget
-from bench.report.leaderboard import COLUMNS, build_leaderboard
+from bench.report.leaderboard import build_leaderboard, columns
 from bench.report.tables import write_leaderboard
 
 
@@ -25,6 +25,14 @@ def failed(variant: str, error: str = "RuntimeError: boom") -> dict:
     return {"variant": variant, "recipe": variant, "device": "cpu", "scenario": "*", "status": "failed", "error": error}
 
 
+# The leaderboard's columns for a run of the default scenarios: a user's scripts read them by name.
+LEADERBOARD_COLUMNS = [
+    *["variant", "device", "status", "p50_ms", "p90_ms", "p99_ms", "cov", "throughput_img_s", "throughput_batch"],
+    *["speedup_vs_fp32", "throughput_speedup_vs_fp32", "speedup_ci95_low", "speedup_ci95_high", "top1", "top5"],
+    *["top1_drop", "agreement", "size_mb", "build_s", "first_call_ms", "peak_rss_mb", "within_budget", "note"],
+]
+
+
 def test_best_is_fastest_within_budget_not_first_passing():
     rows = (
         rows_for("fp32", 10.0, 95.0)
@@ -34,7 +42,7 @@ def test_best_is_fastest_within_budget_not_first_passing():
         + [failed("broken")]
     )
     df = build_leaderboard(rows, max_drop=1.0)
-    assert list(df.columns[: len(COLUMNS)]) == COLUMNS
+    assert list(df.columns[: len(columns())]) == columns() == LEADERBOARD_COLUMNS
     assert df["variant"].tolist()[:4] == ["fastest-over", "best", "slow-ok", "fp32"]  # sorted by latency
     assert df["variant"].tolist()[-1] == "broken"  # failures stay visible, last
     assert df.set_index("variant").loc["fastest-over", "within_budget"] == False  # noqa: E712 - a pandas boolean
@@ -91,9 +99,9 @@ def test_random_init_speed_only_answer_and_empty_accuracy(tmp_path):
     line = answer_line(df, 1.0, "cpu")
     assert "fp32-cl" in line and "speed only" in line
     paths = write_leaderboard(df, tmp_path, line)
-    csv = pd.read_csv(paths["csv"])
+    csv = pd.read_csv(paths["leaderboard.csv"])
     assert csv["top1"].isna().all()
-    assert line in paths["md"].read_text()
+    assert line in paths["leaderboard.md"].read_text()
 
 
 def test_slower_than_fp32_is_said_next_to_the_variant():
@@ -108,6 +116,7 @@ def test_paced_figures_follow_the_paired_speedups(tmp_path):
     """Interleaved rows: fp32's figure scaled by the paired speedup, so the plot and the order agree with it."""
     from bench.report.leaderboard import paced
     from bench.report.plots import pareto_plot
+    from bench.scenarios import get
 
     rows = rows_for("fp32", 10.0, 90.0, thr=100.0)
     paired_rows = rows_for("a", 4.0, 90.0, thr=300.0)  # absolute figures taken in a fast minute
@@ -116,7 +125,7 @@ def test_paced_figures_follow_the_paired_speedups(tmp_path):
     rows += paired_rows + rows_for("b", 4.5, 90.0, thr=500.0)  # timed alone: its own figures
     df = build_leaderboard(rows)
     by_name = df.set_index("variant")
-    lat, thr = paced(df, "latency"), paced(df, "throughput")
+    lat, thr = paced(df, get("latency")), paced(df, get("throughput"))
     lat.index = thr.index = df["variant"]
     assert math.isclose(lat["a"], 5.0) and math.isclose(thr["a"], 400.0)  # 10 ms / 2x, 100 img/s x 4
     assert math.isclose(lat["b"], 4.5) and math.isclose(thr["b"], 500.0)

@@ -12,16 +12,14 @@ import pytest
 
 from bench.measure import early_stopping
 from bench.measure.open_loop import poisson_arrivals, run_open_loop
-from bench.measure.rate_search import (
+from bench.measure.rate_search import find_max_rate, harness_ceiling, rate_hint
+from bench.measure.trials import (
     CAP_TOO_SHORT,
     NOT_COMPLETED,
     OVER_BOUND,
     VALID,
     RatePoint,
-    find_max_rate,
-    harness_ceiling,
     open_loop_measure,
-    rate_hint,
     trial_queries,
 )
 

@@ -1,15 +1,15 @@
 """Same-job A/B: measure the base ref and the working tree on one machine, then gate head vs base.
 
-Why: timings of two runner VMs differ by far more than the regressions we want to catch (26% between VMs
-against 0.3% within one job, fast_mail_parser PR 128), so a stored baseline from another runner can only
-support a loose threshold. Measured in the same job, both sides share the hardware and the neighbours.
+Why: timings of two runner machines can differ by far more than the regressions we want to catch, so a stored
+baseline from another runner can only support a loose threshold. Measured in the same job, both sides share the
+hardware and the neighbours.
 
 Default (interleaved): for each recipe, ``--processes`` measurement processes per side are started, each
 running its own tree's code (:mod:`bench.run.server`: the base from a temporary git worktree), and they are
 timed in alternating short slices for ``--rounds`` rounds (:mod:`bench.run.schedule`). Round r of the base
 and round r of the head saw the same machine moment, so the gate tests the per-round ratios
-(:func:`bench.gate.stats.compare_paired`). Several processes per side average out what one process's
-memory layout does to its speed (a few percent here, once 14%).
+(:func:`bench.gate.stats.compare_paired`). Several processes per side average out the lasting offset each
+process carries (memory layout, thread placement), which one process a side would mistake for the code's.
 
 With ``--bench-cmd`` (a custom benchmark), or when the base has no ``bench/serve.py``, whole benchmark
 runs alternate instead (base-head, head-base, ...), and the samples of all rounds are pooled per side.

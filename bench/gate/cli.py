@@ -114,9 +114,9 @@ def compare(
     extra = []
     if single:
         extra.append(
-            "Caveat: one run on at least one side, so run-to-run spread (10-15% between fresh processes of the same "
-            "code, measured on an idle 16-core box) cannot be told apart from a code change; prefer --ab with "
-            "--rounds >= 3, or a threshold above that spread."
+            "Caveat: one run on at least one side, so the run-to-run spread between fresh processes of the same "
+            "code (docs/gate.md) cannot be told apart from a code change; prefer --ab with --rounds >= 3, or a "
+            "threshold above that spread."
         )
     comparisons.sort(key=lambda c: order_key(c.bench_id, c.device, c.metric))
     return GateResult(

@@ -9,8 +9,8 @@ p < 0.002 that asv (the one common tool that tests statistically) uses. The rati
 opposite failure: with hundreds of samples a 0.5% shift is "significant" but not worth failing a pull request.
 
 Samples inside one process are not independent (a process whose threads landed on SMT siblings is slow
-for all its samples), and runs of the same code in fresh processes differ by about 10-15% even on an idle
-machine, far more than the rank test on pooled samples expects. So when both sides pool >= 2 runs (A/B
+for all its samples), and runs of the same code in fresh processes differ far more than the rank test on
+pooled samples expects, even on an idle machine (docs/gate.md). So when both sides pool >= 2 runs (A/B
 rounds), the shift must also stand out from the run-to-run spread: one-sided Welch t on the log of each
 run's median at ``run_alpha`` (0.01). With one run a side that spread cannot be estimated; the report
 then rests on the threshold alone, which is why CI gates in A/B mode and not against a stored run.
@@ -36,9 +36,9 @@ from bench.gate.series import Series
 
 DEFAULT_ALPHA = 0.001
 DEFAULT_RUN_ALPHA = 0.01
-# The paired test's level. Its units are rounds (20 by default), whose log ratios scatter by about 0.15 on the
-# 2-vCPU VM, so p < 0.001 caught only 57% of 10% slowdowns in bench.gate.sim; at 0.01 it caught 96-99% with
-# 3 processes a side, and the 5% ratio threshold kept A/A false alarms at 0.0% (docs/gate.md).
+# The paired test's level. Its units are rounds (20 by default), too few for p < 0.001 to catch a 10% slowdown
+# reliably through the rounds' own scatter; at 0.01 the ratio threshold still keeps A/A false alarms near zero
+# (bench.gate.sim; docs/gate.md, docs/measurement.md).
 DEFAULT_PAIRED_ALPHA = 0.01
 TEST_NAME = "one-sided Mann-Whitney U on raw per-call samples"
 RUN_TEST_NAME = "one-sided Welch t on log run medians (when both sides have >= 2 runs)"

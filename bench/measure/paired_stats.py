@@ -8,11 +8,9 @@ around the true ratio is all it assumes; the exact test reaches p = 2^-n, so 20 
 ratios (the median of all pairwise means of rounds), with its distribution-free 95% interval from the
 signed-rank distribution.
 
-Why not the median round ratio (the earlier estimate): on the same raw rounds it scattered as much or more
-from sweep to sweep. Recomputed from the rounds of eight default six-recipe sweeps, the median
-CoV of the speedups across sweeps was 4.6% against 4.9% at batch 1 and 1.7% against 2.2% at batch 16; over five
-``--precise`` sweeps 2.5% against 2.5% and 2.4% against 2.6%. The two estimates differed by 0.2% on average (84
-variant rows), so the figures keep their centre: it uses every round's value, not only the middle one's.
+Why not the median round ratio (the earlier estimate): it uses only the middle round's value, and on the same
+raw rounds it scattered from sweep to sweep as much or more, while the two estimates agree on the centre
+(docs/measurement.md).
 """
 
 from __future__ import annotations
@@ -163,9 +161,9 @@ def order_effect(ratios: np.ndarray, variant_first: Sequence[bool]) -> OrderEffe
     """Whether one side disturbs the other: the signature is a ratio that depends on the order within the round.
 
     Interleaving rotates the order so that neither side always runs right after the other, and a fair pair
-    reads the same either way. ORT's thread pool, left spinning, once ran into the fp32 reference's next
-    slice: the rounds where the variant went first read about 2x apart from the others, and the median fell
-    wherever the mix put it. None with fewer than three rounds in either order.
+    reads the same either way. A thread pool left spinning (:mod:`bench.measure.quiesce`) runs into the other
+    side's next slice: the rounds split in two by order, and the median falls wherever the mix puts it. None
+    with fewer than three rounds in either order.
     """
     logs = np.log(np.asarray(ratios, dtype=np.float64))
     first = np.asarray(variant_first, dtype=bool)

@@ -1,15 +1,10 @@
 """Wait until this process's own threads stop using the CPU, so the process timed next gets the whole machine.
 
-Thread pools keep spinning after their last call, so that a call following soon does not pay a wake-up.
-Measured on the 2-vCPU development VM: torch's OpenMP pool spins for about 5-15 ms after its last call,
-ONNX Runtime's intra-op pool for about 55 ms (onnxruntime 1.32, defaults). The interleaved sweep paused
-20 ms between slices, so an ORT variant's pool was still spinning on one of the two vCPUs when the fp32
-reference started its slice. In six-recipe A/B sweeps, 20-60% of the
-reference's batch-1 slices that followed an ORT variant's slice ran at 1.5-3x the reference's usual time,
-against 0-3% of those that followed the reference's own slice or a torch variant's. The rounds then fell into
-two clusters by who went first and the median round ratio fell between them, wherever the mix put it: ORT
-speedups at batch 1 scattered from sweep to sweep (CoV up to 14%) and read too high (`ort` 9.6x against 8.0x
-once the wait below was in place, mean of four sweeps each).
+Thread pools keep spinning after their last call, so that a call following soon does not pay a wake-up, and
+ONNX Runtime's pool by default spins far longer than torch's. A pool still spinning when the other side of a
+round starts its slice takes a CPU from it: that side's slice runs slow whenever it follows this one, the rounds
+fall into two clusters by who went first, and the speedup reads wrong by however the order happened to mix
+(docs/measurement.md).
 
 The deployed configuration is left alone (a user's ORT session spins too, and between back-to-back calls
 that spinning is part of its latency). Instead each measurement process, after its timed calls, sleeps
@@ -23,7 +18,7 @@ from collections.abc import Callable
 
 MAX_WAIT_S = 0.25  # a pool that never settles (a background thread at work) must not stall the sweep
 SLOT_S = 0.005
-BUSY_FRACTION = 0.2  # an idle process used 0-2% of a slot on the VM; one spinning thread uses 100%
+BUSY_FRACTION = 0.2  # an idle process uses a small fraction of a slot, one spinning thread all of it
 
 
 def wait_until_idle(

@@ -11,35 +11,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.measure import early_stopping
-from bench.measure.open_loop import Instance, poisson_arrivals, run_open_loop
-
-# What a trial's verdict rests on (RatePoint.code).
-VALID = "valid"
-OVER_BOUND = "over_bound"  # enough queries, too many over the bound
-NOT_COMPLETED = "not_completed"  # the time cap ended the run with queries left: counted over the bound
-CAP_TOO_SHORT = "cap_too_short"  # the schedule of the queries the rule needs does not fit in the time cap
-
-
-@dataclass
-class RatePoint:
-    """One trial: the scheduled rate, its verdict and why, and the run's summary (``LoadResult.summary``)."""
-
-    rate: float
-    valid: bool
-    code: str
-    reason: str
-    summary: dict[str, Any] = field(default_factory=dict)
-    verdict: dict[str, Any] | None = None
-    seed: int | None = None
-    elapsed_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from bench.measure.trials import CAP_TOO_SHORT, RatePoint, open_loop_measure
 
 
 @dataclass
@@ -86,80 +63,12 @@ def rate_hint(batch_time_s: float, max_batch: int, instances: int = 1) -> float:
     return instances * max_batch / batch_time_s
 
 
-def trial_queries(rate: float, min_duration_s: float, percentile: float, confidence: float) -> int:
-    """Queries in a trial at ``rate``: enough for the rule to say VALID, and at least ``min_duration_s`` of them."""
-    return max(early_stopping.min_queries(percentile, confidence), math.ceil(rate * min_duration_s))
-
-
-def open_loop_measure(
-    instances: Sequence[Instance],
-    max_batch: int,
-    max_delay_s: float,
-    bound_s: float,
-    *,
-    percentile: float = early_stopping.DEFAULT_PERCENTILE,
-    confidence: float = early_stopping.DEFAULT_CONFIDENCE,
-    min_duration_s: float = 1.0,
-    time_cap_s: float = 10.0,
-    seed: int = 0,
-    stop_early: bool = True,
-    call_timeout_s: float | None = None,
-) -> Callable[[float], RatePoint]:
-    """A ``measure(rate)`` for :func:`find_max_rate` that runs one open-loop trial per call.
-
-    Each call draws a fresh schedule (seed ``seed``, ``seed + 1``, ...: reproducible, yet a re-measured rate is
-    not the same draw). A trial is capped at ``time_cap_s``; when the last query the rule needs is scheduled less
-    than ``bound_s`` before the cap the trial is INVALID without running (``cap_too_short``). ``stop_early``
-    ends an overloaded trial as soon as it has more queries over the bound than a passing run may have.
-    """
-    if not bound_s > 0:
-        raise ValueError(f"bound_s must be > 0, got {bound_s!r}")
-    if not (min_duration_s >= 0 and time_cap_s > 0):
-        raise ValueError("min_duration_s must be >= 0 and time_cap_s > 0")
-    early_stopping.min_queries(percentile, confidence)  # checks the levels now, not in the first trial
-    calls = [0]
-
-    def measure(rate: float) -> RatePoint:
-        started = time.perf_counter()
-        trial_seed = seed + calls[0]
-        calls[0] += 1
-        count = trial_queries(rate, min_duration_s, percentile, confidence)
-        arrivals = poisson_arrivals(rate, count, trial_seed)
-        if arrivals[-1] + bound_s > time_cap_s:  # the last query's deadline must fall inside the cap
-            reason = (
-                f"{count} queries at {rate:.4g}/s are scheduled over {arrivals[-1]:.3g} s, too close to the"
-                f" {time_cap_s:g} s time cap for all of them to complete within the bound"
-            )
-            return RatePoint(rate, False, CAP_TOO_SHORT, reason, seed=trial_seed)
-        allowed = early_stopping.max_over_bound(count, percentile, confidence)
-        over = (bound_s, allowed) if stop_early else None
-        result = run_open_loop(
-            instances, arrivals, max_batch, max_delay_s, time_cap_s, stop_when_over=over, call_timeout_s=call_timeout_s
-        )
-        missing = int((~result.completed).sum())
-        verdict = early_stopping.evaluate(result.latencies_s(), bound_s, percentile, confidence, missing)
-        code, reason = _code(verdict, result.stop_reason)
-        elapsed = time.perf_counter() - started
-        return RatePoint(
-            float(rate), verdict.valid, code, reason, result.summary(), verdict.to_dict(), trial_seed, elapsed
-        )
-
-    return measure
-
-
-def _code(verdict: early_stopping.Verdict, stop_reason: str) -> tuple[str, str]:
-    if verdict.valid:
-        return VALID, verdict.reason
-    if verdict.not_completed and stop_reason == "time limit":
-        return NOT_COMPLETED, f"time cap reached with {verdict.not_completed} queries not completed: {verdict.reason}"
-    return OVER_BOUND, verdict.reason
-
-
 class _Search:
     """One search: its settings, the trials, the bracket and the budget."""
 
     def __init__(self, measure: Callable[[float], RatePoint], clock: Callable[[], float], **settings: Any):
         self.measure, self.clock, self.start = measure, clock, clock()
+        self.confirm = settings["confirm"] or measure
         self.budget_s, self.rel_tol, self.growth = settings["budget_s"], settings["rel_tol"], settings["growth"]
         self.min_rate, self.max_rate, self.recheck = settings["min_rate"], settings["max_rate"], settings["recheck"]
         self.points: list[RatePoint] = []
@@ -200,7 +109,7 @@ class _Search:
             if self.out_of_time():
                 return "budget spent before the re-measurement"
             best = self.lo.rate  # type: ignore[union-attr]  # bisect returns "" only with a bracket in hand
-            again = self.measure(best)
+            again = self.confirm(best)
             self.points.append(again)
             if again.valid:
                 return "converged"
@@ -257,15 +166,18 @@ def find_max_rate(
     max_rate: float | None = None,
     recheck: bool = True,
     clock: Callable[[], float] = time.perf_counter,
+    confirm: Callable[[float], RatePoint] | None = None,
 ) -> SearchResult:
     """The largest rate ``measure`` finds VALID, to within ``rel_tol`` of the lowest INVALID one above it.
 
     No trial starts once ``budget_s`` has passed (so the search ends at most one trial past it); the result then
     says ``converged=False`` and keeps the best rate found so far. ``max_rate`` stops the growth (say, the
-    harness's own ceiling); ``min_rate`` stops the descent when even slow rates fail.
+    harness's own ceiling); ``min_rate`` stops the descent when even slow rates fail. ``confirm``: the measure that
+    re-measures the answer (a full trial when ``measure`` screens); a failed confirmation brackets from above.
     """
     _check_search_args(hint_rate, rel_tol, budget_s, growth)
     settings = {"rel_tol": rel_tol, "growth": growth, "min_rate": min_rate, "max_rate": max_rate, "recheck": recheck}
+    settings["confirm"] = confirm
     s = _Search(measure, clock, budget_s=budget_s, **settings)
     reason = s.run(hint_rate)
     converged = reason == "converged"

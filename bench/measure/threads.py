@@ -4,12 +4,9 @@
 anything runs; :func:`pin_threads` pins the threads once the variant is built: the calling thread on one CPU, the
 rest beside it.
 
-Why: on the 2-vCPU VM, with two intra-op threads, 20-87% of the 50 ms batch-1 slices of a pruned resnet10t
-ran at about twice the time of the others (1.5 against 3 ms per call), in runs of many slices, in every
-process; the Linux scheduler had put both threads of the pool on one CPU and took its time to part them.
-A pinned pool cannot share a CPU with itself: with the calling thread on CPU 0 and the pool's other thread on
-CPU 1, the share of such slices fell to 0-7% (three runs of three processes) and the spread of the per-round
-ratios between two processes of the same variant fell from a log SD of 0.07-0.27 to 0.09-0.12.
+Why: the Linux scheduler can put two threads of one pool on the same CPU and take its time to part them; a
+small model's slices then run at about twice their time, many in a row. A pinned pool cannot share a CPU with
+itself, so such slices become rare and processes of the same variant agree more closely (docs/measurement.md).
 
 This is what ``OMP_PROC_BIND=close`` does, but that binds the calling thread at the first parallel region,
 during the build, and every process started later inherits its single CPU: Inductor's compile workers and
@@ -88,6 +85,7 @@ def pin_threads(threads: int) -> str | None:
         return None
     if threads > len(cpus):
         return None
+    _PINNED_FROM[:] = cpus[:threads]
     caller, rest = cpus[0], set(cpus[1:threads])
     me = threading.get_native_id()
     for tid in tids:
@@ -97,3 +95,20 @@ def pin_threads(threads: int) -> str | None:
             continue
     others = ",".join(str(c) for c in sorted(rest))
     return f"calling thread on CPU {caller}, {len(tids) - 1} other threads on CPU {others}"
+
+
+_PINNED_FROM: list[int] = []  # the CPUs pin_threads spread the threads over
+
+
+def unpin_threads() -> None:
+    """Undo :func:`pin_threads`: every thread of the process may run on all the CPUs it was pinned across again.
+
+    Threads a pinned thread starts inherit its one CPU, so several workers that each call a model (a serving
+    measurement's instances) would all share it."""
+    if not _PINNED_FROM:
+        return
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            os.sched_setaffinity(tid, set(_PINNED_FROM))
+        except OSError:
+            continue

@@ -34,7 +34,7 @@ def data_wait_event(target: str) -> Any:
     TensorBoard profiler plugin files under DataLoader.
 
     The plugin only counts operator events named ``enumerate(DataLoader)#<...>.__next__``; torch's own range of that
-    name is a user annotation since torch 2.x, which the plugin drops, so its Overview showed 0 us of DataLoader
+    name is a user annotation since torch 2.x, which the plugin drops, so its Overview would show no DataLoader
     time. ``_RecordFunctionFast`` records an operator event; plain ``record_function`` is the fallback.
     """
     name = f"enumerate(DataLoader)#optbench/{target}.__next__"

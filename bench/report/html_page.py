@@ -45,8 +45,8 @@ def shown_columns(scenarios: list[Any]) -> dict[str, tuple[str, str | None]]:
     return out | TRAILING
 
 
-# A batch-1 coefficient of variation above this means a few samples far from the rest (one 376 ms call among
-# 1,909): the p50 stands, the mean and p99 do not.
+# A batch-1 coefficient of variation above this means a few samples far from the rest (one stalled call among
+# thousands can do it): the p50 stands, the mean and p99 do not.
 NOISY_COV = 0.5
 
 STYLE = """

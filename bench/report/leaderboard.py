@@ -82,10 +82,12 @@ def _variant_record(rows: list[dict[str, Any]], scenarios: list[Any]) -> dict[st
             for note in (_process_disagreement(paired, scenario.label), _order_dependence(paired, scenario.label)):
                 if note:
                     process_notes.append(note)
-    for key in ROW_FIELDS:
-        if first.get(key) is not None:
-            rec[key] = first[key]
+    for key in ROW_FIELDS:  # the first row that has it: a staged scenario's process measures no accuracy
+        value = next((r[key] for r in ok if r.get(key) is not None), None)
+        if value is not None:
+            rec[key] = value
     notes = [r["note"] for r in ok if r.get("note")]
+    notes += [f"failed: {r.get('error')}" for r in rows if r.get("status") == "failed" and r.get("scenario") != "*"]
     rec["note"] = "; ".join([*dict.fromkeys(notes), *process_notes])
     return rec
 

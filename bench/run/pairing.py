@@ -21,26 +21,21 @@ from bench.run.sides import finish_side, spawn_side, start_side
 from optim.registry import REFERENCE  # every speedup, top-1 drop and agreement is relative to it
 
 # The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 5 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
-# which its false-alarm and power figures were measured with). Per-round noise on a 2-vCPU VM stayed the same with
-# shorter slices (log-ratio SD 0.07-0.11 either way), so three times the rounds cut the median CoV of the paired
-# speedups across default sweeps from 4.8% / 3.7% (20 rounds) to 3.4% / 2.7% (60 rounds; latency / throughput) in
-# the same 8 minutes. The pause between slices is short because each side answers only once its thread pools are
-# idle (bench.measure.quiesce).
+# which its false-alarm and power figures were measured with). Shorter slices add no per-round noise, so more
+# rounds in the same time narrow the paired speedup (docs/measurement.md). The pause between slices is short
+# because each side answers only once its thread pools are idle (bench.measure.quiesce).
 #
-# A slice is its time share (50 ms) with at least one call, not a share of the gate's call count as well: on
-# resnet50 at 224 (130-140 ms a call on that VM) five calls a slice made every batch-1 round half a second per
-# side without changing what the round ratio measures. A scenario's rounds stop, after at least 10, once the two
-# sides together have been timed for 40 s (20 s a side on average; against a fast variant the fp32 side takes most
-# of it), so a model whose batch of 16 takes seconds still fits a sweep: the rows record the rounds they got, and the
-# interval widens with fewer of them. The default resnet50 sweep on the VM took 22.2 min (10-15 throughput rounds),
-# and 27.1 min with 30 s a side (13-22 rounds), over the 25 min it should fit in. Small models reach neither limit.
+# A slice is its time share (50 ms) with at least one call, not a share of the gate's call count as well: for a
+# model whose call takes longer than a slice, several calls a slice would lengthen every round without changing
+# what the round ratio measures. A scenario's rounds stop, after at least 10, once the two sides together have been
+# timed for 40 s (20 s a side on average; against a fast variant the fp32 side takes most of it), so a model whose
+# batch of 16 takes seconds still fits a sweep: the rows record the rounds they got, and the interval widens with
+# fewer of them. Small models reach neither limit.
 SWEEP_PLAN = PairingPlan(rounds=SWEEP_ROUNDS, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=20.0)
 
-# ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile). What moved a
-# batch-1 speedup between default sweeps on the VM was, in about equal parts, the rounds' own noise (CoV 2.6-3.9%
-# across 60-round blocks timed by the same processes) and the processes. Six-recipe sweeps: median CoV of the
-# batch-1 speedup 2.5% over 5 runs, against 5.2% over 2 default runs alternated with them; each run took 383-448 s
-# against 282-293 s.
+# ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile), because what
+# moves a batch-1 speedup between default sweeps is both the rounds' own noise and each process's lasting offset
+# (docs/measurement.md).
 
 
 def plan_for(job: Job) -> PairingPlan:

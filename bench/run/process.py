@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import Job
-from bench.scenarios import ScenarioConfig
-from models.timers import WallTimer, cuda_synchronize, summarize
+from models.timers import WallTimer, cuda_synchronize
 from optim.registry import REFERENCE
 
 SCHEMA_VERSION = 2
@@ -57,25 +56,6 @@ def _save_array(path: Path, array: Any) -> None:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def scenario_row(
-    job: Job, scenario: ScenarioConfig, batch: int, e2e: list[float], device_only: list[float] | None, note: str | None
-) -> dict[str, Any]:
-    """Percentiles, every sample, and which timer took them: one scenario's part of a result row."""
-    from bench.scenarios import get
-
-    row: dict[str, Any] = {"scenario": scenario.name, "batch_size": batch, **get(scenario.name).summarize(e2e, batch)}
-    row["samples_ms"] = [round(s * 1e3, 6) for s in e2e]
-    cuda_timer = "perf_counter+cuda_synchronize (end-to-end, pinned host batch copied in)"
-    row["timer"] = cuda_timer if job.device == "cuda" else "perf_counter"
-    if device_only is not None:
-        stats = summarize(device_only, batch)
-        row.update({f"device_{k}": v for k, v in stats.items() if k != "n"})
-        row["device_timer"] = "cuda_events (device-only, input already on the GPU)"
-    if note:
-        row["note"] = note
-    return row
 
 
 @dataclass

@@ -1,16 +1,14 @@
 """Interleaved measurement: several sides, each warm in its own process(es), timed in alternating slices.
 
-On a 2-vCPU VM the same resnet18 call took 37 ms in one process and 48 ms in the next, and an in-cache matmul
-swung between 51 and 80 us within seconds: the machine's speed drifts faster and further than the differences we
-want to see. Timing variants in turn for a few seconds each therefore compares machine moods. Here every side
-stays loaded in its own process (:mod:`bench.run.server`) and the coordinator asks each for a short slice in turn,
-round after round, rotating who goes first; paired slices see the same mood and their ratio is what
-:mod:`bench.measure.paired_stats` summarizes. Measured on that VM (resnet18, 60 rounds of 0.1 s): an A/A pair gave
-median round ratios of 0.98-1.00 over four runs while the absolute p50 ranged from 38 to 56 ms; a 10% injected
-slowdown read 1.09-1.10.
+A machine's speed drifts, within seconds and from one process to the next, faster and further than the
+differences we want to see. Timing variants in turn for a few seconds each therefore compares machine moods.
+Here every side stays loaded in its own process (:mod:`bench.run.server`) and the coordinator asks each for a
+short slice in turn, round after round, rotating who goes first; paired slices see the same mood and their ratio
+is what :mod:`bench.measure.paired_stats` summarizes. The ratio stays put where the absolute times do not
+(docs/measurement.md).
 
-A side answers a slice only once its thread pools have stopped spin-waiting (:mod:`bench.measure.quiesce`; ONNX
-Runtime's spins for about 55 ms), so the other side starts on idle CPUs; the coordinator adds a short pause.
+A side answers a slice only once its thread pools have stopped spin-waiting (:mod:`bench.measure.quiesce`), so
+the other side starts on idle CPUs; the coordinator adds a short pause.
 """
 
 from __future__ import annotations
@@ -51,9 +49,9 @@ class PairingPlan:
 class Side:
     """Several processes of one variant measured as one side: each round times one of them.
 
-    Why: a process is one draw. On the 2-vCPU VM six fp32 processes of the same model settled 1-3% apart
-    (SD) for as long as they lived, and that offset, not the round-to-round noise, was most of what still
-    moved a variant's paired speedup from one sweep to the next. Spreading a side's rounds over K processes
+    Why: a process is one draw. Processes of the same model settle a few percent apart for as long as they
+    live, and that offset, not the round-to-round noise, is much of what moves a variant's paired speedup
+    from one sweep to the next (docs/measurement.md). Spreading a side's rounds over K processes
     averages K such offsets at the price of starting K - 1 more processes; the timing budget is unchanged.
 
     ``report``: when the timed processes all loaded the variant another process built (:mod:`bench.run.sides`),

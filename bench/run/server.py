@@ -62,9 +62,7 @@ class _Server:
                 self.calls[scenario.name] = self._warm(scenario)
             self.samples[scenario.name] = []
         self.prep.pinning = pin_threads(self.prep.job.threads)  # built and warm: nothing compiles from here on
-        batches = {
-            s.name: self.calls[s.name].batch if s.name in self.calls else s.batch_size for s in self.prep.job.scenarios
-        }
+        batches = {s.name: getattr(self.calls.get(s.name), "batch", s.batch_size) for s in self.prep.job.scenarios}
         self.prep.eval_batch = max(batches.values(), default=None)  # warmed up already: accuracy compiles nothing
         return {"ok": True, "first_call_ms": self.prep.first_ms, "variant": self.prep.variant.name, "batches": batches}
 
@@ -84,8 +82,7 @@ class _Server:
         """Warm the scenario's call up once (the scenario module owns how: :mod:`bench.scenarios`)."""
         from bench.scenarios import get
 
-        prep, job = self.prep, self.prep.job
-        return get(scenario.name).prepare(prep.variant, prep.info.input_size, scenario, job.seed, job.device)
+        return get(scenario.name).prepare(self.prep, scenario)
 
     def _scenario(self, name: str):
         known = {s.name: s for s in self.prep.job.scenarios}
@@ -122,9 +119,9 @@ class _Server:
         from bench.scenarios import get
 
         config = self._scenario(scenario)
-        samples = get(scenario).time_alone(self.calls[scenario], config)
-        self.samples[scenario].append(samples)
-        return {"ok": True, "calls": len(samples)}
+        result = get(scenario).time_alone(self.calls[scenario], config)
+        self.samples[scenario].append(result)
+        return {"ok": True, "calls": len(result)}
 
     def accuracy(self) -> dict[str, Any]:
         from bench.run.process import measure_accuracy
@@ -137,31 +134,23 @@ class _Server:
         return {"ok": True, "fields": common_fields(self.prep)}
 
     def finish(self) -> dict[str, Any]:
+        """One row per measured scenario (the scenario module writes its part), with the fields every row has."""
         import numpy as np
 
-        from bench.run.process import finish, scenario_row
-        from bench.scenarios.batch import host_batch
-        from models.timers import CudaEventTimer, run_timed
+        from bench.run.process import finish
+        from bench.scenarios import get
 
-        prep = self.prep
         rows = []
-        for scenario in prep.job.scenarios:
-            slices = self.samples[scenario.name]
-            if not slices:
+        for scenario in self.prep.job.scenarios:
+            chunks = self.samples[scenario.name]
+            if not chunks:
                 continue
-            batch, note = self.calls[scenario.name].batch, self.calls[scenario.name].note
-            device_only = None
-            if prep.job.device == "cuda":  # device-only time needs no pairing: the GPU is not shared here
-                ready = prep.variant.prepare_input(host_batch(prep.info.input_size, batch, prep.job.seed, "cuda"))
-                device_only = run_timed(lambda ready=ready: prep.variant.predict(ready), scenario, CudaEventTimer())
-            pooled = [s for chunk in slices for s in chunk]
-            row = scenario_row(prep.job, scenario, batch, pooled, device_only, note)
-            row["slice_lengths"] = [len(chunk) for chunk in slices]
+            row = get(scenario.name).row(self.prep, scenario, self.calls[scenario.name], chunks)
             waits = self.idle_waits.get(scenario.name)
             if waits:  # how long this variant's pools spun after a slice: the reason the reply waits for them
                 row["idle_wait_ms_p50"] = round(float(np.median(waits)) * 1e3, 1)
             rows.append(row)
-        return {"rows": finish(prep, rows)}
+        return {"rows": finish(self.prep, rows)}
 
     def handle(self, msg: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The reply to one command, and whether the process ends after sending it."""
@@ -184,7 +173,7 @@ class _Server:
 
 
 def _import_libraries() -> None:
-    """Import torch and timm now (about 6 s on a 2-vCPU VM, most of a process's start-up).
+    """Import torch and timm now (most of a fresh process's start-up, docs/measurement.md).
 
     A sweep starts a variant's second process beside the first and waits for both to be ready before the
     first builds: the two imports then overlap each other instead of the build or the timing.

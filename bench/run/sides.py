@@ -1,15 +1,15 @@
 """A side: one variant measured in one or several processes. Starting them, and one row per scenario from all.
 
-A process is one draw: on the 2-vCPU VM the same model ran a few percent faster or slower in one process
-than in the next, for the process's whole life, and that offset was most of what still moved a variant's
-paired speedup from one sweep to the next. So a side may be measured by several processes, over which
+A process is one draw: the same model runs a few percent faster or slower in one process than in the next,
+for the process's whole life, and that offset is much of what moves a variant's paired speedup from one sweep
+to the next (docs/measurement.md). So a side may be measured by several processes, over which
 :func:`bench.run.schedule.interleave` spreads the rounds.
 
 Those processes all load the variant from the directory a separate builder process saved it to, as a
 deployment loads its artifact; the builder measures accuracy while they load, then exits untimed. Why not
-let the builder time too: a process that built the variant ran 2-7% slower than processes that loaded it,
-in every one of 11 three-process tests on the VM (prune(0.5) at batch 1: median +4%; the fp32 reference
-after its accuracy run: +2%), so a builder among the timed processes biased the side by about half that.
+let the builder time too: a process that built the variant (or ran its accuracy pass) runs slower than
+processes that only loaded it, so a builder among the timed processes would bias the side
+(docs/measurement.md).
 
 By default a CPU sweep times two loaded processes for every variant whose saved form loads without
 compiling again. A variant whose loading compiles again (a second compile would cost the build time

@@ -91,9 +91,12 @@ def run_sweep(
     retry_failed: bool = False,
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every recipe of ``cfg`` not finished yet; returns all rows of the run (old and new)."""
+    """Measure every recipe of ``cfg`` not finished yet; returns all rows of the run (old and new). Staged
+    scenarios (serving) are measured afterwards, on the variants their stage picks (:mod:`bench.run.stages`)."""
+    from bench.scenarios import get
     from optim.recipe import parse
 
+    cfg = cfg.replace(scenarios=tuple(s for s in cfg.scenarios if not get(s.name).staged))
     results_path = run_dir / RESULTS_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
     if retry_failed:

@@ -1,10 +1,10 @@
 """Measurement processes forked from one process that has imported torch and timm already.
 
-Every measurement process used to start as a fresh interpreter, and the first thing each one did was import torch
-and timm: 8 s of CPU on the 2-vCPU VM (torch 3 s, timm 5 s), while a sweep starts three processes per variant
-(a builder and two loaded copies) and a test run hundreds. Here multiprocessing's forkserver imports them once, in
-a process that runs nothing else (no model built, nothing compiled, no CUDA context, no torch thread pool started),
-and each measurement process is a fork of it: the same code, started in milliseconds.
+A fresh interpreter's first work would be importing torch and timm, seconds of CPU each time
+(docs/measurement.md), while a sweep starts three processes per variant (a builder and two loaded copies) and a
+test run hundreds. Here multiprocessing's forkserver imports them once, in a process that runs nothing else (no
+model built, nothing compiled, no CUDA context, no torch thread pool started), and each measurement process is a
+fork of it: the same code, started in milliseconds.
 
 A forked process is made to be the process ``python -m bench.run.server`` would have been: it takes the
 coordinator's environment (thread counts included), working directory, import path and CPU affinity as they are

@@ -14,7 +14,7 @@ from bench.scenarios.base import Scenario
 from bench.scenarios.config import Column, ScenarioConfig
 from data.errors import InputError
 
-MODULES = ("bench.scenarios.latency", "bench.scenarios.throughput")
+MODULES = ("bench.scenarios.latency", "bench.scenarios.throughput", "bench.scenarios.serve")
 _REGISTRY: dict[str, Scenario] = {}
 _loaded = False
 

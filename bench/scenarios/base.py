@@ -103,6 +103,20 @@ class Scenario:
         """What this scenario's figures in ``rows`` rest on that a reader should know before deciding."""
         return []
 
+    # In the measurement process: ``prepare(prep, cfg) -> state`` once the variant is built, ``time_alone(state,
+    # cfg)`` for one unpaired measurement, ``time_slice(state, seconds, min_calls)`` for one paired slice, and
+    # ``row(prep, cfg, state, chunks)`` for the scenario's part of the result row (:mod:`bench.run.server`).
+    staged: bool = False  # measured after the sweep, on the variants its stage picks (bench.run.stages)
+
+    def prepare(self, prep: Any, cfg: ScenarioConfig) -> Any:
+        raise NotImplementedError
+
+    def time_alone(self, state: Any, cfg: ScenarioConfig) -> Any:
+        raise NotImplementedError
+
+    def row(self, prep: Any, cfg: ScenarioConfig, state: Any, chunks: list[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
     def figures(self, df: Any, rows: list[Mapping[str, Any]], run_dir: Path) -> dict[str, Path]:
         """Files of the scenario's own (a serving curve, say), written with the other reports."""
         return {}

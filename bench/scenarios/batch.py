@@ -36,10 +36,13 @@ class BatchScenario(Scenario):
     def config(self, options: Any, device: str) -> ScenarioConfig | None:
         return ScenarioConfig(self.name, self.batch_size(options, device), **self.budgets(bool(options.quick)))
 
-    def prepare(self, variant: Any, input_size: Any, cfg: ScenarioConfig, seed: int, device: str) -> TimedCall:
-        """Warm the call up once; on a GPU that runs out of memory, halve the batch (down to 1) and say so."""
+    def prepare(self, prep: Any, cfg: ScenarioConfig) -> TimedCall:
+        """Warm the call up once; on a GPU that runs out of memory, halve the batch (down to 1) and say so.
+
+        ``prep``: the measurement process's built variant (:class:`bench.run.process.Prepared`)."""
         from models.timers import WallTimer, cuda_synchronize, warm_up
 
+        variant, input_size, seed, device = prep.variant, prep.info.input_size, prep.job.seed, prep.job.device
         timer = WallTimer(cuda_synchronize if device == "cuda" else None)
 
         def attempt(batch: int):
@@ -66,18 +69,34 @@ class BatchScenario(Scenario):
 
         return time_calls(timed.call, timed.timer, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
 
-    def summarize(self, samples_s: list[float], batch: int) -> dict[str, Any]:
-        from models.timers import summarize
+    def row(self, prep: Any, cfg: ScenarioConfig, timed: TimedCall, slices: list[list[float]]) -> dict[str, Any]:
+        """The scenario's part of a result row: percentiles, every sample, the slices' lengths, which timer took
+        them, and on CUDA the same calls timed device-only (the GPU is not shared here, so no pairing is needed)."""
+        from models.timers import CudaEventTimer, run_timed, summarize
 
-        return summarize(samples_s, batch)
+        job, batch = prep.job, timed.batch
+        pooled = [s for chunk in slices for s in chunk]
+        row: dict[str, Any] = {"scenario": self.name, "batch_size": batch, **summarize(pooled, batch)}
+        row["samples_ms"] = [round(s * 1e3, 6) for s in pooled]
+        row["slice_lengths"] = [len(chunk) for chunk in slices]
+        cuda_timer = "perf_counter+cuda_synchronize (end-to-end, pinned host batch copied in)"
+        row["timer"] = cuda_timer if job.device == "cuda" else "perf_counter"
+        if job.device == "cuda":
+            ready = prep.variant.prepare_input(host_batch(prep.info.input_size, batch, job.seed, "cuda"))
+            device_only = run_timed(lambda: prep.variant.predict(ready), cfg, CudaEventTimer())
+            row.update({f"device_{k}": v for k, v in summarize(device_only, batch).items() if k != "n"})
+            row["device_timer"] = "cuda_events (device-only, input already on the GPU)"
+        if timed.note:
+            row["note"] = timed.note
+        return row
 
 
 def host_batch(input_size, batch: int, seed: int, device: str):
     """The host batch timed calls copy in: fixed by the seed, so every process of a run feeds the same data.
 
     On CUDA it is pinned, as ``DataLoader(pin_memory=True)`` hands batches to a serving loop: a pageable batch
-    is staged through a bounce buffer, and at batch 128 that copy alone (~8 ms for 77 MB) would cap every
-    variant's end-to-end throughput near 4,000 img/s whatever the model does.
+    is staged through a bounce buffer, and at batch 128 that extra copy of 77 MB would cap every variant's
+    end-to-end throughput whatever the model does.
     """
     import torch
 

@@ -3,8 +3,8 @@
 Give it two or more run folders (or their ``results.jsonl``) of the same checkpoint and recipes. For every
 variant measured ok in all of them it prints the coefficient of variation across runs of the batch-1 p50,
 the throughput, and ``speedup_vs_fp32`` (paired when the runs were interleaved), then the median CoV of each
-column (fp32 left out of the speedup columns, where it is 1 by definition): the figure the benchmark-suite
-issue asks to be within 3%.
+column (fp32 left out of the speedup columns, where it is 1 by definition): the figure the project aims to keep
+within 3%.
 """
 
 from __future__ import annotations

@@ -238,7 +238,8 @@ def measure_speedup(
     """A short wall-clock comparison in this process (eager FP32, CPU or the module's device).
 
     Only a sanity check for the manifest: the sweep's own measurement (separate processes, longer runs) is
-    the number to trust. Processes vary by about +-13% here, so small ratios are noise.
+    the number to trust. One short run in one process carries that process's offset and the machine's drift, so
+    small ratios are noise.
     """
     from models.timers import WallTimer, alternating_p50, cuda_synchronize
 

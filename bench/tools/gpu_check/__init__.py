@@ -1,8 +1,8 @@
 """``make gpu-check OUT=DIR [WHEELS=DIR]``: every CUDA path of optbench verified by one command in a few minutes.
 
-Why one prepared command: GPU time is lent rarely and briefly (a bare machine, its own torch, no internet, a
-quarter of an hour with start-up and copies included), and writing the checks while the machine is held spent
-that time twice. This package is written and rehearsed beforehand: on a machine without CUDA it runs the same
+Why one prepared command: GPU time is often lent rarely and briefly (a bare machine, its own torch, no internet,
+minutes with start-up and copies included), and writing the checks while the machine is held spends that time
+twice. This package is written and rehearsed beforehand: on a machine without CUDA it runs the same
 steps on the CPU with a tiny model (a dry run, said so everywhere it writes), and the test suite runs that.
 
 In order, each step under a time budget derived from ``--minutes`` (8 by default), the whole run ending by then:
@@ -13,7 +13,7 @@ In order, each step under a time budget derived from ``--minutes`` (8 by default
 2. timers (:mod:`bench.tools.gpu_check.timers_check`): end-to-end against device-only on the same calls, fp32 and
    channels_last, batch 1 and the throughput batch;
 3. one paired ``python -m bench`` sweep of every CUDA recipe that can run there (compiled and torchao first: the
-   ones never measured on resnet50), stopped at its deadline with what it measured kept;
+   ones with the least GPU evidence), stopped at its deadline with what it measured kept;
 4. ``python -m bench.profile --target infer`` with the torch profiler: the trace is summarized (kernel count,
    top kernels);
 5. every test marked ``gpu`` (``pytest -m gpu``, no ``-x``, the slowest compile test last), until the deadline.

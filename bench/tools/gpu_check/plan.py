@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from data.errors import InputError
 
 # Every CUDA recipe that can run on a machine without TensorRT or onnxruntime-gpu, most needed first: the compiled
-# and torchao recipes were never measured on resnet50 by a lent machine; the eager ones were (results/gpu).
+# and torchao recipes have the least GPU evidence behind them (results/gpu), so a stopped run still checks them.
 GPU_RECIPES = (
     "fp32",
     "compile(reduce-overhead,fp16)",
@@ -18,11 +18,12 @@ GPU_RECIPES = (
     "fp16",
     "bf16",
 )
-# Recipes whose backend no lent machine had, added at the end where the package is installed (the Docker image, a
-# user's T4): then the same command verifies TensorRT and ONNX Runtime's CUDA/TensorRT providers (give it --minutes).
+# Recipes whose backend a bare GPU machine usually lacks, added at the end where the package is installed (the
+# Docker image, a user's T4): then the same command verifies TensorRT and ONNX Runtime's CUDA/TensorRT providers
+# (give it --minutes).
 WHEN_INSTALLED = (("torch-tensorrt", ("trt(fp16)", "trt(int8)")), ("onnxruntime-gpu", ("ort",)))
-# The dry run's: eager recipes that run on any CPU, plus fp16 for a skipped row (compiling would not fit in 2 minutes
-# on 2 cores: the dry run rehearses the plumbing, the tests of each recipe are the suite's).
+# The dry run's: eager recipes that run on any CPU, plus fp16 for a skipped row (compiling would not fit its 2 minutes
+# on a small CPU runner: the dry run rehearses the plumbing, the tests of each recipe are the suite's).
 DRY_RECIPES = ("fp32", "fp32-cl", "fp16")
 
 
@@ -67,7 +68,7 @@ def make_plan(mode: str, minutes: float | None = None) -> Plan:
 
     The sweep gets what the others leave: its recipes are ordered by need, each build or measurement is capped
     by ``--timeout`` so one slow compile cannot take the rest, and it is stopped at its deadline. ``--quick``
-    budgets and 10 rounds keep an eager variant near 10 s, so most of its time goes to compiling.
+    budgets and 10 rounds keep an eager variant's measurement short, so most of the time goes to compiling.
     """
     if mode == "gpu":
         total = 60.0 * (minutes if minutes is not None else 8.0)

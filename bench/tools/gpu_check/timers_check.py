@@ -1,9 +1,9 @@
 """``python -m bench.tools.gpu_check.timers_check --out timers.json``: end-to-end and device-only timing of the same
 calls.
 
-Why it exists: on a lent H200 the sweep's device-only p50 (CUDA events) for ``fp32-cl`` resnet50 at batch 1 read
-a third above end-to-end (docs/gpu.md), although the end-to-end call does strictly more work (the copy from pinned
-host memory and the layout conversion). The sweep takes the two figures in different passes: end-to-end in short
+Why it exists: a sweep on a GPU has read a device-only p50 (CUDA events) well above end-to-end (docs/gpu.md),
+although the end-to-end call does strictly more work (the copy from pinned host memory and the layout
+conversion). The sweep takes the two figures in different passes: end-to-end in short
 slices interleaved with the fp32 process (:class:`~models.timers.WallTimer`, ``synchronize`` before and
 after), then device-only back to back in ``finish()`` (:class:`~models.timers.CudaEventTimer` around
 ``predict`` on a batch already on the GPU). So the gap can come from the timers or from the passes; the passes of

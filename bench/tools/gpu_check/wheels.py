@@ -16,8 +16,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-# torchao's release must match the machine's torch: 0.17.0 is the one that ran with torch 2.11 on the lent H100 and
-# H200 (the pinned environment has 0.18.0 with torch 2.14.1).
+# torchao's release must match the machine's torch: 0.17.0 goes with torch 2.11, the torch of the GPU machines in
+# docs/gpu.md (the pinned environment has 0.18.0 with torch 2.14.1).
 GPU_WHEELS = (
     "torchao==0.17.0",
     "torch-pruning==1.6.1",

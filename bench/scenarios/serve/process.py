@@ -1,0 +1,147 @@
+"""The serving measurement inside a measurement process: copies of the loaded variant as instances, each with
+inputs for every batch size prepared and warmed before the clock runs, the configuration search
+(:mod:`bench.measure.serving_search`), the harness's own ceiling, and the scenario's part of the result row."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from bench.measure.serving_search import SearchSettings, best_configuration, splits_for, to_dict
+
+CEILING_BUDGET_S = 3.0
+
+
+class Instances:
+    """Instances of the process's variant for each instance x thread split, loaded once and reused.
+
+    One instance with the run's threads is the variant already loaded; other splits load copies from the variant's
+    folder with their thread count (ONNX Runtime and OpenVINO fix it when a model is loaded; torch's is set again
+    before each search, see :meth:`make`)."""
+
+    def __init__(self, prep: Any) -> None:
+        self.prep = prep
+        self.copies: dict[tuple[int, int], list[Any]] = {}
+        self.max_batch = 1
+
+    def _set_threads(self, threads: int) -> None:
+        import torch
+
+        os.environ["OPTBENCH_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+    def _load(self, count: int, threads: int) -> list[Any]:
+        from optim import Variant
+
+        prep = self.prep
+        if count == 1 and threads == prep.job.threads:
+            return [prep.variant]
+        return [Variant.load(prep.workdir, prep.job.device, base=prep.job.config.load) for _ in range(count)]
+
+    def _callable(self, variant: Any):
+        """``f(n)``: one call at batch ``n`` on inputs prepared now, every size warmed once (shapes compile here)."""
+        import torch
+
+        from bench.scenarios.batch import host_batch
+
+        prep = self.prep
+        device = prep.job.device
+        inputs = {
+            n: variant.prepare_input(host_batch(prep.info.input_size, n, prep.job.seed, device))
+            for n in range(1, self.max_batch + 1)
+        }
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+        def call(n: int) -> None:
+            variant.predict(inputs[n])
+            sync()
+
+        with torch.inference_mode():
+            for n in inputs:
+                call(n)
+        return call
+
+    def make(self, count: int, threads: int) -> list[Any]:
+        self._set_threads(threads)
+        key = (count, threads)
+        if key not in self.copies:
+            self.copies[key] = [self._callable(v) for v in self._load(count, threads)]
+        return self.copies[key]
+
+
+def _bound_s(cfg: Any) -> float:
+    slo = cfg.options.get("slo_ms")
+    if not slo:
+        raise ValueError("the serving stage sets the bound (slo_ms) before it starts a measurement")
+    return float(slo) / 1e3
+
+
+def measure(state: Instances, cfg: Any) -> dict[str, Any]:
+    """The best configuration within this variant's budget (``cfg.options["budget_s"]``), and the harness ceiling."""
+    import torch
+
+    from bench.measure.rate_search import harness_ceiling
+    from bench.measure.threads import unpin_threads
+
+    unpin_threads()  # the instances' worker threads must not inherit the calling thread's single CPU
+    prep = state.prep
+    bound = _bound_s(cfg)
+    state.max_batch = cfg.batch_size
+    budget = float(cfg.options.get("budget_s") or 60.0)
+    quick = bool(prep.job.quick)
+    settings = SearchSettings(
+        budget_s=budget,
+        per_config_s=max(8.0, budget / 4),
+        min_duration_s=0.5 if quick else 1.0,
+        rel_tol=0.15 if quick else 0.1,
+        seed=prep.job.seed,
+    )
+    splits = splits_for(prep.job.threads, prep.job.device)
+    with torch.inference_mode():
+        result = best_configuration(state.make, splits, bound, settings)
+    widest = max(k for k, _ in splits)
+    ceiling = harness_ceiling(1, 0.0, widest, bound, budget_s=CEILING_BUDGET_S)
+    state._set_threads(prep.job.threads)
+    return {**to_dict(result), "ceiling_rate": ceiling.best_rate, "splits": [list(s) for s in splits]}
+
+
+def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The serving row's fields: the best configuration's rate, p99 and settings, or why there is none."""
+    best = result.get("best")
+    row: dict[str, Any] = {
+        "scenario": name,
+        "serve_slo_ms": result["bound_ms"],
+        "serve_search": result,
+        "serve_ceiling_rate": result.get("ceiling_rate"),
+        "serve_seconds": result.get("elapsed_s"),
+    }
+    if best:
+        delay_ms = best["max_delay_s"] * 1e3
+        row.update(
+            batch_size=best["max_batch"],
+            serve_rate=best["rate"],
+            serve_p99_ms=best["p99_ms"],
+            serve_config=best["label"],
+            serve_max_batch=best["max_batch"],
+            serve_delay_ms=delay_ms,
+            serve_instances=best["instances"],
+            serve_threads=best["threads"],
+            serve_best={
+                "max_batch": best["max_batch"],
+                "max_delay_ms": delay_ms,
+                "instances": best["instances"],
+                "threads": best["threads"],
+                "rate": best["rate"],
+                "p99_ms": best["p99_ms"],
+                "slo_ms": result["bound_ms"],
+            },
+        )
+        return row
+    closest = result.get("closest")
+    row["serve_rate"] = 0.0
+    row["note"] = f"no serving configuration held p99 <= {result['bound_ms']:.3g} ms" + (
+        f"; the best p99 reached was {closest['p99_ms']:.3g} ms at {closest['rate']:.3g} req/s ({closest['config']})"
+        if closest
+        else ""
+    )
+    return row
