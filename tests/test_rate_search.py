@@ -114,6 +114,22 @@ def test_stops_within_its_budget_and_keeps_the_best_so_far():
     assert result.best_rate == 200.0
 
 
+def test_a_screening_search_cut_short_still_claims_its_best_rate_by_one_full_trial():
+    """Screening trials (cheap) find 200/s before the budget ends; the full trial re-measures it once, past the
+    budget, so a rate is claimed (coarser than a converged search's) rather than none; a full trial that fails
+    claims nothing."""
+    clock = FakeClock()
+    screen = threshold_measure(321.0, clock, trial_s=1.0)
+    result = find_max_rate(screen, 50.0, rel_tol=0.001, budget_s=3.5, clock=clock, confirm=threshold_measure(321.0))
+    assert not result.converged and len(result.points) == 5  # four screening trials and the full one
+    assert result.confirmation is not None and result.confirmation.rate == result.best_rate == 200.0
+    clock = FakeClock()
+    strict = threshold_measure(150.0)  # the full trial is stricter than the screen: 200/s fails it
+    result = find_max_rate(threshold_measure(321.0, clock), 50.0, rel_tol=0.001, budget_s=3.5, clock=clock,
+                           confirm=strict)  # fmt: skip
+    assert result.confirmation is None and result.best_rate == 100.0  # refuted: the best screened rate below
+
+
 def test_a_rate_that_fails_its_remeasurement_is_not_reported():
     first = find_max_rate(threshold_measure(321.0), 50.0, rel_tol=0.05, budget_s=100).best_rate
     flaky = {first}  # the rate the search would have reported passes once, then fails its re-measurement

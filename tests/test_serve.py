@@ -4,6 +4,7 @@ stage through ``python -m bench --serve`` from the user's own folder."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -85,16 +86,25 @@ def test_serving_options_are_checked(run_in_process, tiny_ckpt, args, needle):
 
 @pytest.mark.slow
 def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_path):
-    """python -m bench CKPT --recipes fp32,ptq(ort) --serve --quick, relative paths, from a folder of the user's:
-    serving rows for both, their columns in the leaderboard, the curve, and the answer's serving clause."""
+    """python -m bench CKPT --recipes fp32,ptq(ort) --quick, then --resume with --serve (a user who asks the second
+    question after the first answer), relative paths, from a folder of the user's: the sweep is not measured again,
+    serving rows for both, their columns in the leaderboard, the curve, the answer's serving clause, and the exported
+    service set up with the measured serving configuration."""
     work = tmp_path / "project"
     work.mkdir()
     shutil.copy(tiny_ckpt, work / "model.pt")
-    args = ["bench", "model.pt", "--recipes", "fp32,ptq(ort)", "--serve", "--serve-minutes", "1", "--quick"]
-    proc = cli([*args, "--run-id", "s", "--results", "out", "--no-progress"], cwd=work, timeout=900)
+    first = ["bench", "model.pt", "--recipes", "fp32,ptq(ort)", "--quick", "--run-id", "s", "--results", "out"]
+    proc = cli([*first, "--no-progress"], cwd=work, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    swept = (work / "out" / "runs" / "s" / "results.jsonl").read_text().splitlines()
+    args = ["bench", "--resume", "s", "--results", "out", "--serve", "--serve-minutes", "1", "--export", "deploy"]
+    proc = cli(args, cwd=work, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = work / "out" / "runs" / "s"
-    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    lines = (run / "results.jsonl").read_text().splitlines()
+    assert lines[: len(swept)] == swept  # the sweep's rows stand; nothing but the serving stage ran again
+    rows = [json.loads(line) for line in lines]
+    assert {r.get("scenario") for r in rows[len(swept) :]} == {"serve"}
     served = {r["recipe"]: r for r in rows if r.get("scenario") == "serve"}
     assert set(served) == {"fp32", "ptq(ort)"}, proc.stderr[-2000:]
     for row in served.values():
@@ -114,3 +124,34 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     assert "serve curve" in (run / "leaderboard.html").read_text()
     answer = next(line for line in proc.stdout.splitlines() if line.startswith("fastest within"))
     assert "req/s at p99 <=" in answer and "threads)" in answer
+    # The exported service starts with the serving configuration measured for the variant it hands over.
+    handed = json.loads((work / "deploy" / "export.json").read_text())
+    best = served[handed["recipe"]]["serve_best"]
+    service = (work / "deploy" / "serve.py").read_text()
+    assert f'os.environ.get("MAX_BATCH", "{int(best["max_batch"])}")' in service
+    assert f'os.environ.get("INSTANCES", "{int(best["instances"])}")' in service
+
+
+def test_a_resumed_run_serves_what_is_left_at_its_bound_and_refuses_another():
+    """The stage's plan on a run's rows: variants already served at this bound are not measured again; rows at
+    another bound make a different --slo-ms on --resume a new run, said in one line."""
+    from bench.scenarios import get
+    from bench.scenarios.serve.stage import plan
+
+    def row(recipe: str, scenario: str, **extra) -> dict:
+        return {"variant": recipe, "recipe": recipe, "device": "cpu", "status": "ok", "scenario": scenario, **extra}
+
+    rows = [
+        *[row(r, "latency", batch_size=1, p50_ms=p50, top1=99.0) for r, p50 in (("fp32", 4.0), ("ptq(ort)", 1.0))],
+        *[row(r, "throughput", batch_size=16, throughput_img_s=t) for r, t in (("fp32", 300.0), ("ptq(ort)", 900.0))],
+        row("fp32", "serve", serve_slo_ms=40.0, serve_rate=100.0),
+    ]
+    settings = {"top": 2, "minutes": 1.0, "slo_ms": None}
+    cfg = get("serve").config(type("Args", (), {"serve": True, "slo_ms": None, "serve_top": 2,
+                                                "serve_minutes": 1.0, "quick": False})(), "cpu")  # fmt: skip
+    assert cfg is not None and {k: cfg.options[k] for k in settings} == settings
+    left = plan(cfg, rows, "cpu", "fp32")  # default bound: 10 x fp32's 4 ms = the 40 ms it was served at
+    assert left.recipes == ["ptq(ort)"] and left.done == ["fp32"] and left.config.options["slo_ms"] == 40.0
+    other = dataclasses.replace(cfg, options={**cfg.options, "slo_ms": 15.0})
+    with pytest.raises(ValueError, match=r"served at p99 <= 40 ms; another bound \(15 ms\) is a new run"):
+        plan(other, rows, "cpu", "fp32")

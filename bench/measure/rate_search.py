@@ -69,6 +69,8 @@ class _Search:
     def __init__(self, measure: Callable[[float], RatePoint], clock: Callable[[], float], **settings: Any):
         self.measure, self.clock, self.start = measure, clock, clock()
         self.confirm = settings["confirm"] or measure
+        self.screens = settings["confirm"] is not None  # trials screen; only a full trial (confirm) claims a rate
+        self.confirmed: RatePoint | None = None  # the full trial that re-measured ``lo`` and passed
         self.budget_s, self.rel_tol, self.growth = settings["budget_s"], settings["rel_tol"], settings["growth"]
         self.min_rate, self.max_rate, self.recheck = settings["min_rate"], settings["max_rate"], settings["recheck"]
         self.points: list[RatePoint] = []
@@ -87,6 +89,9 @@ class _Search:
         elif not point.valid and (self.hi is None or rate < self.hi):
             self.hi = rate
         return point
+
+    def best_rate(self) -> float | None:
+        return None if self.lo is None else self.lo.rate
 
     def refute(self, rate: float) -> None:
         """A re-measurement of ``rate`` failed: it is an upper bracket now; fall back to the best VALID below it."""
@@ -109,11 +114,26 @@ class _Search:
             if self.out_of_time():
                 return "budget spent before the re-measurement"
             best = self.lo.rate  # type: ignore[union-attr]  # bisect returns "" only with a bracket in hand
-            again = self.confirm(best)
-            self.points.append(again)
-            if again.valid:
+            if self.reconfirm(best):
                 return "converged"
-            self.refute(best)
+
+    def reconfirm(self, rate: float) -> bool:
+        """Re-measure ``rate`` with the confirming measure; a failure makes it an upper bracket."""
+        again = self.confirm(rate)
+        self.points.append(again)
+        if again.valid:
+            self.confirmed = again
+            return True
+        self.refute(rate)
+        return False
+
+    def settle(self, reason: str) -> str:
+        """A screening search whose budget ran out before it converged still has its best screened rate checked by
+        one full trial (past the budget): without it nothing could be claimed, and a slow machine would report no
+        rate at all rather than a rate known less finely."""
+        if self.screens and self.recheck and self.confirmed is None and self.lo is not None and "budget" in reason:
+            self.reconfirm(self.lo.rate)
+        return reason
 
     def descend(self) -> str:
         while self.lo is None:
@@ -171,17 +191,19 @@ def find_max_rate(
     """The largest rate ``measure`` finds VALID, to within ``rel_tol`` of the lowest INVALID one above it.
 
     No trial starts once ``budget_s`` has passed (so the search ends at most one trial past it); the result then
-    says ``converged=False`` and keeps the best rate found so far. ``max_rate`` stops the growth (say, the
-    harness's own ceiling); ``min_rate`` stops the descent when even slow rates fail. ``confirm``: the measure that
-    re-measures the answer (a full trial when ``measure`` screens); a failed confirmation brackets from above.
+    says ``converged=False`` and keeps the best rate found so far. With ``confirm``, that best rate is still
+    re-measured once by a full trial, so a search cut short claims a coarser rate rather than none. ``max_rate``
+    stops the growth (say, the harness's own ceiling); ``min_rate`` stops the descent when even slow rates fail.
+    ``confirm``: the measure that re-measures the answer (a full trial when ``measure`` screens); a failed
+    confirmation brackets from above.
     """
     _check_search_args(hint_rate, rel_tol, budget_s, growth)
     settings = {"rel_tol": rel_tol, "growth": growth, "min_rate": min_rate, "max_rate": max_rate, "recheck": recheck}
     settings["confirm"] = confirm
     s = _Search(measure, clock, budget_s=budget_s, **settings)
-    reason = s.run(hint_rate)
+    reason = s.settle(s.run(hint_rate))
     converged = reason == "converged"
-    confirmation = s.points[-1] if converged and recheck else None
+    confirmation = s.confirmed if recheck and s.confirmed is not None and s.confirmed.rate == s.best_rate() else None
     elapsed = clock() - s.start
     return SearchResult(s.lo, confirmation, s.points, reason, converged, elapsed, budget_s, rel_tol)
 

@@ -118,6 +118,12 @@ def _search(config: ServeConfig, instances: Sequence[Instance], bound_s: float, 
     return ConfigResult(config, result)
 
 
+def _walk_rate(result: ConfigResult) -> float:
+    """What the walk steers by: the claimed rate, else the best screened one (a search cut short by its share of the
+    budget still says which way is better); only a claimed rate is ever reported."""
+    return result.rate or result.search.best_rate or 0.0
+
+
 def best_configuration(
     make_instances: Callable[[int, int], Sequence[Instance]],
     splits: Sequence[tuple[int, int]],
@@ -145,17 +151,19 @@ def best_configuration(
         out.configs.append(result)
         return result
 
-    for k, t in splits:
-        run(ServeConfig(1, 0.0, k, t))
-    best = out.best
+    def leading(results: Sequence[ConfigResult | None]) -> ConfigResult | None:
+        held = [r for r in results if r is not None and _walk_rate(r)]
+        return max(held, key=_walk_rate) if held else None
+
+    best = leading([run(ServeConfig(1, 0.0, k, t)) for k, t in splits])
     split = (best.config.instances, best.config.threads) if best else tuple(splits[0])
     ladder_best = best
     delay = DELAY_FRACTIONS[0] * bound_s
     for batch in (b for b in batches if b > 1):
         result = run(ServeConfig(batch, delay, *split))
-        if result is None or not result.rate:
+        if result is None or not _walk_rate(result):
             break
-        if ladder_best is not None and ladder_best.rate and result.rate < GAIN * ladder_best.rate:
+        if ladder_best is not None and _walk_rate(result) < GAIN * _walk_rate(ladder_best):
             break
         ladder_best = result
     if ladder_best is not None and ladder_best.config.max_batch > 1:

@@ -4,7 +4,8 @@ again are compared with it field by field, as each field's definition says (:mod
 The stored configuration is written back as options (:meth:`~bench.config.RunConfig.to_cli_args`), the options
 given now are laid over them, and the result goes through the same :func:`~bench.options.run_config_from_args` as
 a new run: a field that defines what was measured and now differs is refused, naming its option; fields that say
-how the run is watched, or that change only the answer (``--max-drop``), take the new value.
+how the run is watched, or that change only the answer (``--max-drop``), take the new value. A staged scenario
+(``--serve``) may be added or changed: it measures the variants the sweep saved, after it.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
         base = base[1:]  # the checkpoint typed now stands in for the stored one (and is compared with it)
     fresh = run_config_from_args(parser.parse_args(base + typed), run_id=stored.run_id)
     changed = stored.changed_fields(fresh, FIXED)
+    if "scenarios" in changed and _swept(stored.scenarios) == _swept(fresh.scenarios):
+        changed.remove("scenarios")  # only a staged scenario (--serve) differs: it runs after the sweep, on its copies
     if changed:
         names = ", ".join(dict.fromkeys(o for name in changed for o in _options(stored, fresh, name)))
         raise InputError(
@@ -75,6 +78,13 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
             f"({'; '.join(_difference(stored, fresh, name) for name in changed)}); start a new run (--run-id) instead"
         )
     return fresh.replace(recipe_choice=stored.recipe_choice), directory
+
+
+def _swept(scenarios: Sequence[Any]) -> tuple[Any, ...]:
+    """The scenarios the sweep itself measures: those a resumed run must keep as they were."""
+    from bench.scenarios import get
+
+    return tuple(s for s in scenarios if not get(s.name).staged)
 
 
 def _options(stored: Any, fresh: Any, name: str) -> list[str]:

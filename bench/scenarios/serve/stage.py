@@ -33,7 +33,6 @@ def plan(cfg: Any, rows: list[Mapping[str, Any]], device: str, reference: str) -
     fits = ok[ok["within_budget"].isna() | ok["within_budget"].fillna(False).astype(bool)]
     ranked = [str(v) for v in fits["variant"] if v != reference]
     top = int(cfg.options["top"])
-    done = sorted({str(r["recipe"]) for r in rows if r.get("scenario") == cfg.name and r.get("status") == "ok"})
     chosen = [reference, *ranked[:top]] if reference in set(ok["variant"]) else ranked[:top]
     skipped = [v for v in ranked[top:]] + [str(v) for v in ok["variant"] if str(v) not in ranked and v != reference]
     slo = cfg.options.get("slo_ms")
@@ -46,8 +45,22 @@ def plan(cfg: Any, rows: list[Mapping[str, Any]], device: str, reference: str) -
             raise ValueError("fp32 has no batch-1 p50 to derive the bound from: give --slo-ms")
         slo = float(f"{SLO_FACTOR * p50:.3g}")
         note = f"p99 <= {slo:g} ms ({SLO_FACTOR:g} x fp32's batch-1 p50 of {p50:.3g} ms; --slo-ms sets another)"
+    done = _done_at(rows, cfg.name, slo)
     todo = [r for r in chosen if r not in done]
     share = cfg.options["minutes"] * 60 / max(1, len(todo))
     options = {**cfg.options, "slo_ms": slo, "budget_s": max(5.0, SEARCH_SHARE * share)}
     config = dataclasses.replace(cfg, options=options)
     return Plan(config, todo, skipped, note, done)
+
+
+def _done_at(rows: list[Mapping[str, Any]], name: str, slo: float) -> list[str]:
+    """The variants already served at this bound (a resumed run); rows at another bound are refused: one run holds
+    one bound, so its serving columns compare."""
+    served = [r for r in rows if r.get("scenario") == name and r.get("status") == "ok"]
+    other = sorted({float(r["serve_slo_ms"]) for r in served if not math.isclose(float(r["serve_slo_ms"]), slo)})
+    if other:
+        raise ValueError(
+            f"this run was served at p99 <= {', '.join(f'{b:g}' for b in other)} ms; another bound ({slo:g} ms) is a "
+            "new run (--run-id)"
+        )
+    return sorted({str(r["recipe"]) for r in served})
