@@ -3,6 +3,7 @@ its data config, and a message that names the keys when the weights do not fit."
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,12 @@ def _check_arch(arch: str) -> None:
     import timm
 
     if not timm.is_model(arch):
-        close = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:6]
+        name = arch.split(".")[0]
+        names = timm.list_models()
+        # Names that start with what was typed first (resnet10 -> resnet10t), then the closest spellings.
+        close = [n for n in names if n.startswith(name)][:3]
+        close += [n for n in difflib.get_close_matches(name, names, n=6, cutoff=0.6) if n not in close]
+        close = close[:6]
         hint = f" Similar timm names: {', '.join(close)}." if close else " See timm.list_models()."
         raise CheckpointError(f"unknown timm architecture {arch!r}.{hint} (your own class: --model pkg.module:fn)")
 

@@ -15,6 +15,8 @@ def _list(pattern: str) -> int:
     from optim.registry import STEPS, default_recipes, list_steps
 
     steps = list_steps(pattern)
+    if not steps:
+        raise InputError(f"no recipe step matches {pattern!r}; `python -m optim list` shows them all")
     width = min(max((len(s.usage) for s in steps), default=10), USAGE_WIDTH)
     for spec in steps:
         where = "/".join(sorted(spec.devices))

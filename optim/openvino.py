@@ -11,6 +11,8 @@ the run's ``--max-drop``.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,8 @@ def build_ov_int8(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -
         quantized = _with_accuracy_control(nncf, model, dataset, ctx, kwargs)
         entry["accuracy_control"] = f"nncf.quantize_with_accuracy_control on {VALIDATION_IMAGES} held-out train images"
     else:
-        quantized = nncf.quantize(model, dataset, **kwargs)
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: a user's stdout holds our report only
+            quantized = nncf.quantize(model, dataset, **kwargs)
     entry.update(ov_runtime.int8_summary(quantized))
     return _runtime_artifact(quantized, ctx, "f32", artifact.steps, entry)
 
@@ -146,7 +149,7 @@ def _with_accuracy_control(nncf: Any, model: Any, dataset: Any, ctx: BuildContex
         return hits / max(total, 1)
 
     max_drop = float(ctx.max_drop) / 100.0  # the run's --max-drop, in points; NNCF takes a fraction
-    with torch.inference_mode():
+    with torch.inference_mode(), contextlib.redirect_stdout(sys.stderr):
         return nncf.quantize_with_accuracy_control(
             model, dataset, validation, top1, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **kwargs
         )

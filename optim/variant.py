@@ -125,7 +125,9 @@ class Variant:
         directory = Path(directory)
         path = directory / MANIFEST
         if not path.is_file():
-            raise InputError(f"{directory} is not a variant directory (no {MANIFEST})")
+            inside = sorted(p.parent.name for p in directory.glob(f"*/{MANIFEST}")) if directory.is_dir() else []
+            hint = f"; its device folders hold one: {', '.join(f'{directory}/{d}' for d in inside)}" if inside else ""
+            raise InputError(f"{directory} is not a variant directory (no {MANIFEST}){hint}")
         try:
             manifest = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

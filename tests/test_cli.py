@@ -81,6 +81,9 @@ def test_train_bad_input(cli, tmp_path):
     assert "unknown timm architecture" in _one_line_error(
         cli(["models.train", "--model", "nope_net", "--out", str(tmp_path / "x.pt")])
     )
+    assert "Similar timm names: resnet10t" in _one_line_error(  # a name one letter short is suggested first
+        cli(["models.train", "--model", "resnet10", "--out", str(tmp_path / "x.pt")])
+    )
     assert "--epochs must be positive" in _one_line_error(
         cli(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
     )
@@ -123,6 +126,10 @@ def test_optim_list_prints_steps(cli):
     proc = cli(["optim", "list"])
     assert proc.returncode == 0
     assert "fp32-cl" in proc.stdout and "default recipes on cpu" in proc.stdout
+    proc = cli(["optim", "list", "nosuch"])
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: no recipe step matches 'nosuch'; `python -m optim list` shows them all"
+    ], proc.stderr
 
 
 @pytest.fixture

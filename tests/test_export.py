@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def test_export_runs_alone_and_gives_the_measured_predictions(run, export, recip
     code, out, err = export("--variant", recipe, "--check-python", sys.executable)
     assert code == 0, out + err
     assert "check passed" in out and "360/360 val images (100.00%)" in out
+    speed = re.search(r"speed: batch-1 p50 ([0-9.e+-]+) ms here against ([0-9.e+-]+) ms in the sweep", out)
+    assert speed and float(speed.group(1)) > 0 and float(speed.group(2)) > 0, out  # figures only: no timed verdict
     folder = run.base / f"{RUN_ID}-{safe_name(recipe)}"  # the default --out: ./<run-id>-<recipe>
     for name in [*MODEL_FILES[recipe], "predict.py", "serve.py", "preprocess.json", "labels.json", "MODEL_CARD.md"]:
         assert (folder / name).is_file(), name

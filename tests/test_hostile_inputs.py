@@ -122,6 +122,14 @@ def test_a_saved_variant_loads_and_runs_through_optim_show(cli, fp32_variant):
     assert "fp32" in proc.stdout and "sha256 checked" in proc.stdout and "finite: True" in proc.stdout
 
 
+def test_a_variant_folder_above_its_device_folder_points_to_it(cli, fp32_variant, tmp_path):
+    """``optim show results/runs/ID/variants/ptq_ort_`` (the folder a user sees first): one line naming cpu/."""
+    recipe_dir = tmp_path / "fp32"
+    _copy_variant(fp32_variant, recipe_dir / "cpu")
+    line = _one_line(cli(["optim", "show", str(recipe_dir)]))
+    assert "no manifest.json" in line and str(recipe_dir / "cpu") in line
+
+
 def test_a_swapped_checkpoint_in_a_variant_is_refused(cli, fp32_variant, tmp_path):
     marker = tmp_path / "pwned"
     doctored = _copy_variant(fp32_variant, tmp_path / "v")

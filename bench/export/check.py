@@ -44,6 +44,7 @@ sys.meta_path.insert(0, _Blocked())
 '''
 PIP_TIMEOUT_S = 1800
 PREDICT_TIMEOUT_S = 1800
+SPEED_SECONDS = 5  # predict.py --time: batch-1 calls for this long after its warm-up
 
 
 def blocked_env(blocker_dir: Path, also: tuple[str, ...] = ()) -> dict[str, str]:
@@ -143,6 +144,7 @@ def check_export(folder: Path, chosen: Chosen, python: str | None = None) -> int
             interpreter = python or fresh_venv(folder, scratch)
             batch = int(info["batch_size"])
             got = np.asarray(run_predict(interpreter, folder, images, batch, scratch, _factory_package(chosen)))
+            speed = _speed_line(interpreter, folder, scratch, chosen)
         except CheckFailed as exc:
             return _verdict(folder, f"check FAILED: {exc} (predict.py {where})", False)
     same = int((got == expected).sum())
@@ -154,7 +156,29 @@ def check_export(folder: Path, chosen: Chosen, python: str | None = None) -> int
         f"check {'passed' if passed else 'FAILED'}: predict.py {where}, with {', '.join(blocked)} blocked, gives the "
         f"measured top-1 for {same}/{len(expected)} val images ({agreement:.2f}%); required {required:.2f}% ({why})"
     )
-    return _verdict(folder, line, passed)
+    return _verdict(folder, f"{line}\n{speed}", passed)
+
+
+def _speed_line(python: str, folder: Path, scratch: Path, chosen: Chosen) -> str:
+    """The exported model's batch-1 p50 in the same environment beside the sweep's: informative, never the verdict
+    (a speed figure needs a quiet machine, which a check cannot promise)."""
+    done = subprocess.run(
+        [python, str(folder / "predict.py"), "--time", str(SPEED_SECONDS)],
+        capture_output=True,
+        text=True,
+        cwd=scratch / "work",
+        env=blocked_env(scratch / "blocker", _factory_package(chosen)),
+        timeout=PREDICT_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise CheckFailed(f"predict.py --time exited {done.returncode}: {_last_line(done.stderr)}")
+    try:
+        p50 = float(json.loads(done.stdout)["p50_ms"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CheckFailed(f"predict.py --time printed no figure: {_last_line(done.stdout)}") from None
+    measured = chosen.row("latency").get("p50_ms")
+    against = f" against {float(measured):.3g} ms in the sweep ({p50 / float(measured):.2f}x)" if measured else ""
+    return f"speed: batch-1 p50 {p50:.3g} ms here{against}; a figure for a quiet machine, not part of the verdict"
 
 
 def _factory_package(chosen: Chosen) -> tuple[str, ...]:

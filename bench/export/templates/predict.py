@@ -154,6 +154,23 @@ def predict(images: list, k: int = 5) -> list[list[dict]]:
     return _CLASSIFIER.predict(list(images), k)
 
 
+def time_model(seconds: float, warmup: int = 10) -> dict:
+    """Batch-1 model calls on one fixed input, back to back after a warm-up: the figure a benchmark's batch-1 p50 is
+    (decoding and preprocessing left out, as they were when the model was measured)."""
+    import time
+
+    classifier = Classifier()
+    batch = np.random.default_rng(0).standard_normal((1, *classifier.cfg["input_size"])).astype(np.float32)
+    for _ in range(warmup):
+        classifier.model(batch)
+    times, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 20:
+        start = time.perf_counter()
+        classifier.model(batch)
+        times.append(time.perf_counter() - start)
+    return {"p50_ms": float(np.median(times) * 1e3), "calls": len(times), "threads": THREADS}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=f"Classify images with {RECIPE} ({RUNTIME}).")
     parser.add_argument("images", nargs="*", help="image files")
@@ -161,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"images per call (default {BATCH_SIZE})")
     parser.add_argument("--json", action="store_true", help="one JSON list on stdout instead of text lines")
+    parser.add_argument("--time", type=float, metavar="SECONDS", help="time the model alone at batch 1: its p50")
     args = parser.parse_args(argv)
+    if args.time:
+        json.dump(time_model(args.time), sys.stdout)
+        print()
+        return 0
     paths = list(args.images) + (Path(args.list).read_text().splitlines() if args.list else [])
     paths = [p for p in paths if p.strip()]
     if not paths:
