@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,15 @@ class Comparison:
     @property
     def failing(self) -> bool:
         return self.verdict in FAILING
+
+    @classmethod
+    def of(cls, cand: Any, bv: float | None, cv: float | None, ratio: float | None, **rest: Any) -> Comparison:
+        """The comparison of ``cand``'s benchmark (its id, device, metric, unit and direction) at these values."""
+        delta = (cv - bv) if bv is not None and cv is not None else None
+        return cls(
+            bench_id=cand.bench_id, device=cand.device, metric=cand.metric, unit=cand.unit, baseline=bv, candidate=cv,
+            ratio=ratio, delta=delta, higher_is_better=cand.higher_is_better, **rest,
+        )  # fmt: skip
 
 
 def mann_whitney_one_sided(worse: np.ndarray, better: np.ndarray) -> float:
@@ -232,21 +242,7 @@ def _timing_comparison(
     notes: list[str],
     p_runs: float | None = None,
 ) -> Comparison:
-    return Comparison(
-        bench_id=cand.bench_id,
-        device=cand.device,
-        metric=cand.metric,
-        unit=cand.unit,
-        baseline=bv,
-        candidate=cv,
-        ratio=ratio,
-        delta=(cv - bv) if bv is not None and cv is not None else None,
-        p_value=p,
-        verdict=verdict,
-        threshold=threshold,
-        n_baseline=len(base.samples_ms),
-        n_candidate=len(cand.samples_ms),
-        note="; ".join(notes),
-        p_runs=p_runs,
-        higher_is_better=cand.higher_is_better,
-    )
+    return Comparison.of(
+        cand, bv, cv, ratio, p_value=p, verdict=verdict, threshold=threshold, n_baseline=len(base.samples_ms),
+        n_candidate=len(cand.samples_ms), note="; ".join(notes), p_runs=p_runs,
+    )  # fmt: skip

@@ -60,23 +60,10 @@ def compare_value(base: Series, cand: Series, threshold: float) -> Comparison:
         verdict = IMPROVED
     else:
         verdict = UNCHANGED
-    return Comparison(
-        bench_id=cand.bench_id,
-        device=cand.device,
-        metric=cand.metric,
-        unit=cand.unit,
-        baseline=bv,
-        candidate=cv,
-        ratio=ratio,
-        delta=(cv - bv) if bv is not None and cv is not None else None,
-        p_value=None,
-        verdict=verdict,
-        threshold=threshold,
-        n_baseline=base.sessions,
-        n_candidate=cand.sessions,
-        note=note,
-        higher_is_better=higher,
-    )
+    return Comparison.of(
+        cand, bv, cv, ratio, p_value=None, verdict=verdict, threshold=threshold, n_baseline=base.sessions,
+        n_candidate=cand.sessions, note=note,
+    )  # fmt: skip
 
 
 def status_comparison(base: Series | None, cand: Series | None) -> Comparison:
