@@ -7,6 +7,7 @@ https://ui.perfetto.dev opens each ``*.pt.trace.json`` directly.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def run_torch_profiler(
     trace_dir = out_dir / "torch" / workload.name
     trace_dir.mkdir(parents=True, exist_ok=True)
     on_cuda = torch.device(workload.device).type == "cuda"
+    if not torch.cuda.is_available():  # a CUDA build of torch on a CPU-only machine: Kineto's GPU probe logs an error
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # that is not one (read when the profiler starts; yours wins)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     handler = tensorboard_trace_handler(str(trace_dir), worker_name=workload.name)
     tables: list[str] = []
