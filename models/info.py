@@ -50,7 +50,8 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode plus its :class:`ModelInfo`."""
+    """A model in eval mode plus its :class:`ModelInfo`; ``model`` is None where a process read only a saved
+    variant's manifest (it times the variant's own file and never builds the source model)."""
 
-    model: nn.Module
+    model: nn.Module | None
     info: ModelInfo

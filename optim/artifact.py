@@ -37,6 +37,11 @@ class Artifact:
     save_hook: Callable[[Path], dict[str, Any]] | None = None  # writes what load() needs; returns manifest "load"
 
 
+# ``BuildContext.options`` key: False where the variant is about to be timed properly (a sweep's measurement
+# process), so a step leaves out the quick in-process speed check it makes for a standalone command.
+BUILD_SPEED_CHECK = "build_speed_check"
+
+
 @dataclass
 class BuildContext:
     """Everything a step may need. ``data`` is built lazily: eager steps never pay for a dataset.

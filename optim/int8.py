@@ -149,7 +149,7 @@ def x86_artifact(
     )
 
 
-@register_loader("pt2e-x86", compiles=True)
+@register_loader("pt2e-x86", compiles=True, standalone=True)
 def load_pt2e_x86(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """The saved quantized ExportedProgram (checked, tensors read weights-only), compiled again with freezing."""
     from optim.backends.pt2e import compile_frozen, load_graph

@@ -184,7 +184,7 @@ def finalize_onnx(artifact: Artifact, ctx: BuildContext) -> Artifact:
 FINALIZERS[ONNX] = finalize_onnx
 
 
-@register_loader("onnx")
+@register_loader("onnx", standalone=True)
 def load_onnx(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """A saved ONNX variant: the file loads directly into a session with the harness's thread count."""
     from optim.backends.onnx_runtime import create_session, harness_threads, session_runtime

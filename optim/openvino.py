@@ -168,7 +168,7 @@ def ov_fallbacks(recipe: Any) -> list[tuple[str, str]]:
     return plan
 
 
-@register_loader("openvino")
+@register_loader("openvino", standalone=True)
 def load_openvino(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """The saved IR (plain XML graph and raw weights), compiled again with the harness's thread count."""
     from optim.backends.onnx_runtime import harness_threads

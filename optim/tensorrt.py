@@ -229,7 +229,7 @@ def trt_step(artifact: Artifact, ctx: BuildContext, precision: str = "fp16") -> 
     )
 
 
-@register_loader("tensorrt")
+@register_loader("tensorrt", standalone=True)
 def load_tensorrt(directory: Path, manifest: dict[str, Any], device: str, base=None) -> Variant:
     """Load the serialized TensorRT program; it only runs on the GPU model and TensorRT version that built it."""
     spec = manifest["load"]

@@ -36,18 +36,51 @@ LOADERS: dict[str, Callable[..., Variant]] = {}
 FINALIZERS: dict[str, Callable[[Artifact, BuildContext], Artifact]] = {}
 # Loaders that compile again (torch.compile, Inductor): loading them costs about as much as building did.
 COMPILING_LOADERS: set[str] = set()
+# Loaders that need nothing but the directory (an ONNX, OpenVINO, exported program or engine file): a process that
+# only loads such a variant never reads the source checkpoint or builds the timm model.
+STANDALONE_LOADERS: set[str] = set()
 
 
-def register_loader(kind: str, compiles: bool = False) -> Callable:
-    """Register the loader of a saved kind; ``compiles`` says loading it runs a compiler again (it is slow)."""
+def register_loader(kind: str, compiles: bool = False, standalone: bool = False) -> Callable:
+    """Register the loader of a saved kind; ``compiles`` says loading it runs a compiler again (it is slow);
+    ``standalone`` that it reads only the saved files, never the source model."""
 
     def decorator(fn: Callable[[Path, dict[str, Any], str], Variant]) -> Callable:
         LOADERS[kind] = fn
         if compiles:
             COMPILING_LOADERS.add(kind)
+        if standalone:
+            STANDALONE_LOADERS.add(kind)
         return fn
 
     return decorator
+
+
+def standalone_source(directory: str | Path) -> LoadedModel | None:
+    """What a loading process needs to know of the source model (input size, data config, checkpoint digest),
+    from the manifest alone, for a variant whose loader reads only its own files; None for any other variant
+    (or an unreadable manifest: :meth:`Variant.load` then says what is wrong with it)."""
+    from models.info import ModelInfo
+    from optim.registry import load_producers
+
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+        source, load = manifest["source"], manifest["load"]
+        load_producers()
+        if load.get("kind") not in STANDALONE_LOADERS:
+            return None
+        info = ModelInfo(
+            arch=source["arch"],
+            num_classes=int(source["num_classes"]),
+            data_config=dict(manifest["data_config"]),
+            data_spec=source.get("data_spec"),
+            source=source.get("checkpoint"),
+            sha256=source.get("sha256"),
+            source_format=source.get("format") or "optbench",
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return LoadedModel(model=None, info=info)
 
 
 def saved_checkpoint(directory: Path, manifest: dict[str, Any], base: LoadSpec | None) -> LoadedModel:

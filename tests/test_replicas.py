@@ -231,3 +231,47 @@ def test_a_slice_warms_up_only_while_calls_are_shorter_than_the_slice(monkeypatc
     monkeypatch.setattr(quiesce, "wait_until_idle", lambda: 0.0)
     timed = sum(len(server.slice("latency", 0.02, 1)["samples"]) for _ in range(3))
     assert len(calls) - timed == untimed
+
+
+_LOADER = """
+import json, sys
+from bench.config import Job
+from bench.run.process import prepare
+import bench.run.server  # everything a loaded measurement process imports
+
+prep = prepare(Job.from_dict(json.loads(sys.argv[1])), load_dir=sys.argv[2])
+print(json.dumps({"timm": "timm" in sys.modules, "model": prep.ctx.loaded.model is None, "size": prep.info.input_size,
+                  "ms": prep.first_ms}))
+"""
+
+
+@pytest.mark.parametrize(("recipe", "standalone"), [("ort", True), ("fp32", False)])
+def test_a_process_that_loads_a_saved_file_never_imports_timm(tmp_path, tiny_ckpt, recipe, standalone):
+    """Loaded copies of an ONNX variant read its manifest for the input size and never build the source model;
+    an eager variant still needs the architecture (timm) to rebuild its module."""
+    import json
+    import subprocess
+    import sys
+
+    import models
+    from bench.config import Job
+    from optim import build
+    from optim.context import build_context
+
+    cfg = tiny_config(tiny_ckpt, [recipe])
+    loaded = models.load(cfg.load)
+    variant = build(recipe, loaded, build_context(cfg.build_settings(), loaded, tmp_path / "v"))
+    variant.save(tmp_path / "v")
+    job = Job(cfg, recipe, str(tmp_path / "run"), accuracy=False)
+    env = {"OPTBENCH_RESULTS": str(tmp_path / "results"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADER, json.dumps(job.to_dict()), str(tmp_path / "v")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["size"] == [3, 32, 32] and seen["ms"] > 0
+    assert seen["timm"] is (not standalone) and seen["model"] is standalone

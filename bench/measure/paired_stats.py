@@ -113,13 +113,16 @@ class PairedEstimate:
         }
 
 
-def estimate(reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> PairedEstimate | None:
-    """The paired estimate, or None with fewer than :data:`MIN_ROUNDS` usable rounds."""
+def estimate(
+    reference: Sequence[Sequence[float]], other: Sequence[Sequence[float]], alpha: float = 0.05
+) -> PairedEstimate | None:
+    """The paired estimate with its ``1 - alpha`` interval, or None with fewer than :data:`MIN_ROUNDS` usable
+    rounds. A run that may stop early asks for its per-look level (:mod:`bench.measure.sequential`)."""
     ratios = round_ratios(reference, other)
     if ratios.size < MIN_ROUNDS:
         return None
     logs = np.log(ratios)
-    centre, lo, hi = hodges_lehmann(logs)
+    centre, lo, hi = hodges_lehmann(logs, alpha)
     return PairedEstimate(
         ratio=math.exp(centre),
         ci_low=math.exp(lo),

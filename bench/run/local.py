@@ -17,6 +17,7 @@ from bench.run.client import ServerError
 from bench.run.executors import ExecutorSpec, register
 from bench.run.pairing import finish_reference, measure_against, measure_alone, start_reference
 from bench.run.process import status_row
+from bench.run.stopping import rivals_from_rows
 
 
 def _noted(rows: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
@@ -60,13 +61,16 @@ class LocalExecutor:
             ref_note = f"fp32 reference failed ({exc}); measured unpaired"
             if record_reference:
                 yield [status_row(reference, "failed", str(exc), exc.code)]
+        measured: list[dict[str, Any]] = []  # the rivals a later variant's rounds may stop against
         try:
             for job in variants:
                 if ref is None:
                     yield _alone(job, ref_note)
                     continue
                 try:
-                    yield measure_against(ref, job)
+                    rows = measure_against(ref, job, rivals_from_rows(measured, ref.top1))
+                    measured.extend(rows)
+                    yield rows
                 except ServerError as exc:
                     if ref.alive():
                         yield [status_row(job, "failed", str(exc), exc.code)]

@@ -10,14 +10,17 @@ The local executor and the cluster executor both measure this way; only where th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from bench.config import SWEEP_ROUNDS, Job
 from bench.measure import paired_stats
+from bench.measure.sequential import Looks, Rival
 from bench.run.schedule import PairingPlan, Side, first_side, interleave
 from bench.run.sides import finish_side, spawn_side, start_side
+from bench.run.stopping import RoundStopper
 from optim.registry import REFERENCE  # every speedup, top-1 drop and agreement is relative to it
 
 # The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 5 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
@@ -44,15 +47,29 @@ def plan_for(job: Job) -> PairingPlan:
     )
 
 
+def looks_for(job: Job) -> Looks:
+    """Where the job's rounds may stop early: planned looks up to its rounds; one look (a fixed count) with
+    ``--precise``."""
+    plan = plan_for(job)
+    return Looks.planned(plan.rounds, plan.min_rounds, sequential=not job.config.precise)
+
+
 def paired_info(
-    ref_slices: list[list[float]], slices: list[list[float]], picked: list[int] | None = None
+    ref_slices: list[list[float]],
+    slices: list[list[float]],
+    picked: list[int] | None = None,
+    looks: Looks | None = None,
 ) -> dict[str, Any] | None:
-    """The ``paired`` field of a variant's row in one scenario, from both sides' slices."""
-    est = paired_stats.estimate(ref_slices, slices)
+    """The ``paired`` field of a variant's row in one scenario, from both sides' slices; its interval at the
+    per-look level of ``looks``, which keeps 95% whichever look the rounds stopped at."""
+    alpha = looks.alpha if looks else 0.05
+    est = paired_stats.estimate(ref_slices, slices, alpha)
     if est is None:
         return None
     pooled = [x for chunk in ref_slices for x in chunk]
     info = {"reference": REFERENCE, **est.to_dict(), "reference_p50_ms": round(float(np.median(pooled)) * 1e3, 6)}
+    if looks is not None and len(looks.rounds) > 1:
+        info["looks"], info["look_alpha"] = list(looks.rounds), looks.alpha
     if picked and len(set(picked)) > 1:
         # Each process's own ratio, and whether they differ by more than the rounds' noise explains.
         groups = []
@@ -64,6 +81,7 @@ def paired_info(
     # The variant is side 1 of [reference, variant]; the flags follow the rounds round_ratios keeps.
     usable = paired_stats.usable_rounds(ref_slices, slices)
     ratios = paired_stats.round_ratios(ref_slices, slices)
+    info["round_ratios"] = [round(float(r), 5) for r in ratios]  # for re-analysis (bench.measure.stopping_sim)
     order = paired_stats.order_effect(ratios, [first_side(i, 2) == 1 for i in usable])
     if order is not None:
         info["order_log_diff"], info["order_p"] = round(order.log_diff, 4), order.p
@@ -77,22 +95,29 @@ def start_reference(job: Job) -> tuple[Side, str | None]:
     return start_side(servers, job, cfg.replicas, reference=True, cpu_default=cfg.cpu_replicas)
 
 
-def measure_against(ref: Side, job: Job) -> list[dict[str, Any]]:
-    """Build ``job``'s variant in its own process(es), interleave with the reference, return its rows."""
+def measure_against(ref: Side, job: Job, rivals: Mapping[str, list[Rival]] | None = None) -> list[dict[str, Any]]:
+    """Build ``job``'s variant in its own process(es), interleave with the reference, return its rows.
+
+    ``rivals``: what the variants measured before this one showed, per scenario; the rounds stop once the
+    variant's interval is tight or wholly below one of them (:mod:`bench.run.stopping`).
+    """
     cfg = job.config
-    plan = plan_for(job)
+    plan, looks = plan_for(job), looks_for(job)
     servers = spawn_side(job, cfg.replicas, cfg.timeout_s, cfg.cpu_replicas)
     side, note = start_side(servers, job, cfg.replicas, cpu_default=cfg.cpu_replicas)
+    stopper = RoundStopper(looks, (ref.name, side.name), rivals, side.top1, compare_top1=not cfg.load.random_init)
     try:
-        slices = interleave([ref, side], job.scenarios, plan)
+        slices = interleave([ref, side], job.scenarios, plan, stopper)
         rows, dropped = finish_side(side)
     finally:
         side.close()
     for row in rows:
         scenario = row["scenario"]
-        info = paired_info(slices[ref.name][scenario], slices[side.name][scenario], side.picked.get(scenario))
+        picked = side.picked.get(scenario)
+        info = paired_info(slices[ref.name][scenario], slices[side.name][scenario], picked, stopper.looks_for(scenario))
         if info:
             row["paired"] = info
+        row.update(stopper.fields(scenario))
         row["pairing"] = {
             "session": f"{cfg.run_id}/{job.recipe}",
             "role": "variant",

@@ -83,20 +83,24 @@ def prepare(job: Job, load_dir: str | Path | None = None) -> Prepared:
 
     With ``load_dir`` the variant is not built but loaded from a directory another process saved it to
     (``Variant.load``), as a deployment loads its artifact: that is how a sweep starts a second measurement
-    process of the same variant without paying for the build again.
+    process of the same variant without paying for the build again. Where the saved form is a file of its own
+    runtime (ONNX, OpenVINO IR, an exported program), the source checkpoint is not read and timm not imported.
     """
     import torch
 
     import models
     from bench.measure.threads import set_threads
     from optim import Variant, build
+    from optim.artifact import BUILD_SPEED_CHECK
     from optim.context import build_context
+    from optim.variant import standalone_source
 
     set_threads(job.threads)
     torch.manual_seed(job.seed)
-    loaded = models.load(job.config.load)
+    # A process that only loads a saved ONNX/OpenVINO/program file reads what it needs from the manifest.
+    loaded = (load_dir is not None and standalone_source(load_dir)) or models.load(job.config.load)
     workdir = variant_dir(job)
-    ctx = build_context(job.config.build_settings(), loaded, workdir)
+    ctx = build_context(job.config.build_settings(), loaded, workdir, options={BUILD_SPEED_CHECK: False})
     if job.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if load_dir is not None:

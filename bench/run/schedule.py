@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.measure.sequential import TIME_LIMIT
 from bench.run.client import MeasurementServer, ServerError
+from bench.run.stopping import RoundStopper
 from bench.scenarios import ScenarioConfig
 
 
@@ -56,6 +58,7 @@ class Side:
 
     ``report``: when the timed processes all loaded the variant another process built (:mod:`bench.run.sides`),
     the builder's fields (build time, first call, accuracy), which stand for the side in its rows.
+    ``top1``: known before timing where the reference measured it first or such a builder reported it.
     """
 
     def __init__(self, name: str, servers: Sequence[MeasurementServer], report: dict[str, Any] | None = None) -> None:
@@ -67,6 +70,7 @@ class Side:
         self.dropped: dict[int, str] = {}  # process index -> why it was dropped (never 0: the first is the side)
         self.picked: dict[str, list[int]] = {}  # scenario -> which process took each round of the last interleave
         self.history: dict[str, list[tuple[int, list[float]]]] = {}  # scenario -> every (process, slice), in order
+        self.top1: float | None = None  # when measured before timing (the reference; a builder that is not timed)
 
     @property
     def first(self) -> MeasurementServer:
@@ -121,7 +125,10 @@ def first_side(round_index: int, sides: int) -> int:
 
 
 def interleave(
-    servers: Sequence[MeasurementServer | Side], scenarios: Sequence[ScenarioConfig], plan: PairingPlan
+    servers: Sequence[MeasurementServer | Side],
+    scenarios: Sequence[ScenarioConfig],
+    plan: PairingPlan,
+    stopper: RoundStopper | None = None,
 ) -> dict[str, dict[str, list[list[float]]]]:
     """Alternate slices of every side, scenario by scenario; returns ``{side: {scenario: [slice samples]}}``.
 
@@ -130,7 +137,8 @@ def interleave(
     block of ``len(sides)`` rounds, so every order occurs with every choice, and the sides' choices are
     nested, so every combination of processes meets equally often (2 x 2, blocks of two rounds: (0,0),
     (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round. A scenario stops early,
-    after at least ``plan.min_rounds`` rounds, once it has used ``plan.seconds_per_side`` per side.
+    after at least ``plan.min_rounds`` rounds, once it has used ``plan.seconds_per_side`` per side, or at a
+    look where ``stopper`` says its interval is tight or settled (:mod:`bench.run.stopping`).
     """
     sides = [_as_side(s) for s in servers]
     out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in sides}
@@ -152,6 +160,15 @@ def interleave(
                 out[side.name][scenario.name].append(samples)
                 side.picked[scenario.name].append(pick)
             spent = time.perf_counter() - start
-            if r + 1 >= plan.min_rounds and spent > plan.seconds_per_side(scenario) * len(sides):
+            if stopper is not None and r == 0:
+                cap = plan.seconds_per_side(scenario) * len(sides)
+                stopper.expect(scenario.name, min(plan.rounds, max(plan.min_rounds, int(cap / spent))), plan.min_rounds)
+            if stopper is not None and stopper.at_look(scenario.name, r + 1, out):
                 break
+            if r + 1 >= plan.min_rounds and spent > plan.seconds_per_side(scenario) * len(sides):
+                if stopper is not None:
+                    stopper.ended(scenario.name, r + 1, TIME_LIMIT)
+                break
+        if stopper is not None:
+            stopper.ended(scenario.name, len(out[sides[0].name][scenario.name]))
     return out

@@ -114,11 +114,11 @@ def start_side(
     builder, spares = servers[0], servers[1:]
     started: list[MeasurementServer] = []
     notes: list[str] = []
-    report = None
+    report, top1 = None, None
     try:
         builder.start(warm=not spares)  # with copies to time it, the builder's warm-up would be wasted
         if reference:
-            builder.accuracy()
+            top1 = builder.accuracy().get("top1")
         if spares:
             saved = builder.request({"cmd": "save"})
             count = replica_count(job.device, bool(saved.get("load_compiles")), requested, job.quick, cpu_default)
@@ -149,7 +149,9 @@ def start_side(
     for server in servers:
         if server not in timed:
             server.close()
-    return Side(builder.name, timed, report if started else None), "; ".join(notes) or None
+    side = Side(builder.name, timed, report if started else None)
+    side.top1 = top1 if top1 is not None else (report or {}).get("top1") if started else None
+    return side, "; ".join(notes) or None
 
 
 def finish_side(side: Side) -> tuple[list[dict[str, Any]], list[str]]:

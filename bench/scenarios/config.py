@@ -47,3 +47,9 @@ class Column:
     header: str = ""  # with its unit, for the page (empty: left off the page)
     fmt: str = "{:.3g}"
     optional: bool = False  # a column of its own only when some row has it (device-only CUDA times, say)
+
+
+def stop_columns(scenario: str) -> tuple[Column, Column]:
+    """How a paired scenario's rounds ended (bench.run.stopping), as ``<scenario>_rounds`` and ``_stopped``."""
+    rounds = Column(f"{scenario}_rounds", "rounds", optional=True)
+    return rounds, Column(f"{scenario}_stopped", "stopped", optional=True)

@@ -13,7 +13,7 @@ from typing import Any
 from bench.scenarios import register
 from bench.scenarios.base import num
 from bench.scenarios.batch import BatchScenario
-from bench.scenarios.config import Column
+from bench.scenarios.config import Column, stop_columns
 
 
 class Latency(BatchScenario):
@@ -29,6 +29,7 @@ class Latency(BatchScenario):
         Column("p99_ms", "p99_ms", "p99 ms", "{:.3f}"),
         Column("cov", "cov", "CoV", "{:.2f}"),
         Column("device_p50_ms", "device_p50_ms", optional=True),
+        *stop_columns("latency"),
     )
     speedup_column = "speedup_vs_fp32"
     interval_columns = ("speedup_ci95_low", "speedup_ci95_high")

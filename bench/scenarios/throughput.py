@@ -12,7 +12,7 @@ from typing import Any
 from bench.scenarios import register
 from bench.scenarios.base import num
 from bench.scenarios.batch import BatchScenario
-from bench.scenarios.config import Column, ScenarioConfig
+from bench.scenarios.config import Column, ScenarioConfig, stop_columns
 from data.errors import InputError
 
 CPU_BATCH = 16
@@ -30,6 +30,7 @@ class Throughput(BatchScenario):
         Column("throughput_img_s", "throughput_img_s", "img/s", "{:,.1f}"),
         Column("throughput_batch", "batch_size"),
         Column("device_throughput_img_s", "device_throughput_img_s", optional=True),
+        *stop_columns("throughput"),
     )
     speedup_column = "throughput_speedup_vs_fp32"
     speedup_header = "img/s ×fp32"
