@@ -43,9 +43,9 @@ class Looks:
     def alpha(self) -> float:
         return POCOCK_ALPHA[max(1, len(self.rounds))]
 
-    @property
-    def minimum(self) -> int:
-        return self.rounds[0]
+    def may_stop_at(self, rounds: int) -> bool:
+        """Whether ``rounds`` is a look at which the rule may stop (never with a single, final look)."""
+        return len(self.rounds) > 1 and rounds in self.rounds
 
     @staticmethod
     def planned(max_rounds: int, min_rounds: int, sequential: bool = True) -> Looks:

@@ -49,9 +49,9 @@ def simulate(
         for n in looks.rounds:
             centre, lo, hi = hodges_lehmann(logs[:n], looks.alpha)
             speedup, low, high = math.exp(-centre), math.exp(-hi), math.exp(-lo)
-            last = n == looks.rounds[-1]
-            reason = None if len(looks.rounds) == 1 else stop_reason(speedup, low, high, target, rivals, None, False)
-            if reason or last:
+            may_stop = looks.may_stop_at(n)
+            reason = stop_reason(speedup, low, high, target, rivals, None, False) if may_stop else None
+            if reason or n == looks.rounds[-1]:
                 covered += lo <= true_log_ratio <= hi
                 spent += n
                 reasons[(reason or MAXIMUM).split(" ")[0]] += 1

@@ -72,7 +72,7 @@ class RoundStopper:
     def at_look(self, scenario: str, rounds: int, slices: Mapping[str, Mapping[str, list[list[float]]]]) -> bool:
         """True when the rounds of ``scenario`` may stop now (a planned look, and the rule says so)."""
         looks = self.looks_for(scenario)
-        if rounds not in looks.rounds or len(looks.rounds) == 1:
+        if not looks.may_stop_at(rounds):
             return False
         ref, side = self.sides
         est = paired_stats.estimate(slices[ref][scenario], slices[side][scenario], alpha=looks.alpha)
