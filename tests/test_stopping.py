@@ -14,7 +14,8 @@ import pytest
 
 from bench.measure.sequential import Looks, Rival, settled_by, stop_reason
 from bench.measure.stopping_sim import heavy_tailed, lognormal, resampled, simulate
-from bench.run.schedule import PairingPlan, Side, interleave
+from bench.run.client import ServerError
+from bench.run.schedule import PairingPlan, Side, interleave, round_order
 from bench.run.stopping import RoundStopper, rivals_from_rows
 from bench.scenarios import ScenarioConfig
 
@@ -91,7 +92,7 @@ def _interleave(variant_ms: float, sd: float, rivals=None, precise: bool = False
     plan = PairingPlan(rounds=60, gap_s=0.0, min_rounds=10, calls_per_slice=1)
     ref, var = Side("fp32", [FakeServer("fp32", 10.0, sd, 1)]), Side("v", [FakeServer("v", variant_ms, sd, 2)])
     stopper = RoundStopper(Looks.planned(60, 10, not precise), ("fp32", "v"), rivals, compare_top1=False)
-    slices = interleave([ref, var], [scenario], plan, stopper)
+    slices = interleave([ref, var], [scenario], plan, {"v": stopper})
     return stopper.fields("latency"), len(slices["v"]["latency"])
 
 
@@ -127,3 +128,81 @@ def test_sweep_rows_say_how_their_rounds_stopped(cli, tiny_ckpt, tmp_path):
     with open(run / "leaderboard.csv") as fh:
         board = {r["variant"]: r for r in csv.DictReader(fh)}
     assert board["ptq(ort)"]["latency_stopped"] and board["ptq(ort)"]["latency_rounds"]
+    # Two variants at a time share the reference's rounds: fp32 took as many slices as the longer of each group.
+    first, second = ["fp32-cl", "ptq(ort)"], [pruned["recipe"]]
+    for scenario in ("latency", "throughput"):
+        ref = next(r for r in rows if r["recipe"] == "fp32" and r["scenario"] == scenario)
+        rounds = {r["recipe"]: r["rounds"] for r in variants if r["scenario"] == scenario}
+        assert len(ref["slice_lengths"]) == max(rounds[r] for r in first) + rounds[second[0]]
+    assert next(r for r in variants if r["recipe"] == "ptq(ort)")["pairing"]["timed_with"] == ["fp32-cl"]
+    assert pruned["pairing"]["timed_with"] == []
+
+
+def test_three_sides_meet_in_both_orders_equally_often():
+    for sides in (3, 4):
+        before = {(a, b): 0 for a in range(sides) for b in range(sides) if a != b}
+        for r in range(2 * sides):
+            order = round_order(r, sides)
+            assert sorted(order) == list(range(sides))
+            for x, a in enumerate(order):
+                for b in order[x + 1 :]:
+                    before[(a, b)] += 1
+        assert set(before.values()) == {sides}, before  # each pair: A before B in half the rounds
+    assert [round_order(r, 2) for r in range(3)] == [[0, 1], [1, 0], [0, 1]]  # two sides alternate as before
+
+
+class FailingServer(FakeServer):
+    def __init__(self, name: str, ms: float, sd: float, seed: int, lives: int) -> None:
+        super().__init__(name, ms, sd, seed)
+        self.lives = lives
+
+    def slice(self, scenario, seconds, calls):
+        self.lives -= 1
+        if self.lives < 0:
+            raise ServerError(f"{self.name} measurement process exited with code 1")
+        return super().slice(scenario, seconds, calls)
+
+
+def _group(*variants: tuple[str, FakeServer], rivals=None):
+    scenario = ScenarioConfig("latency", 1, min_seconds=0.0, max_seconds=600)
+    plan = PairingPlan(rounds=60, gap_s=0.0, min_rounds=10, calls_per_slice=1)
+    ref = Side("fp32", [FakeServer("fp32", 10.0, 0.01, 1)])
+    sides = [Side(name, [server]) for name, server in variants]
+    shared = {"latency": list(rivals or [])}
+    looks = Looks.planned(60, 10)
+    stoppers = {s.name: RoundStopper(looks, ("fp32", s.name), shared, compare_top1=False) for s in sides}
+    slices = interleave([ref, *sides], [scenario], plan, stoppers)
+    return ref, sides, stoppers, slices
+
+
+def test_one_reference_serves_a_group_and_each_variant_stops_on_its_own():
+    # A is tight at the first look; B's noise keeps it going; the reference takes every round either runs.
+    ref, (a, b), stoppers, slices = _group(("A", FakeServer("A", 5.0, 0.01, 2)), ("B", FakeServer("B", 5.0, 0.4, 3)))
+    assert stoppers["A"].fields("latency") == {"rounds": 15, "stopped": "tight"}
+    b_rounds = stoppers["B"].fields("latency")["rounds"]
+    assert b_rounds > 15 and len(slices["B"]["latency"]) == b_rounds == len(slices["fp32"]["latency"])
+    assert len(slices["A"]["latency"]) == 15
+    # Each variant's slices pair with the reference's of the same round: its positions say which came first.
+    assert len(a.positions["latency"]) == 15 and len(ref.positions["latency"]) == b_rounds
+    first = [x < y for x, y in zip(a.positions["latency"], ref.positions["latency"], strict=False)]
+    assert 5 <= sum(first) <= 10
+
+
+def test_a_variant_that_stopped_settles_the_slower_one_of_its_group():
+    _, _, stoppers, _ = _group(("fast", FakeServer("fast", 2.5, 0.01, 2)), ("slow", FakeServer("slow", 8.0, 0.3, 3)))
+    assert stoppers["fast"].fields("latency")["stopped"] == "tight"
+    assert stoppers["slow"].fields("latency") == {"rounds": 15, "stopped": "settled (below fast)"}
+
+
+def test_a_variant_whose_process_dies_leaves_the_group_and_the_others_go_on():
+    _, (dying, other), stoppers, slices = _group(
+        ("dying", FailingServer("dying", 5.0, 0.01, 2, lives=4)), ("other", FakeServer("other", 5.0, 0.01, 3))
+    )
+    assert isinstance(dying.failure, ServerError) and len(slices["dying"]["latency"]) == 4
+    assert other.failure is None and stoppers["other"].fields("latency") == {"rounds": 15, "stopped": "tight"}
+    with pytest.raises(ServerError):  # the reference is every variant's: its failure ends the group
+        ref = Side("fp32", [FailingServer("fp32", 10.0, 0.01, 1, lives=3)])
+        var = Side("v", [FakeServer("v", 5.0, 0.01, 2)])
+        stopper = RoundStopper(Looks.planned(60, 10), ("fp32", "v"), compare_top1=False)
+        scenario = ScenarioConfig("latency", 1, min_seconds=0.0)
+        interleave([ref, var], [scenario], PairingPlan(60, 0.0, 10), {"v": stopper})

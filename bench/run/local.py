@@ -1,9 +1,10 @@
 """The default executor: this machine, one measurement at a time.
 
-The fp32 reference stays warm in its own process(es) for the whole sweep and each other variant is timed
-interleaved with it (:mod:`bench.run.pairing`). If the reference cannot start or dies, the remaining variants are
-measured the unpaired way and their rows say so; the sweep then ends with exit code 1, because its speedups are
-not paired ratios. With ``--unpaired`` every variant, fp32 included, is timed alone in its own process.
+The fp32 reference stays warm in its own process(es) for the whole sweep and the other variants are timed
+interleaved with it, a group of them at a time sharing its slices (:mod:`bench.run.pairing`). If the reference
+cannot start or dies, the remaining variants are measured the unpaired way and their rows say so; the sweep then
+ends with exit code 1, because its speedups are not paired ratios. With ``--unpaired`` every variant, fp32
+included, is timed alone in its own process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from bench.config import Job
 from bench.run.client import ServerError
 from bench.run.executors import ExecutorSpec, register
-from bench.run.pairing import finish_reference, measure_against, measure_alone, start_reference
+from bench.run.pairing import finish_reference, group_size, measure_alone, measure_group, start_reference
 from bench.run.process import status_row
 from bench.run.stopping import rivals_from_rows
 
@@ -62,24 +63,30 @@ class LocalExecutor:
             if record_reference:
                 yield [status_row(reference, "failed", str(exc), exc.code)]
         measured: list[dict[str, Any]] = []  # the rivals a later variant's rounds may stop against
+        size = group_size(variants)
         try:
-            for job in variants:
+            for start in range(0, len(variants), size):
+                group = variants[start : start + size]
                 if ref is None:
-                    yield _alone(job, ref_note)
+                    for job in group:
+                        yield _alone(job, ref_note)
                     continue
                 try:
-                    rows = measure_against(ref, job, rivals_from_rows(measured, ref.top1))
-                    measured.extend(rows)
-                    yield rows
-                except ServerError as exc:
-                    if ref.alive():
-                        yield [status_row(job, "failed", str(exc), exc.code)]
-                        continue
-                    ref.close()  # the reference died, not the variant: measure it (and the rest) unpaired
+                    results = measure_group(ref, group, rivals_from_rows(measured, ref.top1))
+                except ServerError as exc:  # only the reference failing raises: measure the rest unpaired
+                    ref.close()
                     ref, ref_note = None, f"fp32 reference process died ({exc}); measured unpaired"
                     if record_reference:
                         yield [status_row(reference, "failed", f"the reference process died: {exc}", exc.code)]
-                    yield _alone(job, ref_note)
+                    for job in group:
+                        yield _alone(job, ref_note)
+                    continue
+                for job, result in zip(group, results, strict=True):
+                    if isinstance(result, ServerError):
+                        yield [status_row(job, "failed", str(result), result.code)]
+                        continue
+                    measured.extend(result)
+                    yield result
         except BaseException:
             if ref is not None:
                 ref.close()

@@ -10,7 +10,7 @@ The local executor and the cluster executor both measure this way; only where th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from bench.config import SWEEP_ROUNDS, Job
 from bench.measure import paired_stats
 from bench.measure.sequential import Looks, Rival
+from bench.run.client import ServerError
 from bench.run.schedule import PairingPlan, Side, first_side, interleave
 from bench.run.sides import finish_side, spawn_side, start_side
 from bench.run.stopping import RoundStopper
@@ -34,6 +35,10 @@ from optim.registry import REFERENCE  # every speedup, top-1 drop and agreement 
 # timed for 40 s (20 s a side on average; against a fast variant the fp32 side takes most of it), so a model whose
 # batch of 16 takes seconds still fits a sweep: the rows record the rounds they got, and the interval widens with
 # fewer of them. Small models reach neither limit.
+# Variants whose rounds share the reference's slices: each round times fp32 once and each of them once, so fp32,
+# often the slowest side, is timed once for two variants (docs/measurement.md).
+VARIANTS_PER_GROUP = 2
+
 SWEEP_PLAN = PairingPlan(rounds=SWEEP_ROUNDS, gap_s=0.005, min_rounds=10, calls_per_slice=1, side_seconds=20.0)
 
 # ``--precise``: twice the rounds and four loaded processes a side (where loading does not compile), because what
@@ -59,9 +64,11 @@ def paired_info(
     slices: list[list[float]],
     picked: list[int] | None = None,
     looks: Looks | None = None,
+    variant_first: list[bool] | None = None,
 ) -> dict[str, Any] | None:
     """The ``paired`` field of a variant's row in one scenario, from both sides' slices; its interval at the
-    per-look level of ``looks``, which keeps 95% whichever look the rounds stopped at."""
+    per-look level of ``looks``, which keeps 95% whichever look the rounds stopped at. ``variant_first``: per
+    round, whether the variant's slice came before the reference's (two sides alternating when not given)."""
     alpha = looks.alpha if looks else 0.05
     est = paired_stats.estimate(ref_slices, slices, alpha)
     if est is None:
@@ -78,11 +85,11 @@ def paired_info(
             groups.append(paired_stats.round_ratios([ref_slices[i] for i in rounds], [slices[i] for i in rounds]))
         info["process_time_ratios"] = [round(float(np.median(g)), 5) if g.size else None for g in groups]
         info["process_p"] = paired_stats.processes_differ_p(groups)
-    # The variant is side 1 of [reference, variant]; the flags follow the rounds round_ratios keeps.
     usable = paired_stats.usable_rounds(ref_slices, slices)
     ratios = paired_stats.round_ratios(ref_slices, slices)
     info["round_ratios"] = [round(float(r), 5) for r in ratios]  # for re-analysis (bench.measure.stopping_sim)
-    order = paired_stats.order_effect(ratios, [first_side(i, 2) == 1 for i in usable])
+    first = variant_first if variant_first is not None else [first_side(i, 2) == 1 for i in range(len(slices))]
+    order = paired_stats.order_effect(ratios, [first[i] for i in usable])
     if order is not None:
         info["order_log_diff"], info["order_p"] = round(order.log_diff, 4), order.p
     return info
@@ -95,42 +102,110 @@ def start_reference(job: Job) -> tuple[Side, str | None]:
     return start_side(servers, job, cfg.replicas, reference=True, cpu_default=cfg.cpu_replicas)
 
 
-def measure_against(ref: Side, job: Job, rivals: Mapping[str, list[Rival]] | None = None) -> list[dict[str, Any]]:
-    """Build ``job``'s variant in its own process(es), interleave with the reference, return its rows.
+def group_size(jobs: Sequence[Job]) -> int:
+    """How many variants share the reference's rounds: :data:`VARIANTS_PER_GROUP` on CPU; one on CUDA, where every
+    process holds its own CUDA context and activations on cards as small as a T4's."""
+    return 1 if any(job.device == "cuda" for job in jobs) else VARIANTS_PER_GROUP
 
-    ``rivals``: what the variants measured before this one showed, per scenario; the rounds stop once the
-    variant's interval is tight or wholly below one of them (:mod:`bench.run.stopping`).
+
+def measure_group(
+    ref: Side, jobs: Sequence[Job], rivals: Mapping[str, list[Rival]] | None = None
+) -> list[list[dict[str, Any]] | ServerError]:
+    """Build each job's variant in its own process(es), one after another, then time them all interleaved with the
+    reference; per job, its rows or the error that ended it.
+
+    Each round times the reference once and every variant once, so the reference's slices serve every variant of
+    the group while each ratio still compares slices of the same round (drift cancels as with one variant). Each
+    variant's rounds stop on their own (``rivals``: what the variants measured before showed, per scenario; a
+    variant of the group that stopped first becomes a rival of the others). A variant that fails is that variant's
+    failure; the reference failing raises.
     """
-    cfg = job.config
-    plan, looks = plan_for(job), looks_for(job)
-    servers = spawn_side(job, cfg.replicas, cfg.timeout_s, cfg.cpu_replicas)
-    side, note = start_side(servers, job, cfg.replicas, cpu_default=cfg.cpu_replicas)
-    stopper = RoundStopper(looks, (ref.name, side.name), rivals, side.top1, compare_top1=not cfg.load.random_init)
+    cfg = jobs[0].config
+    plan, looks = plan_for(jobs[0]), looks_for(jobs[0])
+    shared = {sc.name: list((rivals or {}).get(sc.name, ())) for sc in jobs[0].scenarios}
+    results: list[list[dict[str, Any]] | ServerError] = []
+    started: list[tuple[int, Side, str | None]] = []
     try:
-        slices = interleave([ref, side], job.scenarios, plan, stopper)
-        rows, dropped = finish_side(side)
+        for index, job in enumerate(jobs):  # built one at a time: build times and first calls stay each its own
+            try:
+                servers = spawn_side(job, cfg.replicas, cfg.timeout_s, cfg.cpu_replicas)
+                side, note = start_side(servers, job, cfg.replicas, cpu_default=cfg.cpu_replicas)
+            except ServerError as exc:
+                results.append(exc)
+                continue
+            results.append([])
+            started.append((index, side, note))
+        stoppers = {
+            side.name: RoundStopper(looks, (ref.name, side.name), shared, side.top1, not cfg.load.random_init)
+            for _, side, _ in started
+        }
+        if not started:
+            return results
+        slices = interleave([ref, *(side for _, side, _ in started)], jobs[0].scenarios, plan, stoppers)
+        for index, side, note in started:
+            if side.failure is not None:
+                results[index] = side.failure
+                continue
+            try:
+                rows, dropped = finish_side(side)
+            except ServerError as exc:
+                results[index] = exc
+                continue
+            others = [other.name for _, other, _ in started if other is not side]
+            results[index] = _paired_rows(rows, ref, side, jobs[index], slices, stoppers[side.name], [note, *dropped])
+            for row in results[index]:
+                row["pairing"]["timed_with"] = others  # variants whose slices shared the reference's rounds
     finally:
-        side.close()
+        for _, side, _ in started:
+            side.close()
+    return results
+
+
+def _paired_rows(
+    rows: list[dict[str, Any]],
+    ref: Side,
+    side: Side,
+    job: Job,
+    slices: Mapping[str, Mapping[str, list[list[float]]]],
+    stopper: RoundStopper,
+    notes: Sequence[str | None],
+) -> list[dict[str, Any]]:
     for row in rows:
         scenario = row["scenario"]
-        picked = side.picked.get(scenario)
-        info = paired_info(slices[ref.name][scenario], slices[side.name][scenario], picked, stopper.looks_for(scenario))
+        # The variant's rounds are the first of the scenario's (it may have stopped before the reference did).
+        order = zip(side.positions.get(scenario, []), ref.positions.get(scenario, []), strict=False)
+        before = [v < r for v, r in order]
+        info = paired_info(
+            slices[ref.name][scenario],
+            slices[side.name][scenario],
+            side.picked.get(scenario),
+            stopper.looks_for(scenario),
+            before,
+        )
         if info:
             row["paired"] = info
         row.update(stopper.fields(scenario))
         row["pairing"] = {
-            "session": f"{cfg.run_id}/{job.recipe}",
+            "session": f"{job.config.run_id}/{job.recipe}",
             "role": "variant",
-            "rounds": plan.rounds,
+            "rounds": plan_for(job).rounds,
             "processes": len(side.servers),
             "reference_processes": len(ref.servers),
             # False: the timed processes loaded the saved variant and its builder was not timed (bench.run.sides)
             "builder_timed": side.report is None,
             "reference_builder_timed": ref.report is None,
         }
-        if text := "; ".join(x for x in (row.get("note"), note, *dropped) if x):
+        if text := "; ".join(x for x in (row.get("note"), *notes) if x):
             row["note"] = text
     return rows
+
+
+def measure_against(ref: Side, job: Job, rivals: Mapping[str, list[Rival]] | None = None) -> list[dict[str, Any]]:
+    """One variant timed against the reference (a group of one); raises the variant's failure."""
+    (result,) = measure_group(ref, [job], rivals)
+    if isinstance(result, ServerError):
+        raise result
+    return result
 
 
 def measure_alone(job: Job) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,9 @@ class Side:
         self.dropped: dict[int, str] = {}  # process index -> why it was dropped (never 0: the first is the side)
         self.picked: dict[str, list[int]] = {}  # scenario -> which process took each round of the last interleave
         self.history: dict[str, list[tuple[int, list[float]]]] = {}  # scenario -> every (process, slice), in order
+        self.positions: dict[str, list[int]] = {}  # scenario -> where in each round its slice came (0: first)
         self.top1: float | None = None  # when measured before timing (the reference; a builder that is not timed)
+        self.failure: ServerError | None = None  # why its first process failed, where that left the others going
 
     @property
     def first(self) -> MeasurementServer:
@@ -120,27 +122,46 @@ def _as_side(server: MeasurementServer | Side) -> Side:
 
 
 def first_side(round_index: int, sides: int) -> int:
-    """The side that takes the first slice of round ``round_index``: the order rotates by one each round."""
+    """The side that takes the first slice of round ``round_index`` when two sides alternate (AB, BA, ...)."""
     return round_index % sides
+
+
+def round_order(round_index: int, sides: int) -> list[int]:
+    """Who goes when in round ``round_index``: a rotation that moves by one each round for two sides; for three
+    or more, each rotation twice, the second time reversed, so every pair of sides meets in both orders equally
+    often (a plain rotation of [fp32, A, B] would put A after fp32 in two rounds of three)."""
+    if sides <= 2:
+        k = first_side(round_index, max(sides, 1))
+        return [*range(k, sides), *range(k)]
+    k = (round_index // 2) % sides
+    order = [*range(k, sides), *range(k)]
+    return order[::-1] if round_index % 2 else order
 
 
 def interleave(
     servers: Sequence[MeasurementServer | Side],
     scenarios: Sequence[ScenarioConfig],
     plan: PairingPlan,
-    stopper: RoundStopper | None = None,
+    stoppers: Mapping[str, RoundStopper] | None = None,
 ) -> dict[str, dict[str, list[list[float]]]]:
     """Alternate slices of every side, scenario by scenario; returns ``{side: {scenario: [slice samples]}}``.
 
-    The order rotates each round (AB, BA, ...) so neither side always runs right after the pause. A side
+    The order changes each round (:func:`round_order`) so no side always runs right after the pause. A side
     with several processes (:class:`Side`) gives each round to one of them. The choice changes per
     block of ``len(sides)`` rounds, so every order occurs with every choice, and the sides' choices are
     nested, so every combination of processes meets equally often (2 x 2, blocks of two rounds: (0,0),
-    (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round. A scenario stops early,
-    after at least ``plan.min_rounds`` rounds, once it has used ``plan.seconds_per_side`` per side, or at a
-    look where ``stopper`` says its interval is tight or settled (:mod:`bench.run.stopping`).
+    (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round, ``positions`` where in the
+    round the side's slice came.
+
+    ``stoppers``: per side name, the rule that may end that side's rounds at a look (:mod:`bench.run.stopping`);
+    a side that stops leaves the rotation, and a scenario ends once every side with a stopper has left it. Sides
+    without one (the reference) take part in every round. A stopper's side whose first process fails leaves the
+    rotation too, with the error in :attr:`Side.failure`; any other side's failure ends the interleave. A scenario
+    also ends, after at least ``plan.min_rounds`` rounds, once it has used ``plan.seconds_per_side`` per side.
+    Each side stopped early took the first rounds of the scenario, so its slices pair with the other sides' by index.
     """
     sides = [_as_side(s) for s in servers]
+    stoppers = dict(stoppers or {})
     out: dict[str, dict[str, list[list[float]]]] = {s.name: {sc.name: [] for sc in scenarios} for s in sides}
     strides, stride = [], 1
     for side in sides:
@@ -148,27 +169,48 @@ def interleave(
         stride *= len(side.servers)
     for scenario in scenarios:
         seconds, calls = plan.slice_budget(scenario)
+        active = [i for i, side in enumerate(sides) if side.failure is None]
         for side in sides:
-            side.picked[scenario.name] = []
+            side.picked[scenario.name], side.positions[scenario.name] = [], []
+        cap = plan.seconds_per_side(scenario) * len(active)
         start = time.perf_counter()
         for r in range(plan.rounds):
-            k, block = first_side(r, len(sides)), r // len(sides)
-            for i in [*range(k, len(sides)), *range(k)]:
+            block = r // len(sides)
+            for position, a in enumerate(round_order(r, len(active))):
+                i = active[a]
                 side = sides[i]
                 time.sleep(plan.gap_s)
-                pick, samples = side.take_slice((block // strides[i]) % len(side.servers), scenario, seconds, calls)
+                try:
+                    pick, samples = side.take_slice((block // strides[i]) % len(side.servers), scenario, seconds, calls)
+                except ServerError as exc:
+                    if side.name not in stoppers:
+                        raise
+                    side.failure = exc
+                    continue
                 out[side.name][scenario.name].append(samples)
                 side.picked[scenario.name].append(pick)
+                side.positions[scenario.name].append(position)
             spent = time.perf_counter() - start
-            if stopper is not None and r == 0:
-                cap = plan.seconds_per_side(scenario) * len(sides)
-                stopper.expect(scenario.name, min(plan.rounds, max(plan.min_rounds, int(cap / spent))), plan.min_rounds)
-            if stopper is not None and stopper.at_look(scenario.name, r + 1, out):
-                break
-            if r + 1 >= plan.min_rounds and spent > plan.seconds_per_side(scenario) * len(sides):
+            expected = min(plan.rounds, max(plan.min_rounds, int(cap / spent)))  # what the time cap allows
+            still = []
+            for i in active:
+                side, stopper = sides[i], stoppers.get(sides[i].name)
+                if side.failure is not None:
+                    continue
                 if stopper is not None:
-                    stopper.ended(scenario.name, r + 1, TIME_LIMIT)
+                    if r == 0:
+                        stopper.expect(scenario.name, expected, plan.min_rounds)
+                    if stopper.at_look(scenario.name, r + 1, out):
+                        continue
+                still.append(i)
+            active = still
+            timed_out = r + 1 >= plan.min_rounds and spent > cap
+            if timed_out or (stoppers and not any(sides[i].name in stoppers for i in active)):
+                for i in active:
+                    if (stopper := stoppers.get(sides[i].name)) is not None:
+                        stopper.ended(scenario.name, r + 1, TIME_LIMIT)
                 break
-        if stopper is not None:
-            stopper.ended(scenario.name, len(out[sides[0].name][scenario.name]))
+        for side in sides:
+            if (stopper := stoppers.get(side.name)) is not None:
+                stopper.ended(scenario.name, len(out[side.name][scenario.name]))
     return out

@@ -41,7 +41,8 @@ class RoundStopper:
     """Asked after every round of a paired scenario whether its rounds may stop; keeps (rounds, reason) per scenario.
 
     ``top1``: the variant's own, when its builder measured it before timing began (None otherwise, and then only
-    a tight interval stops it where the run measures accuracy).
+    a tight interval stops it where the run measures accuracy). ``rivals`` is shared, not copied: the stoppers of
+    variants timed in the same rounds see each other's final intervals as they stop.
     """
 
     def __init__(
@@ -53,7 +54,8 @@ class RoundStopper:
         compare_top1: bool = True,
         target: float = DEFAULT_HALF_WIDTH,
     ) -> None:
-        self.looks, self.sides, self.rivals = looks, sides, dict(rivals or {})
+        self.looks, self.sides = looks, sides
+        self.rivals: dict[str, list[Rival]] = rivals if isinstance(rivals, dict) else dict(rivals or {})
         self.top1, self.compare_top1, self.target = top1, compare_top1, target
         self.stopped: dict[str, tuple[int, str]] = {}
         self.planned: dict[str, Looks] = {}  # per scenario, once its time cap says how many rounds it can get
@@ -85,6 +87,8 @@ class RoundStopper:
         )
         if reason:
             self.stopped[scenario] = (rounds, reason)
+            # Its interval is final now: a variant timed in the same rounds may be settled against it.
+            self.rivals.setdefault(scenario, []).append(Rival(side, low, self.top1))
         return reason is not None
 
     def ended(self, scenario: str, rounds: int, reason: str = MAXIMUM) -> None:
