@@ -138,17 +138,21 @@ def test_sweep_rows_say_how_their_rounds_stopped(cli, tiny_ckpt, tmp_path):
     assert pruned["pairing"]["timed_with"] == []
 
 
-def test_three_sides_meet_in_both_orders_equally_often():
+def test_variants_sharing_the_reference_run_next_to_it_in_both_orders():
     for sides in (3, 4):
-        before = {(a, b): 0 for a in range(sides) for b in range(sides) if a != b}
-        for r in range(2 * sides):
-            order = round_order(r, sides)
+        before = dict.fromkeys(range(1, sides), 0)
+        for r in range(2 * (sides - 1)):
+            order = round_order(r, sides, reference=0)
             assert sorted(order) == list(range(sides))
-            for x, a in enumerate(order):
-                for b in order[x + 1 :]:
-                    before[(a, b)] += 1
-        assert set(before.values()) == {sides}, before  # each pair: A before B in half the rounds
-    assert [round_order(r, 2) for r in range(3)] == [[0, 1], [1, 0], [0, 1]]  # two sides alternate as before
+            centre = order.index(0)
+            if sides == 3:  # both variants right before or right after the reference
+                assert {order[centre - 1], order[centre + 1]} == {1, 2}
+            for v in range(1, sides):
+                before[v] += order.index(v) < centre
+        assert set(before.values()) == {sides - 1}, before  # each variant before fp32 in half the rounds
+    # Without a reference (the gate's processes): the plain rotation, as before.
+    assert [round_order(r, 3) for r in range(3)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    assert [round_order(r, 2, reference=0) for r in range(3)] == [[0, 1], [1, 0], [0, 1]]
 
 
 class FailingServer(FakeServer):
@@ -171,7 +175,7 @@ def _group(*variants: tuple[str, FakeServer], rivals=None):
     shared = {"latency": list(rivals or [])}
     looks = Looks.planned(60, 10)
     stoppers = {s.name: RoundStopper(looks, ("fp32", s.name), shared, compare_top1=False) for s in sides}
-    slices = interleave([ref, *sides], [scenario], plan, stoppers)
+    slices = interleave([ref, *sides], [scenario], plan, stoppers, reference=0)
     return ref, sides, stoppers, slices
 
 
@@ -186,6 +190,7 @@ def test_one_reference_serves_a_group_and_each_variant_stops_on_its_own():
     assert len(a.positions["latency"]) == 15 and len(ref.positions["latency"]) == b_rounds
     first = [x < y for x, y in zip(a.positions["latency"], ref.positions["latency"], strict=False)]
     assert 5 <= sum(first) <= 10
+    assert all(abs(x - y) == 1 for x, y in zip(a.positions["latency"], ref.positions["latency"], strict=False))
 
 
 def test_a_variant_that_stopped_settles_the_slower_one_of_its_group():

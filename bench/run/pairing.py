@@ -141,7 +141,8 @@ def measure_group(
         }
         if not started:
             return results
-        slices = interleave([ref, *(side for _, side, _ in started)], jobs[0].scenarios, plan, stoppers)
+        sides = [ref, *(side for _, side, _ in started)]
+        slices = interleave(sides, jobs[0].scenarios, plan, stoppers, reference=0)
         for index, side, note in started:
             if side.failure is not None:
                 results[index] = side.failure

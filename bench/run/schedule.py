@@ -126,15 +126,23 @@ def first_side(round_index: int, sides: int) -> int:
     return round_index % sides
 
 
-def round_order(round_index: int, sides: int) -> list[int]:
-    """Who goes when in round ``round_index``: a rotation that moves by one each round for two sides; for three
-    or more, each rotation twice, the second time reversed, so every pair of sides meets in both orders equally
-    often (a plain rotation of [fp32, A, B] would put A after fp32 in two rounds of three)."""
-    if sides <= 2:
+def round_order(round_index: int, sides: int, reference: int | None = None) -> list[int]:
+    """Who goes when in round ``round_index``.
+
+    Without a ``reference``, a rotation that moves by one each round (AB, BA, ... for two sides). With one (the
+    fp32 side that several variants share), it goes in the middle and the others on both sides of it, the order
+    reversed every other round and rotated every second: every variant then runs right before or right after the
+    reference, in each order equally often ([A, fp32, B], [B, fp32, A], ...). A plain rotation of [fp32, A, B]
+    would put a variant a whole slice away from fp32 in a third of the rounds and after it in two of three.
+    """
+    if reference is None or sides <= 2:
         k = first_side(round_index, max(sides, 1))
         return [*range(k, sides), *range(k)]
-    k = (round_index // 2) % sides
-    order = [*range(k, sides), *range(k)]
+    others = [i for i in range(sides) if i != reference]
+    k = (round_index // 2) % len(others)
+    others = others[k:] + others[:k]
+    half = len(others) // 2
+    order = [*others[:half], reference, *others[half:]]
     return order[::-1] if round_index % 2 else order
 
 
@@ -143,15 +151,15 @@ def interleave(
     scenarios: Sequence[ScenarioConfig],
     plan: PairingPlan,
     stoppers: Mapping[str, RoundStopper] | None = None,
+    reference: int | None = None,
 ) -> dict[str, dict[str, list[list[float]]]]:
     """Alternate slices of every side, scenario by scenario; returns ``{side: {scenario: [slice samples]}}``.
 
-    The order changes each round (:func:`round_order`) so no side always runs right after the pause. A side
-    with several processes (:class:`Side`) gives each round to one of them. The choice changes per
-    block of ``len(sides)`` rounds, so every order occurs with every choice, and the sides' choices are
-    nested, so every combination of processes meets equally often (2 x 2, blocks of two rounds: (0,0),
-    (1,0), (0,1), (1,1), ...). ``picked`` records which process took each round, ``positions`` where in the
-    round the side's slice came.
+    The order changes each round (:func:`round_order`; ``reference``: the index of the side the others are paired
+    with, which then runs in the middle) so no side always runs right after the pause. A side with several processes
+    (:class:`Side`) gives each round to one of them, the choice changing per block of ``len(sides)`` rounds and
+    nested across sides, so every order occurs with every choice and every combination of processes meets equally
+    often. ``picked`` records which process took each round, ``positions`` where in the round its slice came.
 
     ``stoppers``: per side name, the rule that may end that side's rounds at a look (:mod:`bench.run.stopping`);
     a side that stops leaves the rotation, and a scenario ends once every side with a stopper has left it. Sides
@@ -175,35 +183,19 @@ def interleave(
         cap = plan.seconds_per_side(scenario) * len(active)
         start = time.perf_counter()
         for r in range(plan.rounds):
-            block = r // len(sides)
-            for position, a in enumerate(round_order(r, len(active))):
-                i = active[a]
-                side = sides[i]
+            centre = active.index(reference) if reference in active else None
+            order = [active[a] for a in round_order(r, len(active), centre)]
+            for position, i in enumerate(order):
                 time.sleep(plan.gap_s)
-                try:
-                    pick, samples = side.take_slice((block // strides[i]) % len(side.servers), scenario, seconds, calls)
-                except ServerError as exc:
-                    if side.name not in stoppers:
-                        raise
-                    side.failure = exc
-                    continue
-                out[side.name][scenario.name].append(samples)
-                side.picked[scenario.name].append(pick)
-                side.positions[scenario.name].append(position)
+                pick = (r // len(sides) // strides[i]) % len(sides[i].servers)
+                _take(sides[i], pick, position, scenario, seconds, calls, out, sides[i].name in stoppers)
             spent = time.perf_counter() - start
             expected = min(plan.rounds, max(plan.min_rounds, int(cap / spent)))  # what the time cap allows
-            still = []
-            for i in active:
-                side, stopper = sides[i], stoppers.get(sides[i].name)
-                if side.failure is not None:
-                    continue
-                if stopper is not None:
-                    if r == 0:
-                        stopper.expect(scenario.name, expected, plan.min_rounds)
-                    if stopper.at_look(scenario.name, r + 1, out):
-                        continue
-                still.append(i)
-            active = still
+            active = [
+                i
+                for i in active
+                if _goes_on(sides[i], stoppers.get(sides[i].name), scenario, r, expected, plan.min_rounds, out)
+            ]
             timed_out = r + 1 >= plan.min_rounds and spent > cap
             if timed_out or (stoppers and not any(sides[i].name in stoppers for i in active)):
                 for i in active:
@@ -214,3 +206,48 @@ def interleave(
             if (stopper := stoppers.get(side.name)) is not None:
                 stopper.ended(scenario.name, len(out[side.name][scenario.name]))
     return out
+
+
+def _take(
+    side: Side,
+    pick: int,
+    position: int,
+    scenario: ScenarioConfig,
+    seconds: float,
+    calls: int,
+    out: dict[str, dict[str, list[list[float]]]],
+    expendable: bool,
+) -> None:
+    """One slice of ``side`` into ``out``; an ``expendable`` side's failure is recorded on it instead of raised."""
+    try:
+        pick, samples = side.take_slice(pick, scenario, seconds, calls)
+    except ServerError as exc:
+        if not expendable:
+            raise
+        side.failure = exc
+        return
+    out[side.name][scenario.name].append(samples)
+    side.picked[scenario.name].append(pick)
+    side.positions[scenario.name].append(position)
+
+
+def _goes_on(
+    side: Side,
+    stopper: RoundStopper | None,
+    scenario: ScenarioConfig,
+    round_index: int,
+    expected: int,
+    min_rounds: int,
+    out: dict[str, dict[str, list[list[float]]]],
+) -> bool:
+    """Whether ``side`` takes part in the next round: not if it failed, or if its stopper ends its rounds here.
+
+    ``expected``: the rounds the scenario's time cap allows, which the stopper plans its looks over after round one.
+    """
+    if side.failure is not None:
+        return False
+    if stopper is None:
+        return True
+    if round_index == 0:
+        stopper.expect(scenario.name, expected, min_rounds)
+    return not stopper.at_look(scenario.name, round_index + 1, out)
