@@ -35,7 +35,8 @@ def add_run_arguments(parser: Any) -> None:
     parser.add_argument(
         "--precise",
         action="store_true",
-        help=f"tighter speedups for about 1.5x the time: {PRECISE_ROUNDS} rounds, {PRECISE_REPLICAS} processes a side",
+        help=f"tighter speedups for about 1.5x the time: {PRECISE_ROUNDS} rounds, {PRECISE_REPLICAS} processes a side, "
+        "one variant at a time against fp32",
     )
     parser.add_argument(
         "--wandb", action="store_true", help="log the sweep to Weights & Biases (offline without a key)"

@@ -211,3 +211,15 @@ def test_a_variant_whose_process_dies_leaves_the_group_and_the_others_go_on():
         stopper = RoundStopper(Looks.planned(60, 10), ("fp32", "v"), compare_top1=False)
         scenario = ScenarioConfig("latency", 1, min_seconds=0.0)
         interleave([ref, var], [scenario], PairingPlan(60, 0.0, 10), {"v": stopper})
+
+
+def test_two_variants_share_the_reference_on_cpu_one_on_cuda_and_with_precise():
+    from types import SimpleNamespace
+
+    from bench.run.pairing import group_size
+
+    def job(device: str, precise: bool = False):
+        return SimpleNamespace(device=device, config=SimpleNamespace(precise=precise))
+
+    assert group_size([job("cpu"), job("cpu")]) == 2
+    assert group_size([job("cuda")]) == 1 and group_size([job("cpu", precise=True)]) == 1

@@ -104,8 +104,11 @@ def start_reference(job: Job) -> tuple[Side, str | None]:
 
 def group_size(jobs: Sequence[Job]) -> int:
     """How many variants share the reference's rounds: :data:`VARIANTS_PER_GROUP` on CPU; one on CUDA, where every
-    process holds its own CUDA context and activations on cards as small as a T4's."""
-    return 1 if any(job.device == "cuda" for job in jobs) else VARIANTS_PER_GROUP
+    process holds its own CUDA context and activations on cards as small as a T4's, and with ``--precise``, whose
+    users want the tightest figure: sharing read a higher per-round noise on the Zen 4 VM (docs/measurement.md)."""
+    if any(job.device == "cuda" or job.config.precise for job in jobs):
+        return 1
+    return VARIANTS_PER_GROUP
 
 
 def measure_group(
