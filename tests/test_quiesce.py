@@ -89,12 +89,21 @@ json.dump({"spins": spins, "waited": waited, "after": cpu_share(0.02)}, sys.stdo
 
 
 def test_onnx_runtime_pool_is_quiet_once_the_wait_returns():
-    """Runs in a process of its own: a test worker's threads left by earlier tests would count as spinning."""
+    """Runs in a process of its own: a test worker's threads left by earlier tests would count as spinning.
+
+    Up to three tries: beside another test worker on two cores a spinning thread is not always scheduled during
+    the wait's slot, so one try can end the wait early; a wait that does not work fails all three.
+    """
     pytest.importorskip("onnxruntime")
-    done = subprocess.run([sys.executable, "-c", _REAL_POOL_CHECK], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    shares = json.loads(done.stdout)
-    if shares["spins"] < 0.3:
-        pytest.skip("this onnxruntime's pool does not spin after Run here: nothing to wait for")
-    assert shares["waited"] < 0.25  # it settled rather than hitting the cap
-    assert shares["after"] < 0.2  # the next process to be timed gets the CPUs to itself
+    tries = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", _REAL_POOL_CHECK], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        shares = json.loads(done.stdout)
+        if shares["spins"] < 0.3:
+            pytest.skip("this onnxruntime's pool does not spin after Run here: nothing to wait for")
+        tries.append(shares)
+        # It settled rather than hitting the cap, and the next process to be timed gets the CPUs to itself.
+        if shares["waited"] < 0.25 and shares["after"] < 0.2:
+            return
+    pytest.fail(f"the pool kept spinning after the wait in every try: {tries}")

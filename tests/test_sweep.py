@@ -54,6 +54,19 @@ def test_failures_become_rows_and_the_sweep_goes_on(tmp_path, tiny_ckpt, crashy_
     assert (tmp_path / "run" / "variants" / "fp32" / "cpu" / "manifest.json").is_file()
 
 
+def test_a_variant_that_fails_beside_another_leaves_the_other_measured(tmp_path, tiny_ckpt, crashy_plugin):
+    # Two variants share the reference's rounds: raise-step fails while building, fp32-cl is still timed against
+    # fp32, and die-step, alone in the next group, fails without taking the reference with it.
+    cfg = tiny_config(tiny_ckpt, validate_recipes(["raise-step", "fp32-cl", "die-step"]), paired=True)
+    rows = run_sweep(cfg, tmp_path / "run", LocalExecutor(), progress=False)
+    status = {(r["recipe"], r.get("scenario")): r["status"] for r in rows}
+    assert status[("raise-step", "*")] == status[("die-step", "*")] == "failed", status
+    ok = [r for r in rows if r["recipe"] == "fp32-cl"]
+    assert {r["status"] for r in ok} == {"ok"} and all(r["paired"]["rounds"] >= 5 for r in ok)
+    assert all(r["pairing"]["timed_with"] == [] for r in ok)  # its partner never started
+    assert {r["status"] for r in rows if r["recipe"] == "fp32"} == {"ok"}
+
+
 def test_resume_skips_finished_recipes_without_duplicates(tmp_path, tiny_ckpt):
     cfg = tiny_config(tiny_ckpt, ["fp32", "fp32-cl"], paired=False)
     calls = []
