@@ -99,12 +99,16 @@ def pytest_collection_modifyitems(config, items):
 def install_plugin(tmp_path, monkeypatch):
     """``install_plugin(module_name, source, steps)``: a producer plug-in every command and spawned worker imports.
 
-    The steps it registers are removed afterwards, so other tests see the registry as it was.
+    The steps it registers are removed afterwards, and so is the imported module, so other tests see the registry as
+    it was and a later test installing the same module imports (and registers) it again.
     """
+    import sys
+
     import optim.registry as registry
 
     folder = tmp_path / "plugins"
     added: list[str] = []
+    modules: list[str] = []
 
     def install(module: str, source: str, steps: list[str]) -> None:
         folder.mkdir(exist_ok=True)
@@ -114,10 +118,13 @@ def install_plugin(tmp_path, monkeypatch):
         monkeypatch.setenv("OPTBENCH_PLUGINS", module)
         monkeypatch.setattr(registry, "_loaded", False)
         added.extend(steps)
+        modules.append(module)
 
     yield install
     for step in added:
         registry.STEPS.pop(step, None)
+    for module in modules:
+        sys.modules.pop(module, None)
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def test_sweep_rows_carry_the_order_effect():
     ref = [[0.010, 0.011]] * 8
     # Variant first in odd rounds (it is side 1 of [reference, variant]); the reference runs slow after it.
     var = [[0.002, 0.002] if r % 2 == 0 else [0.001, 0.001] for r in range(8)]
-    info = paired_info(ref, var)
+    info = paired_info(ref, var, variant_first=[r % 2 == 1 for r in range(8)])
     assert info["order_log_diff"] == pytest.approx(np.log(2), abs=1e-3) and 0 < info["order_p"] < 0.05
 
 

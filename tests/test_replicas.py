@@ -60,7 +60,7 @@ def test_rounds_meet_every_combination_of_processes_in_both_orders():
         assert len(rounds) == 4, combo
         # Within a combination, each side goes first (right after the pause) as often as second.
         assert sorted(firsts[r][:3] for r in rounds) == ["ref", "ref", "var", "var"], combo
-    # first_side is the rotation interleave used (the sweep's order check relies on it).
+    # first_side is the rotation two sides alternate in.
     assert all((first_side(r, 2) == 1) == firsts[r].startswith("var") for r in range(16))
 
 

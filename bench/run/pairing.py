@@ -1,8 +1,9 @@
-"""One variant timed against the fp32 reference: its side started beside the warm reference side, the two
-interleaved, and each of the variant's rows given ``paired``: the Hodges-Lehmann estimate of the per-round time
-ratios, its 95% interval and the signed-rank p-values (:mod:`bench.measure.paired_stats`), which the leaderboard
-uses for ``speedup_vs_fp32``. The absolute percentiles are still every sample each variant took; only the speedup
-changes meaning, from a quotient of two p50s taken minutes apart to a ratio measured at the same moments.
+"""Variants timed against the fp32 reference: their sides started beside the warm reference side (two variants
+at a time on CPU, sharing its slices), all interleaved, and each variant's rows given ``paired``: the
+Hodges-Lehmann estimate of the per-round time ratios, its 95% interval and the signed-rank p-values
+(:mod:`bench.measure.paired_stats`), which the leaderboard uses for ``speedup_vs_fp32``. The absolute percentiles
+are still every sample each variant took; only the speedup changes meaning, from a quotient of two p50s taken
+minutes apart to a ratio measured at the same moments.
 
 The local executor and the cluster executor both measure this way; only where the processes run differs.
 """
@@ -19,7 +20,7 @@ from bench.config import SWEEP_ROUNDS, Job
 from bench.measure import paired_stats
 from bench.measure.sequential import Looks, Rival
 from bench.run.client import ServerError
-from bench.run.schedule import PairingPlan, Side, first_side, interleave
+from bench.run.schedule import PairingPlan, Side, interleave
 from bench.run.sides import finish_side, spawn_side, start_side
 from bench.run.stopping import RoundStopper
 from optim.registry import REFERENCE  # every speedup, top-1 drop and agreement is relative to it
@@ -64,11 +65,11 @@ def paired_info(
     slices: list[list[float]],
     picked: list[int] | None = None,
     looks: Looks | None = None,
-    variant_first: list[bool] | None = None,
+    variant_first: Sequence[bool] = (),
 ) -> dict[str, Any] | None:
     """The ``paired`` field of a variant's row in one scenario, from both sides' slices; its interval at the
     per-look level of ``looks``, which keeps 95% whichever look the rounds stopped at. ``variant_first``: per
-    round, whether the variant's slice came before the reference's (two sides alternating when not given)."""
+    round, whether the variant's slice came before the reference's (for the order check; none: no check)."""
     alpha = looks.alpha if looks else 0.05
     est = paired_stats.estimate(ref_slices, slices, alpha)
     if est is None:
@@ -88,8 +89,9 @@ def paired_info(
     usable = paired_stats.usable_rounds(ref_slices, slices)
     ratios = paired_stats.round_ratios(ref_slices, slices)
     info["round_ratios"] = [round(float(r), 5) for r in ratios]  # for re-analysis (bench.measure.stopping_sim)
-    first = variant_first if variant_first is not None else [first_side(i, 2) == 1 for i in range(len(slices))]
-    order = paired_stats.order_effect(ratios, [first[i] for i in usable])
+    order = None
+    if len(variant_first) >= len(slices):
+        order = paired_stats.order_effect(ratios, [variant_first[i] for i in usable])
     if order is not None:
         info["order_log_diff"], info["order_p"] = round(order.log_diff, 4), order.p
     return info
@@ -138,12 +140,12 @@ def measure_group(
                 continue
             results.append([])
             started.append((index, side, note))
+        if not started:
+            return results
         stoppers = {
             side.name: RoundStopper(looks, (ref.name, side.name), shared, side.top1, not cfg.load.random_init)
             for _, side, _ in started
         }
-        if not started:
-            return results
         sides = [ref, *(side for _, side, _ in started)]
         slices = interleave(sides, jobs[0].scenarios, plan, stoppers, reference=0)
         for index, side, note in started:
