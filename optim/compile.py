@@ -4,10 +4,11 @@ Inductor *freezing* is on by default on CPU, where it is what makes compile pay 
 says why), and off on CUDA; ``no-freezing`` turns it off.
 
 Compile time is recorded apart from steady state: the build makes the first call (that is where Inductor
-compiles) and writes ``compile_s`` into the manifest. The Inductor cache lives under the variant directory
-(``inductor-cache/``), so rebuilding the variant from disk is faster and nothing lands in ``/tmp``.
-Compiled code cannot be saved: a saved variant holds the source weights (``model.pt``) and this config, and
-loading compiles again.
+compiles) and writes ``compile_s`` into the manifest, with how many of Inductor's cache lookups hit. The Inductor
+cache is optbench's own (:func:`optim.backends.inductor.shared_cache_dir`), shared by every run on this machine:
+the kernels a sweep compiled are found again by the next sweep and by a process loading the saved variant, and
+nothing lands in ``/tmp``. Compiled code cannot be saved: a saved variant holds the source weights (``model.pt``)
+and this config, and loading compiles again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from data.errors import ArgumentParser, CheckpointError, InputError, run_cli
 from models.machine import BF16_FLAGS
 from optim.args import add_options, step_text, values_of
 from optim.artifact import Artifact, BuildContext
-from optim.backends.inductor import MODES, CompileConfig, compile_runtime, first_call_seconds
+from optim.backends.inductor import (
+    MODES,
+    CompileConfig,
+    cache_counts,
+    compile_runtime,
+    first_call_seconds,
+    shared_cache_dir,
+)
 from optim.registry import GRAPH, MODULE, REFERENCE, RUNTIME, Arg, register_step
 from optim.variant import LOADERS, Variant, register_loader
 
@@ -33,7 +41,6 @@ if __name__ == "__main__":
 
     run_cli(_main)
 
-CACHE_DIR = "inductor-cache"
 REBUILD_NOTE = "compiled code cannot be saved: loading rebuilds it from model.pt and this config (cache kept)"
 
 
@@ -96,7 +103,6 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
         spec: dict[str, Any] = {
             "kind": "compile",
             "config": asdict(cfg),
-            "cache_dir": CACHE_DIR,
             "note": REBUILD_NOTE,
         }
         if from_graph:
@@ -135,6 +141,7 @@ def _save_hook(artifact: Artifact, ctx: BuildContext, cfg: CompileConfig, inner_
     },
     reload_compiles=True,
     search_candidate=lambda args: bool(args.get("bf16")),
+    compresses=lambda args, device: bool(args.get("fp16") or (args.get("bf16") and device == "cuda")),
 )
 def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Compile the module; the first call (where Inductor compiles) is made here and timed as ``compile_s``."""
@@ -152,7 +159,7 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         notes.append(
             "max-autotune on CPU tunes only matrix multiplies: expect long compiles and little gain on convnets"
         )
-    cache_dir = ctx.workdir / CACHE_DIR
+    cache_dir = shared_cache_dir()
     from_graph = artifact.kind == GRAPH
     predict, prepare, compiled = compile_runtime(
         artifact.module,
@@ -164,7 +171,8 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         artifact.input_dtype,
     )
     try:
-        compile_s = first_call_seconds(predict, prepare, ctx.example_input(1), ctx.device)
+        with cache_counts() as lookups:
+            compile_s = first_call_seconds(predict, prepare, ctx.example_input(1), ctx.device)
     except Exception as exc:  # an Inductor/dynamo failure: name it as this step's failure, keep the cause chained
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         raise RuntimeError(f"torch.compile failed for {ctx.loaded.info.arch} ({type(exc).__name__}: {first})") from exc
@@ -173,6 +181,7 @@ def compile_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact
         "compile_s": round(compile_s, 3),
         "compile_note": "compile_s is the first call at batch 1; a new batch size recompiles once during warm-up",
         "inductor_cache": str(cache_dir),
+        "inductor_cache_lookups": lookups,
         "save": REBUILD_NOTE,
     }
     if notes:
@@ -206,7 +215,7 @@ def load_compiled(directory: Path, manifest: dict[str, Any], device: str, base=N
         fp16=bool(raw.get("fp16")),
         cudnn_convs=bool(raw.get("cudnn_convs")),
     )
-    cache_dir = directory / CACHE_DIR
+    cache_dir = shared_cache_dir()
     if "inner" in spec:
         inner = spec["inner"]
         if inner.get("kind") not in LOADERS:

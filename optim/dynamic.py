@@ -53,6 +53,7 @@ def _fp32_save_hook(module: nn.Module, ctx: BuildContext):
     ],
     search_candidate=True,
     quantize_method=True,
+    compresses=True,
 )
 def dynamic_step(artifact: Artifact, ctx: BuildContext) -> Artifact:
     module = eager_module(artifact, "dynamic")

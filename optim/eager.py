@@ -92,6 +92,7 @@ def fp32_channels_last(artifact: Artifact, ctx: BuildContext) -> Artifact:
     needs=lambda args, device: ("native_bf16",) if device == "cpu" else (),
     slow_hints=lambda args, device, flags: bf16_hints(device, flags),
     search_candidate=True,
+    compresses=lambda args, device: device == "cuda",  # tensor cores; on a CPU it depends on the CPU
 )
 def bf16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     return _mark(artifact, ctx, autocast_dtype=torch.bfloat16)
@@ -106,6 +107,7 @@ def bf16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     slow_hints=lambda args, device, flags: [FP16_CPU_HINT] if device == "cpu" else [],
     default_recipes={"cuda": ["fp16"]},
     available=_cuda_only,
+    compresses=True,
 )
 def fp16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     return _mark(artifact, ctx, autocast_dtype=torch.float16)
@@ -120,6 +122,7 @@ def fp16(artifact: Artifact, ctx: BuildContext) -> Artifact:
     slow_hints=lambda args, device, flags: [FP16_CPU_HINT] if device == "cpu" else [],
     default_recipes={"cuda": ["half"]},
     available=_cuda_only,
+    compresses=True,
 )
 def half(artifact: Artifact, ctx: BuildContext) -> Artifact:
     artifact.module = artifact.module.half()

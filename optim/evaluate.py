@@ -3,7 +3,10 @@
 The pass can run at a fixed batch size (:func:`fixed_batches`): a variant compiled for static shapes
 (``compile``, ``ptq(x86)``) compiles a graph for every new batch size it sees, and the loader's batches of 32
 plus a short last one cost two more compiles, each as slow as the build's own, that nobody deploys. Evaluated at
-the throughput batch, which the warm-up already compiled, it costs none.
+the throughput batch, which the warm-up already compiled, it costs none, provided its batches are tensors of the
+same kind as the timed ones: a tensor made under ``torch.inference_mode`` fails the compiled graph's guards (its
+dispatch keys differ) and compiled everything once more (8 s for ``ptq(x86)`` on the embedded default, a minute
+on resnet50). So the pass runs under ``no_grad``; every variant's predict enters inference mode itself.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def accuracy_metrics(top5: np.ndarray, targets: np.ndarray, reference: np.ndarra
     return out
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: see below
 def evaluate_variant(
     variant, loader, reference: np.ndarray | None = None, batch_size: int | None = None
 ) -> tuple[dict[str, Any], np.ndarray]:

@@ -61,6 +61,7 @@ PRUNE_ARGS = (
         "pruned channel counts that are not multiples of 8/16 can fall off the fast oneDNN/cuDNN paths"
     ],
     default_recipes={"cpu": ["prune(0.3)", "prune(0.5)"], "cuda": ["prune(0.3)", "prune(0.5)"]},
+    compresses=True,
 )
 def prune_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:
     """Prune the module, fine-tune it, and record MACs/params before and after plus a measured speedup."""

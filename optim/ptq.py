@@ -149,6 +149,7 @@ _FROM_BACKEND: dict[str, Any] = {
     ),
     "calibrates": True,
     "search_candidate": True,
+    "compresses": True,
 }
 
 

@@ -58,6 +58,7 @@ def _unavailable(args: dict[str, Any], device: str) -> str | None:
     available=_unavailable,
     calibrates="QAT: ranges learned",
     search_candidate=True,
+    compresses=True,
     quantize_method=True,
 )
 def qat_step(artifact: Artifact, ctx: BuildContext, **args: Any) -> Artifact:

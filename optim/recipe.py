@@ -62,6 +62,10 @@ class Recipe:
         """Whether ``--search`` builds chains on this recipe: one of its steps is a fast backend."""
         return any(self._each("search_candidate"))
 
+    def compressing_steps(self, device: str) -> int:
+        """How many of its steps narrow the arithmetic or remove channels (the likely leaders of a sweep)."""
+        return sum(bool(c) for c in self._each("compresses", device))
+
     def calibrates(self) -> bool | str:
         """True when a step calibrates on the train split's calibration subset; else how a step learns its ranges on
         the train split (a sentence), or False."""

@@ -83,6 +83,11 @@ class StepSpec:
     # A fast backend ``--search`` builds chains on (pruning in front of it): constant or (args) -> bool.
     search_candidate: Callable[[dict[str, Any]], bool] | bool = False
     quantize_method: bool = False  # offered as ``python -m optim.quantize --method NAME``
+    # The step narrows the arithmetic (INT8; FP16/BF16 on CUDA) or removes channels: constant or (args, device) ->
+    # bool. A sweep
+    # measures recipes with more such steps first (bench.run.sweep), because a variant can only stop early against
+    # one measured before it; the order changes how long a sweep takes, never what it reports.
+    compresses: Callable[[dict[str, Any], str], bool] | bool = False
     details: Callable[[], list[str]] | None = None  # more lines for ``python -m optim list NAME``
 
     def output_kind(self, args: dict[str, Any]) -> str:

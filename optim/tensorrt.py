@@ -178,6 +178,7 @@ def compile_engine(model: torch.nn.Module, input_size: Sequence[int], cfg: TrtCo
     description="Torch-TensorRT (dynamo IR) engine, dynamic batch; int8 calibrated with NVIDIA Model Optimizer",
     default_recipes={"cuda": ["trt(fp16)", "trt(int8)", "prune(0.5)+trt(fp16)"]},
     available=lambda args, device: missing_reason(device, args.get("precision", "fp16")),
+    compresses=True,
 )
 def trt_step(artifact: Artifact, ctx: BuildContext, precision: str = "fp16") -> Artifact:
     """Build (or reuse from the cache) a TensorRT engine for the module."""

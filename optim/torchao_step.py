@@ -46,6 +46,7 @@ def _config(scheme: str, device: str):
     default_recipes={"cuda": ["torchao(int8-dynamic)"]},
     available=_available,
     search_candidate=True,
+    compresses=lambda args, device: str(args.get("scheme", SCHEMES[0])).startswith("int8"),
 )
 def torchao_quantize(artifact: Artifact, ctx: BuildContext, scheme: str = SCHEMES[0]) -> Artifact:
     from torchao.quantization import quantize_

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,7 +101,8 @@ def test_compile_matches_eager_and_reloads_in_new_process(tiny_loaded, tmp_path)
     variant = build("compile", tiny_loaded, ctx)
     entry = variant.manifest["steps"][-1]
     assert entry["config"]["freezing"] is True and entry["compile_s"] > 0
-    assert (workdir / "inductor-cache").is_dir()
+    assert Path(entry["inductor_cache"]).is_dir() and not (workdir / "inductor-cache").exists()
+    assert sum(entry["inductor_cache_lookups"].values()) >= 1  # freezing: bypassed, but counted
 
     x = torch.randn(4, *tiny_loaded.info.input_size, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -135,3 +137,21 @@ def test_cli_rejects_unknown_mode(cli):
     assert proc.stderr.strip().splitlines() == [
         "error: unknown compile mode 'turbo'; choose one of: default, max-autotune, reduce-overhead"
     ]
+
+
+def test_the_accuracy_pass_at_a_timed_batch_compiles_nothing_more(tmp_path):
+    """Its batches must pass the compiled graph's guards: an inference-mode tensor does not, and recompiled."""
+    from torch._dynamo.utils import counters
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from optim.backends.inductor import compile_runtime
+    from optim.evaluate import evaluate_variant
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU())
+    predict, prepare, _ = compile_runtime(model, "cpu", CompileConfig(freezing=False), tmp_path / "cache")
+    predict(prepare(torch.randn(4, 8)))  # the warm-up of a timed batch of 4
+    counters.clear()
+    loader = DataLoader(TensorDataset(torch.randn(10, 8), torch.randint(0, 4, (10,))), batch_size=3)
+    metrics, preds = evaluate_variant(lambda x: predict(prepare(x)), loader, batch_size=4)
+    assert metrics["val_images"] == 10 and preds.shape == (10,)
+    assert counters["stats"]["unique_graphs"] == 0, dict(counters["stats"])

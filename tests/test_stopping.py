@@ -16,7 +16,7 @@ from bench.measure.sequential import Looks, Rival, settled_by, stop_reason
 from bench.measure.stopping_sim import heavy_tailed, lognormal, resampled, simulate
 from bench.run.client import ServerError
 from bench.run.schedule import PairingPlan, Side, interleave, round_order
-from bench.run.stopping import RoundStopper, rivals_from_rows
+from bench.run.stopping import RoundStopper, rivals_from_rows, with_reference
 from bench.scenarios import ScenarioConfig
 
 RECORDED = (
@@ -99,9 +99,13 @@ def _interleave(variant_ms: float, sd: float, rivals=None, precise: bool = False
 def test_interleave_stops_where_the_rule_says_and_records_why():
     assert _interleave(5.0, 0.01) == ({"rounds": 15, "stopped": "tight"}, 15)
     rivals = rivals_from_rows(
-        [{"status": "ok", "recipe": "fast", "scenario": "latency", "paired": {"ci95": [0.2, 0.25]}}], None
+        [{"status": "ok", "recipe": "fast", "scenario": "latency", "paired": {"ci95": [0.2, 0.25]}}]
     )
-    assert rivals["latency"][0] == Rival("fast", 4.0, None) and rivals["latency"][-1].recipe == "fp32"
+    assert rivals == {"latency": [Rival("fast", 4.0, None)]}
+    first_group = with_reference({}, ["latency", "throughput"], 90.0)
+    assert first_group == {s: [Rival("fp32", 1.0, 90.0)] for s in ("latency", "throughput")}
+    assert with_reference(rivals, ["latency"], 90.0)["latency"] == [Rival("fast", 4.0, None), Rival("fp32", 1.0, 90.0)]
+    assert _interleave(30.0, 0.3, first_group) == ({"rounds": 15, "stopped": "settled (below fp32)"}, 15)
     assert _interleave(8.0, 0.3, rivals) == ({"rounds": 15, "stopped": "settled (below fast)"}, 15)
     assert _interleave(5.0, 0.01, precise=True) == ({"rounds": 60, "stopped": "maximum"}, 60)
 
@@ -118,6 +122,8 @@ def test_sweep_rows_say_how_their_rounds_stopped(cli, tiny_ckpt, tmp_path):
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
     variants = [r for r in rows if r["recipe"] != "fp32"]
     assert len(variants) == 6 and all(r["status"] == "ok" for r in rows)
+    order = [r["recipe"].split("(")[0] for r in variants[::2]]
+    assert order == ["ptq", "prune", "fp32-cl"], order  # INT8 and pruning first: the likely leaders
     pruned = next(r for r in variants if r["recipe"].startswith("prune"))
     assert "skipped" in pruned["manifest"]["steps"][0]["speed_check"]  # the sweep times it; the build need not
     for row in variants:
@@ -129,13 +135,13 @@ def test_sweep_rows_say_how_their_rounds_stopped(cli, tiny_ckpt, tmp_path):
         board = {r["variant"]: r for r in csv.DictReader(fh)}
     assert board["ptq(ort)"]["latency_stopped"] and board["ptq(ort)"]["latency_rounds"]
     # Two variants at a time share the reference's rounds: fp32 took as many slices as the longer of each group.
-    first, second = ["fp32-cl", "ptq(ort)"], [pruned["recipe"]]
+    first, second = ["ptq(ort)", pruned["recipe"]], ["fp32-cl"]
     for scenario in ("latency", "throughput"):
         ref = next(r for r in rows if r["recipe"] == "fp32" and r["scenario"] == scenario)
         rounds = {r["recipe"]: r["rounds"] for r in variants if r["scenario"] == scenario}
         assert len(ref["slice_lengths"]) == max(rounds[r] for r in first) + rounds[second[0]]
-    assert next(r for r in variants if r["recipe"] == "ptq(ort)")["pairing"]["timed_with"] == ["fp32-cl"]
-    assert pruned["pairing"]["timed_with"] == []
+    assert next(r for r in variants if r["recipe"] == "ptq(ort)")["pairing"]["timed_with"] == [pruned["recipe"]]
+    assert next(r for r in variants if r["recipe"] == "fp32-cl")["pairing"]["timed_with"] == []
 
 
 def test_variants_sharing_the_reference_run_next_to_it_in_both_orders():
@@ -197,6 +203,13 @@ def test_a_variant_that_stopped_settles_the_slower_one_of_its_group():
     _, _, stoppers, _ = _group(("fast", FakeServer("fast", 2.5, 0.01, 2)), ("slow", FakeServer("slow", 8.0, 0.3, 3)))
     assert stoppers["fast"].fields("latency")["stopped"] == "tight"
     assert stoppers["slow"].fields("latency") == {"rounds": 15, "stopped": "settled (below fast)"}
+
+
+def test_a_partner_still_running_settles_the_slower_one_at_a_look():
+    # "wide" never gets tight, so it runs to the maximum; its interval at the first look already settles "slow".
+    _, _, stoppers, _ = _group(("wide", FakeServer("wide", 2.5, 0.3, 2)), ("slow", FakeServer("slow", 8.0, 0.3, 3)))
+    assert stoppers["wide"].fields("latency") == {"rounds": 60, "stopped": "maximum"}
+    assert stoppers["slow"].fields("latency") == {"rounds": 15, "stopped": "settled (below wide)"}
 
 
 def test_a_variant_whose_process_dies_leaves_the_group_and_the_others_go_on():

@@ -72,7 +72,7 @@ class LocalExecutor:
                         yield _alone(job, ref_note)
                     continue
                 try:
-                    results = measure_group(ref, group, rivals_from_rows(measured, ref.top1))
+                    results = measure_group(ref, group, rivals_from_rows(measured))
                 except ServerError as exc:  # only the reference failing raises: measure the rest unpaired
                     ref.close()
                     ref, ref_note = None, f"fp32 reference process died ({exc}); measured unpaired"

@@ -22,7 +22,7 @@ from bench.measure.sequential import Looks, Rival
 from bench.run.client import ServerError
 from bench.run.schedule import PairingPlan, Side, interleave
 from bench.run.sides import finish_side, spawn_side, start_side
-from bench.run.stopping import RoundStopper
+from bench.run.stopping import RoundStopper, with_reference
 from optim.registry import REFERENCE  # every speedup, top-1 drop and agreement is relative to it
 
 # The sweep's pairing: 60 rounds of 3 s / 60 = 50 ms slices, 5 ms apart (the gate keeps PairingPlan's 20 x 150 ms,
@@ -127,7 +127,7 @@ def measure_group(
     """
     cfg = jobs[0].config
     plan, looks = plan_for(jobs[0]), looks_for(jobs[0])
-    shared = {sc.name: list((rivals or {}).get(sc.name, ())) for sc in jobs[0].scenarios}
+    shared = with_reference(rivals or {}, [sc.name for sc in jobs[0].scenarios], ref.top1)
     results: list[list[dict[str, Any]] | ServerError] = []
     started: list[tuple[int, Side, str | None]] = []
     try:

@@ -245,6 +245,8 @@ def _goes_on(
     ``expected``: the rounds the scenario's time cap allows, which the stopper plans its looks over after round one.
     """
     if side.failure is not None:
+        if stopper is not None:
+            stopper.withdraw()
         return False
     if stopper is None:
         return True

@@ -149,9 +149,21 @@ def start_side(
     for server in servers:
         if server not in timed:
             server.close()
+    if not started and top1 is None and job.accuracy:
+        # Timed where it was built: its accuracy pass (made for the row in any case) runs before the rounds, so
+        # that its top-1 is known while they run and a variant plainly behind another can stop early.
+        top1 = _accuracy_or_close(builder)
     side = Side(builder.name, timed, report if started else None)
     side.top1 = top1 if top1 is not None else (report or {}).get("top1") if started else None
     return side, "; ".join(notes) or None
+
+
+def _accuracy_or_close(server: MeasurementServer) -> float | None:
+    try:
+        return server.accuracy().get("top1")
+    except BaseException:
+        server.close()
+        raise
 
 
 def finish_side(side: Side) -> tuple[list[dict[str, Any]], list[str]]:

@@ -22,8 +22,10 @@ def _top1(row: Mapping[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def rivals_from_rows(rows: Iterable[Mapping[str, Any]], reference_top1: float | None) -> dict[str, list[Rival]]:
-    """Per scenario, what the variants measured so far (and fp32 itself) show: their speedup intervals' low ends."""
+def rivals_from_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Rival]]:
+    """Per scenario, what the variants measured so far show: their speedup intervals' low ends (fp32 itself is
+    added where the rounds are planned, :func:`bench.run.pairing.measure_group`, since it is a rival even before
+    any variant was measured)."""
     out: dict[str, list[Rival]] = {}
     for row in rows:
         paired = row.get("paired") or {}
@@ -32,9 +34,16 @@ def rivals_from_rows(rows: Iterable[Mapping[str, Any]], reference_top1: float | 
             continue
         speedup_low = get_scenario(row["scenario"]).speedup_from_time_ratio(float(ci[1]))
         out.setdefault(row["scenario"], []).append(Rival(row["recipe"], speedup_low, _top1(row)))
-    for rivals in out.values():
-        rivals.append(Rival(REFERENCE, 1.0, reference_top1))
     return out
+
+
+def with_reference(
+    rivals: Mapping[str, list[Rival]], scenarios: Iterable[str], reference_top1: float | None
+) -> dict[str, list[Rival]]:
+    """A new rivals table for one group's rounds: ``rivals`` and fp32 itself (speedup 1 exactly) in every scenario,
+    so that a variant slower than fp32 with no better top-1 stops even in the first group, before any other
+    variant was measured."""
+    return {name: [*rivals.get(name, ()), Rival(REFERENCE, 1.0, reference_top1)] for name in scenarios}
 
 
 class RoundStopper:
@@ -42,7 +51,9 @@ class RoundStopper:
 
     ``top1``: the variant's own, when its builder measured it before timing began (None otherwise, and then only
     a tight interval stops it where the run measures accuracy). ``rivals`` is shared, not copied: the stoppers of
-    variants timed in the same rounds see each other's final intervals as they stop.
+    variants timed in the same rounds see each other's interval at every look, not only once one stops. That is as
+    safe as settling against a variant measured before: a repeated confidence interval covers at all its looks at
+    once, so the interval a partner shows at any look holds with the same 95%.
     """
 
     def __init__(
@@ -82,14 +93,19 @@ class RoundStopper:
             return False
         to_speedup = get_scenario(scenario).speedup_from_time_ratio
         speedup, low, high = to_speedup(est.ratio), to_speedup(est.ci_high), to_speedup(est.ci_low)
-        reason = stop_reason(
-            speedup, low, high, self.target, self.rivals.get(scenario, ()), self.top1, self.compare_top1
-        )
+        entries = self.rivals.setdefault(scenario, [])
+        others = [r for r in entries if r.recipe != side]
+        reason = stop_reason(speedup, low, high, self.target, others, self.top1, self.compare_top1)
+        entries[:] = [*others, Rival(side, low, self.top1)]  # this look's interval, for the variants timed with it
         if reason:
             self.stopped[scenario] = (rounds, reason)
-            # Its interval is final now: a variant timed in the same rounds may be settled against it.
-            self.rivals.setdefault(scenario, []).append(Rival(side, low, self.top1))
         return reason is not None
+
+    def withdraw(self) -> None:
+        """The variant failed: its intervals settle nothing any more."""
+        side = self.sides[1]
+        for entries in self.rivals.values():
+            entries[:] = [r for r in entries if r.recipe != side]
 
     def ended(self, scenario: str, rounds: int, reason: str = MAXIMUM) -> None:
         """The rounds ran out (``maximum``) or the scenario's time cap ended them."""
