@@ -59,6 +59,20 @@ def test_a_bound_no_configuration_meets_is_said_with_the_best_p99():
     assert closest is not None and closest["p99_ms"] > 2.0
 
 
+def test_instances_slower_to_make_than_the_budget_leave_a_stopped_result_not_an_error():
+    """Making a configuration's instances (their warm-up) can spend what was left of the budget after it was
+    checked: that configuration is not searched with a negative budget (it raised, and failed the variant)."""
+
+    def slow_make(k, t):
+        time.sleep(0.3)
+        return [_sleeper(0.001, 0.0) for _ in range(k)]
+
+    settings = SearchSettings(budget_s=0.2, per_config_s=0.2, min_duration_s=0.1, rel_tol=0.2)
+    result = best_configuration(slow_make, [(1, 1)], 0.05, settings, batches=(1, 2))
+    assert result.best is None and result.configs == []
+    assert result.stopped.startswith("budget spent before B=1")
+
+
 def test_splits_cover_one_instance_and_one_per_thread():
     assert splits_for(1, "cpu") == [(1, 1)]
     assert splits_for(2, "cpu") == [(1, 2), (2, 1)]

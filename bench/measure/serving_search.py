@@ -147,7 +147,11 @@ def best_configuration(
             out.stopped = out.stopped or f"budget spent before {config.label()}"
             return None
         instances = make_instances(config.instances, config.threads)  # also sets the split's threads again
-        result = _search(config, instances, bound_s, settings, min(settings.per_config_s, left()))
+        budget = min(settings.per_config_s, left())  # making the instances (a warm-up) may have spent the rest
+        if budget <= 0:
+            out.stopped = out.stopped or f"budget spent before {config.label()}"
+            return None
+        result = _search(config, instances, bound_s, settings, budget)
         out.configs.append(result)
         return result
 

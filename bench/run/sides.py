@@ -128,16 +128,7 @@ def start_side(
                 for server in spares[:count]:
                     server.post_start(saved["dir"])
                 report = builder.request({"cmd": "report"})["fields"]  # accuracy runs while the copies load
-                for server in spares[:count]:
-                    try:
-                        server.started()
-                    except ServerError as exc:
-                        notes.append(f"{server.name} could not load the saved variant ({exc})")
-                        continue
-                    if server.info.get("batches") != builder.info.get("batches"):
-                        notes.append(f"{server.name} ran at batch sizes {server.info.get('batches')}")
-                        continue
-                    started.append(server)
+                started = _loaded_copies(builder, spares[:count], notes)
             if notes:
                 where = f"{len(started)} loaded process(es)" if started else "the process that built it"
                 notes.append(f"measured in {where}")
@@ -156,6 +147,24 @@ def start_side(
     side = Side(builder.name, timed, report if started else None)
     side.top1 = top1 if top1 is not None else (report or {}).get("top1") if started else None
     return side, "; ".join(notes) or None
+
+
+def _loaded_copies(
+    builder: MeasurementServer, copies: Sequence[MeasurementServer], notes: list[str]
+) -> list[MeasurementServer]:
+    """The copies that loaded the saved variant at the builder's batch sizes; a note for each that did not."""
+    loaded = []
+    for server in copies:
+        try:
+            server.started()
+        except ServerError as exc:
+            notes.append(f"{server.name} could not load the saved variant ({exc})")
+            continue
+        if server.info.get("batches") != builder.info.get("batches"):
+            notes.append(f"{server.name} ran at batch sizes {server.info.get('batches')}")
+            continue
+        loaded.append(server)
+    return loaded
 
 
 def _accuracy_or_close(server: MeasurementServer) -> float | None:

@@ -59,9 +59,10 @@ def shared_cache_dir() -> Path:
     """Inductor's cache for every run on this machine (under optbench's cache folder, not ``/tmp``).
 
     Shared rather than per run so that a sweep run again finds the C++ kernels the last one compiled: on the
-    embedded default (Zen 4 VM) ``compile`` then builds in 6-8 s instead of 22 s. With freezing on, Inductor bypasses its FX graph
-    cache (the weights become constants of the graph), so the graph is still lowered every time; what is reused is
-    the compiled kernel code, whose keys are the generated source. The manifest records the lookups
+    embedded default (Zen 4 VM) ``compile`` then builds in 6-8 s instead of 22 s. With freezing on, Inductor
+    bypasses its FX graph cache (the weights become constants of the graph), so the graph is still lowered every
+    time; what is reused is the compiled kernel code, whose keys are the generated source. The manifest records
+    the lookups
     (:func:`cache_counts`), so a build time read from a warm cache says so.
     """
     from data.paths import cache_dir

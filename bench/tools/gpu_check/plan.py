@@ -51,6 +51,7 @@ class Plan:
     throughput_batch: int | None = None  # None: the sweep's default (128 on CUDA)
     quick: bool = True
     serve: bool = False
+    serve_minutes: float | None = None  # the serving stage's cap (--serve-minutes); None: the sweep's default
     sweep_extra: tuple[str, ...] = ()
 
     @property
@@ -90,6 +91,7 @@ def make_plan(mode: str, minutes: float | None = None) -> Plan:
             variant_timeout_s=150.0,
             profile_batch=32,
             profile_steps=5,
+            serve_minutes=1.5,
         )
     if mode == "dry":
         total = 60.0 * (minutes if minutes is not None else 3.0)
@@ -112,6 +114,7 @@ def make_plan(mode: str, minutes: float | None = None) -> Plan:
             profile_batch=8,
             profile_steps=2,
             throughput_batch=8,
+            serve_minutes=0.5,  # the serving search would otherwise take most of the sweep's share
         )
     raise InputError(f"unknown plan {mode!r}")
 

@@ -32,6 +32,8 @@ def sweep_command(plan: Plan, results: Path, run_id: str, timeout_s: float) -> l
         command += ["--batch-size", str(plan.throughput_batch)]
     if plan.serve:
         command.append("--serve")
+        if plan.serve_minutes is not None:
+            command += ["--serve-minutes", f"{plan.serve_minutes:g}"]
     return command + list(plan.sweep_extra)
 
 
