@@ -123,21 +123,29 @@ def cpu_input(x: torch.Tensor) -> torch.Tensor:
     return x.detach().cpu().float().contiguous()
 
 
+WRAPPER_NOTES = {"auto": " + cpp_wrapper at batch 1", "cpp": " + cpp_wrapper", "python": ""}
+
+
+def saved_wrapper(spec: dict[str, Any]) -> str:
+    """The wrapper a saved PT2E variant was measured with (variants saved before ``auto`` existed name theirs)."""
+    wrapper = str(spec.get("wrapper", "python"))
+    return wrapper if wrapper in WRAPPER_NOTES else "python"
+
+
 def x86_artifact(
-    graph: nn.Module, ctx: BuildContext, steps: list[dict[str, Any]], notes: dict[str, Any], wrapper: str = "cpp"
+    graph: nn.Module, ctx: BuildContext, steps: list[dict[str, Any]], notes: dict[str, Any], wrapper: str = "auto"
 ) -> Artifact:
     """A runtime artifact around a converted PT2E graph: compiled with freezing unless the caller defers it."""
     from optim.backends.pt2e import compile_frozen, save_graph
 
     c, h, w = ctx.loaded.info.input_size
-    cpp = wrapper == "cpp"
     if ctx.options.get("defer_compile"):
         predict = graph_predict(graph)
         notes["compiled"] = False
     else:
-        compiled, seconds = compile_frozen(graph, [(1, c, h, w)], cpp_wrapper=cpp)
+        compiled, seconds = compile_frozen(graph, [(1, c, h, w)], wrapper)
         predict = graph_predict(compiled)
-        how = "torch.compile + inductor freezing" + (" + cpp_wrapper" if cpp else "")
+        how = "torch.compile + inductor freezing" + WRAPPER_NOTES[wrapper]
         notes.update({"compiled": True, "compile": how, "compile_s": round(seconds, 3)})
 
     def save_hook(directory: Path) -> dict[str, Any]:
@@ -162,7 +170,7 @@ def load_pt2e_x86(directory: Path, manifest: dict[str, Any], device: str, base=N
     check_recorded_digest(directory, manifest, path)
     graph = load_graph(path)
     c, h, w = spec.get("input_size") or manifest["data_config"]["input_size"]
-    compiled, _ = compile_frozen(graph, [(1, c, h, w)], cpp_wrapper=spec.get("wrapper", "python") == "cpp")
+    compiled, _ = compile_frozen(graph, [(1, c, h, w)], saved_wrapper(spec))
     return Variant(manifest["name"], manifest["recipe"], device, graph_predict(compiled), manifest, cpu_input)
 
 

@@ -209,7 +209,7 @@ def build_x86(artifact: Artifact, ctx: BuildContext, args: dict[str, Any]) -> Ar
     names, keep_notes = keep_modules(module, ctx, args.get("keep"))
     graph, notes = ptq_x86(module, ctx.example_input(2), calib_batches(ctx), args.get("calib") or "histogram", names)
     entry = {"config": dict(args), **notes, **keep_notes}
-    return x86_artifact(graph, ctx, artifact.steps, entry, args.get("wrapper") or "cpp")
+    return x86_artifact(graph, ctx, artifact.steps, entry, args.get("wrapper") or "auto")
 
 
 def tensorrt_reason(device: str) -> str | None:
@@ -237,10 +237,15 @@ def _ort_reason(device: str) -> str | None:
 
 def _register_backends() -> None:
     from optim.backends.ort_quant import CALIB_METHODS
-    from optim.backends.pt2e import X86_CALIB
+    from optim.backends.pt2e import WRAPPERS, X86_CALIB
     from optim.onnx import ORT_ARGS, ORT_COPY_HINT, build_ort_int8
 
-    wrapper = Arg("wrapper", default="cpp", help="Inductor's C++ wrapper or its Python one", choices=("cpp", "python"))
+    wrapper = Arg(
+        "wrapper",
+        default="auto",
+        help="Inductor's C++ wrapper, its Python one, or auto: C++ at batch 1, Python for larger batches",
+        choices=WRAPPERS,
+    )
     register_ptq_backend(
         "x86",
         PtqBackend(

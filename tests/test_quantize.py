@@ -83,18 +83,28 @@ def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli,
     assert json.loads(check.stdout.strip().splitlines()[-1])["agreement"] >= AGREEMENT
 
 
-def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
+def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path, monkeypatch):
     """Pins the PT2E recipe: torchao's X86InductorQuantizer + torch.compile under inductor freezing.
 
     torch 2.14 / torchao 0.18: ``torch.ao.quantization.quantize_pt2e`` is gone, and
     ``torch.compile(m, options={"freezing": True})`` fails on ``onednn.qconv_prepack``; patching
     ``torch._inductor.config.freezing`` around every call works and must leave the global config as it was.
     """
+    import torch._inductor.compile_fx as compile_fx
     import torch._inductor.config as inductor_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # noqa: F401 - the pinned home
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer  # noqa: F401
 
     freezing_before, wrapper_before = inductor_config.freezing, inductor_config.cpp_wrapper
+    compiled_with = []  # (batch, cpp_wrapper) of each graph Inductor compiled
+    real_compile_fx = compile_fx.compile_fx
+
+    def recording_compile_fx(graph, example_inputs, *args, **kwargs):
+        batches = [t.shape[0] for t in example_inputs if isinstance(t, torch.Tensor) and t.dim() == 4]
+        compiled_with.append((batches[0] if batches else None, inductor_config.cpp_wrapper))
+        return real_compile_fx(graph, example_inputs, *args, **kwargs)
+
+    monkeypatch.setattr(compile_fx, "compile_fx", recording_compile_fx)
     ctx = _ctx(tiny_loaded, tmp_path)
     variant = build("ptq(x86)", tiny_loaded, ctx)
     assert (inductor_config.freezing, inductor_config.cpp_wrapper) == (freezing_before, wrapper_before)
@@ -106,7 +116,11 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
     variant(torch.randn(1, 3, 32, 32))
     assert counters["stats"]["unique_graphs"] == graphs
     step = variant.manifest["steps"][-1]
-    assert step["compiled"] is True and step["compile"] == "torch.compile + inductor freezing + cpp_wrapper"
+    assert step["compiled"] is True and step["compile"] == "torch.compile + inductor freezing + cpp_wrapper at batch 1"
+    # wrapper=auto: Inductor's C++ wrapper for batch 1, its Python one for a larger batch (faster there on AMX)
+    variant(torch.randn(4, 3, 32, 32))
+    assert compiled_with == [(1, True), (4, False)]
+    assert (inductor_config.freezing, inductor_config.cpp_wrapper) == (freezing_before, wrapper_before)
     assert step["quantizer"].startswith("torchao X86InductorQuantizer")
     assert step["calibration"] == {"method": "histogram", "images": 64}
     graph_ops = {str(n.target) for n in variant.artifact.module.graph.nodes if n.op == "call_function"}
@@ -117,7 +131,7 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path):
     saved = variant.save(tmp_path / "x86")
     manifest = json.loads((saved / "manifest.json").read_text())
     assert manifest["load"]["kind"] == "pt2e-x86" and (saved / "model.pt2").is_file()
-    assert manifest["load"]["wrapper"] == "cpp"  # the reload compiles the same way
+    assert manifest["load"]["wrapper"] == "auto"  # the reload compiles the same way
     reloaded = Variant.load(saved)
     x = torch.randn(1, 3, 32, 32)  # the size the load compiled
     assert torch.equal(reloaded(x).argmax(1), variant(x).argmax(1))

@@ -124,7 +124,7 @@ def test_optim_list_ptq_prints_each_backend_and_its_options(cli):
     assert "backends (a bare ptq uses ort on cpu, tensorrt on cuda):" in out
     for line in (
         "  x86: ",
-        "      wrapper=cpp|python: ",
+        "      wrapper=auto|cpp|python: ",
         "  ort: ",
         "      calib=minmax|entropy|percentile: ",
         "  ov: ",

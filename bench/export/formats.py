@@ -116,13 +116,19 @@ def tensorrt_files(source: Path, manifest: dict[str, Any], out: Path, ctx: dict[
 
 @writer("pt2e-x86")
 def pt2e_files(source: Path, manifest: dict[str, Any], out: Path, ctx: dict[str, Any]) -> ModelFiles:
+    from optim.int8 import saved_wrapper
     from optim.safe_artifacts import check_pt2
 
     spec = manifest["load"]
     name = _copy_checked(source, manifest, spec.get("file"), out, "program")
     check_pt2(out / name)
-    cpp = str(spec.get("wrapper", "python")) == "cpp"
-    options = {"file": name, "torchao": True, "compile": True, "inductor": {"freezing": True, "cpp_wrapper": cpp}}
+    options = {
+        "file": name,
+        "torchao": True,
+        "compile": True,
+        "inductor": {"freezing": True},
+        "cpp_wrapper": saved_wrapper(spec),  # auto: the C++ wrapper at batch 1 only, as measured
+    }
     note = "INT8 PT2E program; predict.py compiles it with torch.compile and Inductor freezing, as it was measured"
     return ModelFiles("torch", [name], options, ["torch", "torchao"], exact=False, static_shapes=True, notes=[note])
 

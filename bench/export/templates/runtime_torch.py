@@ -29,17 +29,22 @@ class Model:
         self.half = bool(options.get("half"))
         self.autocast = DTYPES.get(options.get("autocast") or "")
         self.inductor = dict(options.get("inductor") or {})
+        # Inductor's C++ wrapper: "cpp" always, "python" never, "auto" for batch 1 only (faster there, slower above)
+        self.cpp_wrapper = options.get("cpp_wrapper")
         if options.get("compile"):
             mode = options.get("compile_mode")
             module = torch.compile(module, mode=None if mode in (None, "default") else mode, dynamic=False)
         self.module = module
 
-    def _settings(self) -> contextlib.AbstractContextManager:
+    def _settings(self, batch: int) -> contextlib.AbstractContextManager:
         if not self.inductor:
             return contextlib.nullcontext()
         import torch._inductor.config as inductor_config
 
-        return inductor_config.patch(self.inductor)
+        settings = dict(self.inductor)
+        if self.cpp_wrapper is not None:
+            settings["cpp_wrapper"] = self.cpp_wrapper == "cpp" or (self.cpp_wrapper == "auto" and batch == 1)
+        return inductor_config.patch(settings)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device)
@@ -52,5 +57,5 @@ class Model:
             if self.autocast is not None
             else contextlib.nullcontext()
         )
-        with torch.inference_mode(), self._settings(), autocast:
+        with torch.inference_mode(), self._settings(x.shape[0]), autocast:
             return self.module(x).float().cpu().numpy()
