@@ -98,6 +98,42 @@ def test_serving_options_are_checked(run_in_process, tiny_ckpt, args, needle):
     assert code == 2 and len(lines) == 1 and needle in lines[0], err
 
 
+def _idle_sensitive(busy_ms: float, idle_ms: float):
+    """A call on a fake clock that takes ``idle_ms`` after a sleep and ``busy_ms`` right after another call."""
+    now, rested = [0.0], [False]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        rested[0] = True
+
+    def call() -> None:
+        now[0] += (idle_ms if rested[0] else busy_ms) / 1e3
+        rested[0] = False
+
+    return call, sleep, lambda: now[0]
+
+
+def test_an_isolated_request_is_timed_apart_from_back_to_back_calls_and_noted_when_slower():
+    from bench.measure.idle_call import idle_cost
+    from bench.scenarios.serve.process import result_row
+
+    call, sleep, clock = _idle_sensitive(busy_ms=3.4, idle_ms=7.2)
+    cost = idle_cost(call, sleep=sleep, clock=clock)
+    assert cost["busy_p50_ms"] == pytest.approx(3.4) and cost["idle_p50_ms"] == pytest.approx(7.2)
+    best = {"max_batch": 1, "max_delay_s": 0.0, "instances": 1, "threads": 2, "label": "B=1", "rate": 12.0}
+    served = result_row("serve", {"bound_ms": 15.0, "best": {**best, "p99_ms": 14.0}, "idle_call": cost})
+    assert served["serve_idle_p50_ms"] == pytest.approx(7.2) and served["serve_rate"] == 12.0
+    assert "a request to an idle process took 7.2 ms (p50, after 100 ms idle) against 3.4 ms" in served["note"]
+    none = result_row("serve", {"bound_ms": 5.0, "best": None, "closest": None, "idle_call": cost})
+    assert none["note"].startswith("no serving configuration held p99 <= 5 ms; a request to an idle process")
+    call, sleep, clock = _idle_sensitive(busy_ms=3.4, idle_ms=3.6)  # within 25%: nothing to say
+    steady = result_row(
+        "serve",
+        {"bound_ms": 15.0, "best": {**best, "p99_ms": 9.0}, "idle_call": idle_cost(call, sleep=sleep, clock=clock)},
+    )
+    assert "note" not in steady
+
+
 @pytest.mark.slow
 def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_path):
     """python -m bench CKPT --recipes fp32,ptq(ort) --quick, then --resume with --serve (a user who asks the second
@@ -123,6 +159,7 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     assert set(served) == {"fp32", "ptq(ort)"}, proc.stderr[-2000:]
     for row in served.values():
         assert row["status"] == "ok", row.get("error")
+        assert row["serve_busy_p50_ms"] > 0 and row["serve_idle_p50_ms"] > 0  # an isolated call, timed too
         if row["serve_rate"] > 0:  # a rate is claimed only with its configuration and a p99 within the bound
             assert row["serve_p99_ms"] <= row["serve_slo_ms"]
             assert row["serve_best"]["max_batch"] >= 1 and row["serve_search"]["best"]["rate"] == row["serve_rate"]

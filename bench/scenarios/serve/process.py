@@ -5,8 +5,10 @@ inputs for every batch size prepared and warmed before the clock runs, the confi
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+from bench.measure.idle_call import idle_cost, idle_note
 from bench.measure.serving_search import SearchSettings, best_configuration, splits_for, to_dict
 
 CEILING_BUDGET_S = 3.0
@@ -87,7 +89,10 @@ def measure(state: Instances, cfg: Any) -> dict[str, Any]:
     prep = state.prep
     bound = _bound_s(cfg)
     state.max_batch = cfg.batch_size
-    budget = float(cfg.options.get("budget_s") or 60.0)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        idle = idle_cost(lambda: state.make(1, prep.job.threads)[0](1))
+    budget = max(1.0, float(cfg.options.get("budget_s") or 60.0) - (time.perf_counter() - started))
     quick = bool(prep.job.quick)
     settings = SearchSettings(
         budget_s=budget,
@@ -102,7 +107,12 @@ def measure(state: Instances, cfg: Any) -> dict[str, Any]:
     widest = max(k for k, _ in splits)
     ceiling = harness_ceiling(1, 0.0, widest, bound, budget_s=CEILING_BUDGET_S)
     state._set_threads(prep.job.threads)
-    return {**to_dict(result), "ceiling_rate": ceiling.best_rate, "splits": [list(s) for s in splits]}
+    return {
+        **to_dict(result),
+        "ceiling_rate": ceiling.best_rate,
+        "splits": [list(s) for s in splits],
+        "idle_call": idle,
+    }
 
 
 def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +125,10 @@ def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
         "serve_ceiling_rate": result.get("ceiling_rate"),
         "serve_seconds": result.get("elapsed_s"),
     }
+    idle = result.get("idle_call") or {}
+    if idle:
+        row.update(serve_idle_p50_ms=idle["idle_p50_ms"], serve_busy_p50_ms=idle["busy_p50_ms"])
+    slow_when_idle = idle_note(idle)
     if best:
         delay_ms = best["max_delay_s"] * 1e3
         row.update(
@@ -136,6 +150,8 @@ def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
                 "slo_ms": result["bound_ms"],
             },
         )
+        if slow_when_idle:
+            row["note"] = slow_when_idle
         return row
     closest = result.get("closest")
     row["serve_rate"] = 0.0
@@ -144,4 +160,6 @@ def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
         if closest
         else ""
     )
+    if slow_when_idle:
+        row["note"] += f"; {slow_when_idle}"
     return row

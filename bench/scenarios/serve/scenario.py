@@ -36,6 +36,7 @@ class Serve(Scenario):
         Column("serve_delay_ms", "serve_delay_ms", optional=True),
         Column("serve_instances", "serve_instances", optional=True),
         Column("serve_threads", "serve_threads", optional=True),
+        Column("serve_idle_p50_ms", "serve_idle_p50_ms", "idle call p50 ms", "{:.3g}", optional=True),
     )
     speedup_column = "serve_speedup_vs_fp32"
     speedup_header = "req/s ×fp32"
