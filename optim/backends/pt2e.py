@@ -10,10 +10,10 @@ The recipe that works on torch 2.14 / torchao 0.18 (pinned by ``tests/test_quant
    ``options={"freezing": True}`` instead fails with ``onednn.qconv_prepack.default`` unsupported.
 
 Which Inductor wrapper calls the compiled graph depends on the batch by default (``wrapper=auto``): the C++
-wrapper (``cpp_wrapper=True``) at batch 1, where it removes per-kernel Python overhead (6.2-6.5 ms against
-7.5-7.8 for resnet50 on 2 cores of a Xeon with AMX) at the price of a first compile about twice as long, and
-the Python wrapper for larger batches, which ran 18% more images per second at batch 16 on that machine (274-291
-against 233-234; no difference on a Zen 4 VM). ``ptq(x86,wrapper=cpp)`` or ``wrapper=python`` uses one for all.
+wrapper (``cpp_wrapper=True``) at batch 1, where it removes per-kernel Python overhead, at the price of a first
+compile about twice as long, and the Python wrapper for larger batches, where the C++ one was slower on a Xeon
+with AMX (docs/measurement.md, "Our recipes beside plain scripts"). ``ptq(x86,wrapper=cpp)`` or
+``wrapper=python`` uses one for all sizes.
 
 Inductor reads ``freezing`` when it compiles, which is at the first call for each new input shape, so
 every call runs inside the patch (a dict update, microseconds); global config is restored after each call.
