@@ -120,7 +120,25 @@ def serve_forked(
 
     code = serve(commands, reply, log_path)
     sys.stdout.flush()
+    release_semaphores()
     os._exit(code)  # as the server's own entry point: compiled graphs and ORT pools can hang an orderly exit
+
+
+def release_semaphores() -> None:
+    """Unlink the named semaphores this process made (data loaders' queues make them) before ``os._exit``.
+
+    ``os._exit`` skips the finalizers that would: the forkserver's resource tracker then unlinks them when the
+    sweep ends and prints a warning about leaked semaphores that is not the user's problem. Only those
+    finalizers run here; the others (pools, queues' feeder threads) are what can hang an orderly exit."""
+    from multiprocessing import synchronize, util
+
+    registry = getattr(util, "_finalizer_registry", {})
+    for finalizer in list(registry.values()):
+        if getattr(finalizer, "_callback", None) is synchronize.SemLock._cleanup:
+            try:
+                finalizer()
+            except OSError:  # already gone
+                continue
 
 
 def spawn(log_path: Path, cwd: str, env: dict[str, str], fresh_interpreter: bool = False) -> Any:
