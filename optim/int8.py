@@ -123,20 +123,19 @@ def cpu_input(x: torch.Tensor) -> torch.Tensor:
     return x.detach().cpu().float().contiguous()
 
 
-WRAPPER_NOTES = {"auto": " + cpp_wrapper at batch 1", "cpp": " + cpp_wrapper", "python": ""}
-
-
 def saved_wrapper(spec: dict[str, Any]) -> str:
     """The wrapper a saved PT2E variant was measured with (variants saved before ``auto`` existed name theirs)."""
+    from optim.backends.pt2e import WRAPPERS
+
     wrapper = str(spec.get("wrapper", "python"))
-    return wrapper if wrapper in WRAPPER_NOTES else "python"
+    return wrapper if wrapper in WRAPPERS else "python"
 
 
 def x86_artifact(
     graph: nn.Module, ctx: BuildContext, steps: list[dict[str, Any]], notes: dict[str, Any], wrapper: str = "auto"
 ) -> Artifact:
     """A runtime artifact around a converted PT2E graph: compiled with freezing unless the caller defers it."""
-    from optim.backends.pt2e import compile_frozen, save_graph
+    from optim.backends.pt2e import WRAPPERS, compile_frozen, save_graph
 
     c, h, w = ctx.loaded.info.input_size
     if ctx.options.get("defer_compile"):
@@ -145,7 +144,7 @@ def x86_artifact(
     else:
         compiled, seconds = compile_frozen(graph, [(1, c, h, w)], wrapper)
         predict = graph_predict(compiled)
-        how = "torch.compile + inductor freezing" + WRAPPER_NOTES[wrapper]
+        how = "torch.compile + inductor freezing" + WRAPPERS[wrapper]
         notes.update({"compiled": True, "compile": how, "compile_s": round(seconds, 3)})
 
     def save_hook(directory: Path) -> dict[str, Any]:

@@ -244,7 +244,7 @@ def _register_backends() -> None:
         "wrapper",
         default="auto",
         help="Inductor's C++ wrapper, its Python one, or auto: C++ at batch 1, Python for larger batches",
-        choices=WRAPPERS,
+        choices=tuple(WRAPPERS),
     )
     register_ptq_backend(
         "x86",

@@ -134,7 +134,8 @@ def strip_unused_tensors(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
-WRAPPERS = ("auto", "cpp", "python")
+# Each wrapper and how a build's notes name it (module docstring).
+WRAPPERS = {"auto": " + cpp_wrapper at batch 1", "cpp": " + cpp_wrapper", "python": ""}
 
 
 def uses_cpp_wrapper(wrapper: str, batch: int) -> bool:
@@ -147,7 +148,7 @@ class FrozenCompiled:
 
     def __init__(self, graph: nn.Module, wrapper: str = "auto") -> None:
         if wrapper not in WRAPPERS:
-            raise ValueError(f"wrapper must be one of {WRAPPERS}, got {wrapper!r}")
+            raise ValueError(f"wrapper must be one of {tuple(WRAPPERS)}, got {wrapper!r}")
         self.graph = graph
         self.wrapper = wrapper
         # dynamic=False, as in optim.compile: each batch size gets its own static graph. Left automatic, the
