@@ -112,8 +112,7 @@ def run_config_from_args(
         timeout_s=float(getattr(args, "timeout", None) or 1800.0),
         run_id=check_run_id(run_id or getattr(args, "run_id", None) or stamp),
         paired=not getattr(args, "unpaired", False),
-        rounds=getattr(args, "rounds", None)
-        or (PRECISE_ROUNDS if precise else QUICK_ROUNDS if quick else SWEEP_ROUNDS),
+        rounds=getattr(args, "rounds", None) or _default_rounds(precise, quick),
         replicas=getattr(args, "replicas", None),
         cpu_replicas=PRECISE_REPLICAS if precise else CPU_REPLICAS,
         precise=precise,

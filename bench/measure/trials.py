@@ -44,9 +44,13 @@ class RatePoint:
         return asdict(self)
 
 
-def trial_queries(rate: float, min_duration_s: float, percentile: float, confidence: float) -> int:
-    """Queries in a trial at ``rate``: enough for the rule to say VALID, and at least ``min_duration_s`` of them."""
-    return max(early_stopping.min_queries(percentile, confidence), math.ceil(rate * min_duration_s))
+def trial_queries(
+    rate: float, min_duration_s: float, percentile: float, confidence: float, screen_queries: int | None = None
+) -> int:
+    """Queries in a trial at ``rate``: enough for the rule to say VALID (a screen: ``screen_queries``), and at least
+    ``min_duration_s`` of them."""
+    floor = screen_queries or early_stopping.min_queries(percentile, confidence)
+    return max(floor, math.ceil(rate * min_duration_s))
 
 
 def _check_measure_args(
@@ -89,9 +93,7 @@ def open_loop_measure(
         started = time.perf_counter()
         trial_seed = seed + calls[0]
         calls[0] += 1
-        count = max(
-            screen_queries or early_stopping.min_queries(percentile, confidence), math.ceil(rate * min_duration_s)
-        )
+        count = trial_queries(rate, min_duration_s, percentile, confidence, screen_queries)
         arrivals = poisson_arrivals(rate, count, trial_seed)
         if arrivals[-1] + bound_s > time_cap_s:  # the last query's deadline must fall inside the cap
             reason = (
