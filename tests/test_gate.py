@@ -644,3 +644,23 @@ def test_run_level_guard_absorbs_process_to_process_drift():
     # A real 30% slowdown on top of mild process noise is caught at both levels.
     real = compare_timing(side([1.0, 1.02, 0.98]), side([1.01, 0.99, 1.0], shift=1.3), 0.05)
     assert real.verdict == "REGRESSION" and real.p_runs < 0.01
+
+
+def _served_at(rows: list[dict], rate: float, bound_ms: float) -> list[dict]:
+    """``rows`` plus a real ``serve`` row: the rate held at a p99 bound."""
+    common = {k: v for k, v in rows[0].items() if k not in ("scenario", "batch_size", "samples_ms")}
+    return rows + [{**common, "scenario": "serve", "serve_rate": rate, "serve_slo_ms": bound_ms}]
+
+
+def test_serving_rates_at_different_bounds_are_refused_not_called_a_regression(work: Path, gate):
+    """A run served at p99 <= 8 ms holds fewer requests than one at 50 ms because the question was stricter."""
+    base = _write(work / "base.jsonl", _served_at(_rows(seed=1), 773.6, 50.0))
+    strict = _write(work / "strict.jsonl", _served_at(_rows(seed=2), 514.2, 8.0))
+    proc = gate([base, strict], work)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "REGRESSION" not in proc.stdout and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()
+    assert len(line) == 1 and "serve_slo_ms=50" in line[0] and "serve_slo_ms=8" in line[0], proc.stderr
+    same = _write(work / "same.jsonl", _served_at(_rows(seed=2), 514.2, 50.0))
+    proc = gate([base, same], work)
+    assert proc.returncode == 1 and _verdicts(proc.stdout)["fp32/serve"] == "REGRESSION", proc.stdout

@@ -1,4 +1,5 @@
-"""Whether two sides may be compared at all: the same machine, and the same checkpoint.
+"""Whether two sides may be compared at all: the same machine, the same checkpoint, and each figure measured under
+the same conditions (the serving bound, say).
 
 Timings do not carry across machines, and a run of other weights is another experiment: comparing two commits of
 one's code on the same checkpoint is the normal case, two checkpoints usually a mistake (a baseline recorded with
@@ -9,7 +10,7 @@ then the report carries a warning line saying what differs.
 from __future__ import annotations
 
 from bench.gate.inputs import GateInput, machine_differences, machines_of, same_machine
-from bench.gate.series import Series
+from bench.gate.series import Series, conditions_text
 from data.errors import InputError
 
 SHA_SHOWN = 12  # hex digits of a sha256 a message shows
@@ -40,6 +41,18 @@ def machine_check(base: GateInput, cand: GateInput, pairs: list[tuple[Series, Se
     return f"this comparison crosses machines ({text}); timing differences may be the hardware, not the code"
 
 
+def conditions_check(pairs: list[tuple[Series, Series]]) -> None:
+    """Refuse (exit 2) a benchmark measured under different conditions on the two sides: a serving rate at a p99
+    bound of 50 ms and one at 8 ms differ because the question did, not the code."""
+    for b, c in pairs:
+        if b.conditions != c.conditions:
+            raise InputError(
+                f"{c.bench_id} on {c.device}: the baseline was measured under {conditions_text(b.conditions)}, the "
+                f"candidate under {conditions_text(c.conditions)}; the figures answer different questions: compare "
+                "runs measured alike"
+            )
+
+
 def _shas(shas: set[str]) -> str:
     return ", ".join(s[:SHA_SHOWN] for s in sorted(shas))
 
@@ -62,7 +75,8 @@ def checkpoint_check(pairs: list[tuple[Series, Series]], allow: bool) -> tuple[s
         text = f"baseline checkpoint sha256 {_shas(base)}; candidate {_shas(cand)}"
     if not allow:
         raise InputError(
-            f"{text}: the two runs measured different weights, so a difference may be the checkpoint, not the code; "
+            f"{text}: the two runs measured different checkpoint files, so a difference may be the checkpoint, not "
+            "the code; "
             "compare runs of one checkpoint, or pass --allow-other-checkpoint"
         )
     return f"different checkpoints ({text}): differences may be the weights, not the code", True

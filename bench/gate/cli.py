@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.gate.checks import checkpoint_check, machine_check
+from bench.gate.checks import checkpoint_check, conditions_check, machine_check
 from bench.gate.config import GateConfig, load_config, parse_alpha, parse_threshold
 from bench.gate.inputs import GateInput, load_input, machines_of
 from bench.gate.match import matched, order_key
@@ -105,6 +105,7 @@ def compare(
     comparable = [(b, c) for b, c in pairs if b is not None and c is not None and b.status == c.status == "ok"]
     machine_note = machine_check(base, cand, comparable, allow_machine_mismatch)
     checkpoint_note, checkpoint_warning = checkpoint_check(comparable, allow_other_checkpoint)
+    conditions_check(comparable)
     comparisons = [_judge(b, c, cfg) for b, c in pairs]
     if not comparable and not any(c.failing for c in comparisons):
         both = [c for c in comparisons if c.verdict == SKIPPED]

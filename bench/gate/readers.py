@@ -103,6 +103,8 @@ def rows_to_series(rows: list[dict[str, Any]], source: str) -> Store:
         fp = _object(row.get("fingerprint"), f"row {number} fingerprint", source) or None
         sha = _sha(row.get("checkpoint_sha256"), f"row {number} checkpoint_sha256", source)
         s = _scenario_series(row, number, source, (variant, scenario, device))
+        if (definition := s.definition) is not None:
+            s.conditions = {name: row.get(name) for name in definition.conditions}
         s.add_machine(fp)
         s.checkpoints = list(sha)
         pool(store, s)

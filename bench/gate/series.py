@@ -63,6 +63,7 @@ class Series:
     pairing: str | None = None
     slice_lengths: list[list[int]] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)  # sha256 of the weights measured, where rows record it
+    conditions: dict[str, Any] = field(default_factory=dict)  # the scenario's conditions (Scenario.conditions)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -146,6 +147,10 @@ def machine_desc(fp: dict[str, Any] | None) -> dict[str, Any]:
     return dict(zip(MACHINE_FIELDS, machine_key(fp or {}), strict=True))
 
 
+def conditions_text(conditions: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in conditions.items()) or "none"
+
+
 def pool(store: dict[tuple[str, str, str], Series], new: Series) -> None:
     """Samples of the same benchmark from several runs (A/B rounds, appended sweeps) are pooled."""
     old = store.get(new.key)
@@ -163,6 +168,11 @@ def pool(store: dict[tuple[str, str, str], Series], new: Series) -> None:
         raise InputError(
             f"{new.source}: {new.bench_id} on {new.device} was measured at batch {old.batch_size} and "
             f"{new.batch_size}; compare runs with one batch size"
+        )
+    if old.conditions != new.conditions:
+        raise InputError(
+            f"{new.source}: {new.bench_id} on {new.device} was measured under {conditions_text(old.conditions)} "
+            f"and {conditions_text(new.conditions)}; compare runs measured alike"
         )
     if old.pairing != new.pairing or bool(old.slice_lengths) != bool(new.slice_lengths):
         old.pairing, old.slice_lengths = None, []  # runs from different sessions cannot be paired round by round

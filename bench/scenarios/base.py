@@ -42,6 +42,9 @@ class Scenario:
     # The row field holding raw per-call times (ms) the gate compares; None: the scenario's figure is one value per
     # row (``headline``), compared by its ratio alone.
     samples_field: str | None = "samples_ms"
+    # Row fields that say what the figure means (the serving bound, say): figures measured under different values
+    # answer different questions, so the gate refuses to compare them.
+    conditions: tuple[str, ...] = ()
     ranks: bool = False  # the answer ranks variants by this scenario's speedup (exactly one registered scenario does)
     label: str = ""  # how notes name where a figure was taken ("batch 1")
     panel: str | None = None  # its panel of pareto.png: "front" (figure against top-1), "bars", or none

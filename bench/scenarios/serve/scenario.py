@@ -27,6 +27,7 @@ class Serve(Scenario):
     unit = "req/s"
     higher_is_better = True
     samples_field = None
+    conditions = ("serve_slo_ms",)
     columns = (
         Column("serve_rate", "serve_rate", "req/s at bound", "{:,.1f}"),
         Column("serve_p99_ms", "serve_p99_ms", "serve p99 ms", "{:.2f}"),
