@@ -94,10 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.run.resume import resume_config
 
     if args.resume:
+        from bench.run.stages import check_stages
+
         cfg, run_dir = resume_config(args.resume, argv, parser)
+        check_stages(cfg, run_dir)
     else:
         cfg = run_config_from_args(args)
         run_dir = _new_run_dir(cfg.run_id)
+    if args.export:
+        from bench.export import check_export_target
+
+        check_export_target(args.export, run_dir)
     try:
         return _run(cfg, run_dir, args)
     except KeyboardInterrupt:
@@ -117,14 +124,17 @@ def _sweep_file(args: Any, argv: list[str]) -> int:
     return run_grid(Path(args.sweep_file), rest, _grid_plan, main)
 
 
-def _export(run_dir: Path, out: str) -> None:
-    """Hand over the answer's variant; a failed export is a warning: the sweep's figures stand without it."""
+def _export(run_dir: Path, out: str) -> bool:
+    """Hand over the answer's variant. A failed export keeps the sweep's figures but fails the command, so
+    ``python -m bench ... --export deploy/ && docker build deploy/`` never builds what was there before."""
     from bench.export import export_variant
 
     try:
         print(f"exported: {export_variant(run_dir, out=out)}")
+        return True
     except InputError as exc:
-        print(f"warning: not exported: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"failed: not exported: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return False
 
 
 def _run(cfg: Any, run_dir: Path, args: Any) -> int:
@@ -160,9 +170,8 @@ def _run(cfg: Any, run_dir: Path, args: Any) -> int:
     print(outputs.answer)
     for name, path in outputs.files.items():
         print(f"{name}: {path}")
-    if args.export:
-        _export(run_dir, args.export)
+    exported = _export(run_dir, args.export) if args.export else True
     code, why = sweep_verdict(rows, cfg.device)
     if why:
         print(f"failed: {why}", file=sys.stderr)
-    return code
+    return code or (0 if exported else 1)

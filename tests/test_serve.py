@@ -149,6 +149,11 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     assert "leaked semaphore" not in proc.stderr  # forked processes release what their data loaders made
     swept = (work / "out" / "runs" / "s" / "results.jsonl").read_text().splitlines()
     args = ["bench", "--resume", "s", "--results", "out", "--serve", "--serve-minutes", "1", "--export", "deploy"]
+    (work / "taken").mkdir()
+    (work / "taken" / "old-model.onnx").write_text("last week's model")
+    proc = cli([*args[:-1], "taken"], cwd=work, timeout=120)  # an export folder in use: refused before measuring
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--export taken exists" in proc.stderr, proc.stderr
+    assert (work / "taken" / "old-model.onnx").read_text() == "last week's model"
     proc = cli(args, cwd=work, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = work / "out" / "runs" / "s"
@@ -182,6 +187,10 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     service = (work / "deploy" / "serve.py").read_text()
     assert f'os.environ.get("MAX_BATCH", "{int(best["max_batch"])}")' in service
     assert f'os.environ.get("INSTANCES", "{int(best["instances"])}")' in service
+    # Another bound on the same run is a new run: one line, exit 2, before anything is measured.
+    proc = cli(["bench", "--resume", "s", "--results", "out", "--serve", "--slo-ms", "3"], cwd=work, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "another bound (3 ms)" in proc.stderr, proc.stderr
+    assert (run / "results.jsonl").read_text().splitlines() == lines
 
 
 def test_a_resumed_run_serves_what_is_left_at_its_bound_and_refuses_another():

@@ -21,4 +21,13 @@ def export_variant(
     return export(run_dir, recipe, out, force)
 
 
-__all__ = ["export_variant"]
+def check_export_target(out: str | Path, run_dir: str | Path) -> None:
+    """Refuse, before a sweep starts, an ``--export`` folder the export would refuse after it (not empty, inside the
+    run, the folder one works in): an hour of measuring should not end in "not exported"."""
+    from bench.export.writer import check_out
+
+    replace = "name a new folder (python -m bench.export RUN_ID --out DIR --force replaces one after the run)"
+    check_out(Path(out).expanduser(), Path(run_dir), False, "--export", replace)  # named as typed
+
+
+__all__ = ["check_export_target", "export_variant"]

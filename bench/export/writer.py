@@ -32,19 +32,24 @@ def default_out(chosen: Chosen) -> Path:
     return Path.cwd() / f"{chosen.run.run_id}-{safe_name(chosen.recipe)}"
 
 
-def _check_out(out: Path, run_dir: Path, force: bool) -> None:
+def check_out(
+    out: Path, run_dir: Path, force: bool, option: str = "--out", replace: str = "pass --force to replace it"
+) -> None:
     """Refuse a target that would change the run, hold other files (without --force), or take a folder the user
-    works in (which even --force must not replace)."""
+    works in (which even --force must not replace). ``option`` and ``replace``: how the command the user typed
+    names the folder and the way to replace it."""
     resolved, run = out.resolve(), run_dir.resolve()
     if resolved == run or run in resolved.parents or resolved in run.parents:
-        raise InputError(f"--out {out} is inside the run directory {run_dir} (or holds it); choose a folder outside it")
+        raise InputError(
+            f"{option} {out} is inside the run directory {run_dir} (or holds it); choose a folder outside it"
+        )
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
+        raise InputError(f"{option} {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"--out {out} exists and is not empty; pass --force to replace it")
+        raise InputError(f"{option} {out} exists and is not empty; {replace}")
     here = Path.cwd().resolve()
     if resolved in (here, Path.home().resolve()) or resolved in here.parents:
-        raise InputError(f"--out {out} is the current folder, one above it, or home: name a folder of its own")
+        raise InputError(f"{option} {out} is the current folder, one above it, or home: name a folder of its own")
 
 
 def _measured_threads(chosen: Chosen) -> int:
@@ -152,7 +157,7 @@ def export_chosen(chosen: Chosen, out: str | Path | None = None, force: bool = F
     from data.paths import absolute
 
     target = absolute(out) if out is not None else default_out(chosen)
-    _check_out(target, chosen.run.directory, force)
+    check_out(target, chosen.run.directory, force)
     manifest = chosen.manifest()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

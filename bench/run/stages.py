@@ -65,6 +65,23 @@ def _stage(cfg: Any, scenario_cfg: Any, run_dir: Path, rows: list[dict[str, Any]
             print(f"  {recipe} ({scenario.name}): {first.get('status')}: {what}", file=sys.stderr)
 
 
+def check_stages(cfg: Any, run_dir: Path) -> None:
+    """On ``--resume``, refuse before anything runs a staged scenario that contradicts the run's rows (InputError);
+    what cannot be planned yet (fp32 not measured) is left to the stage."""
+    from bench.scenarios import get
+    from bench.scenarios.base import StageConflict
+    from data.errors import InputError
+
+    rows = read_rows(run_dir / RESULTS_FILE) if (run_dir / RESULTS_FILE).is_file() else []
+    for scenario_cfg in (s for s in cfg.scenarios if get(s.name).staged):
+        try:
+            get(scenario_cfg.name).stage(scenario_cfg, rows, cfg.device, REFERENCE)
+        except StageConflict as exc:
+            raise InputError(str(exc)) from None
+        except ValueError:
+            pass
+
+
 def run_stages(cfg: Any, run_dir: Path, rows: list[dict[str, Any]], progress: bool = True) -> list[dict[str, Any]]:
     """Every staged scenario of the run, after the sweep whose ``rows`` are given; returns all rows of the run
     (``rows`` themselves when the run has no staged scenario)."""

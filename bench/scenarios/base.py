@@ -24,6 +24,11 @@ def num(value: Any) -> float:
         return math.nan
 
 
+class StageConflict(ValueError):
+    """A staged scenario asked to measure what contradicts rows the run already has (another serving bound on
+    ``--resume``): bad input, refused before anything runs."""
+
+
 class Scenario:
     """A way of timing a variant. Subclasses set the class attributes and override what differs."""
 

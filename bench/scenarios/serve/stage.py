@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from bench.scenarios.base import num
+from bench.scenarios.base import StageConflict, num
 from bench.scenarios.serve.options import SLO_FACTOR
 
 SEARCH_SHARE = 0.85  # of each variant's share: the rest loads the copies and warms every batch size
@@ -59,7 +59,7 @@ def _done_at(rows: list[Mapping[str, Any]], name: str, slo: float) -> list[str]:
     served = [r for r in rows if r.get("scenario") == name and r.get("status") == "ok"]
     other = sorted({float(r["serve_slo_ms"]) for r in served if not math.isclose(float(r["serve_slo_ms"]), slo)})
     if other:
-        raise ValueError(
+        raise StageConflict(
             f"this run was served at p99 <= {', '.join(f'{b:g}' for b in other)} ms; another bound ({slo:g} ms) is a "
             "new run (--run-id)"
         )
