@@ -31,6 +31,9 @@ def add_producer_arguments(p: ArgumentParser, data: bool = True, device: bool = 
     add_checkpoint_arguments(p, random_init=False, data=data)
     add_build_arguments(p, device=device, calib=calib)
     p.add_argument("--out", help="variant directory (default: <results>/variants/<arch>-<recipe>)")
+    p.add_argument(
+        "--force", action="store_true", help="replace a variant in --out built from another checkpoint or recipe"
+    )
 
 
 @dataclass
@@ -63,7 +66,9 @@ def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: 
     _, loaded = load_checked(args)
     settings = settings_from_args(args, loaded, check_data=needs_data or bool(getattr(args, "data", None)))
     torch.set_num_threads(settings.threads)
-    return ProducerRun(settings, loaded, out_dir(args.out, loaded.info.arch, recipe))
+    path = out_dir(args.out, loaded.info.arch, recipe)
+    _check_replaces(path, loaded.info, recipe, bool(getattr(args, "force", False)))
+    return ProducerRun(settings, loaded, path)
 
 
 def out_dir(out: str | None, arch: str, recipe: str) -> Path:
@@ -80,6 +85,25 @@ def out_dir(out: str | None, arch: str, recipe: str) -> Path:
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "manifest.json").is_file())):
         raise InputError(f"--out {path} exists and is not a variant directory; choose another path")
     return path
+
+
+def _check_replaces(path: Path, info: Any, recipe: str, force: bool) -> None:
+    """A rebuild of the same recipe from the same checkpoint replaces its variant; a variant of another checkpoint or
+    recipe is someone's work and is replaced only with --force."""
+    import json
+
+    manifest = path / "manifest.json"
+    if force or not manifest.is_file():
+        return
+    try:
+        old = json.loads(manifest.read_text())
+        source = old.get("source") or {}
+        same = old.get("recipe") == recipe and source.get("sha256") == info.sha256 and source.get("arch") == info.arch
+        what = f"{old.get('recipe')} of {source.get('checkpoint') or source.get('arch')}"
+    except (OSError, ValueError, AttributeError):
+        same, what = False, "a variant whose manifest cannot be read"
+    if not same:
+        raise InputError(f"--out {path} holds {what}; pass --force to replace it, or choose another --out")
 
 
 def scratch_dir(out: Path) -> Path:

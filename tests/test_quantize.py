@@ -82,6 +82,13 @@ def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli,
     assert check.returncode == 0, check.stderr[-2000:]
     assert json.loads(check.stdout.strip().splitlines()[-1])["agreement"] >= AGREEMENT
 
+    # Another recipe into the same folder is someone's work: one line, exit 2, the variant untouched.
+    before = (out / "manifest.json").read_bytes()
+    proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ov", "--calib-size", "64", "--out", str(out)])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "holds ptq(ort) of" in proc.stderr and "--force" in proc.stderr
+    assert (out / "manifest.json").read_bytes() == before
+
 
 def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path, monkeypatch):
     """Pins the PT2E recipe: torchao's X86InductorQuantizer + torch.compile under inductor freezing.
