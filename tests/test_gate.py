@@ -664,3 +664,14 @@ def test_serving_rates_at_different_bounds_are_refused_not_called_a_regression(w
     same = _write(work / "same.jsonl", _served_at(_rows(seed=2), 514.2, 50.0))
     proc = gate([base, same], work)
     assert proc.returncode == 1 and _verdicts(proc.stdout)["fp32/serve"] == "REGRESSION", proc.stdout
+
+
+@pytest.mark.parametrize("base_rate, cand_rate, verdict", [(0.0, 0.0, "unchanged"), (0.0, 40.0, "improved"),
+                                                           (40.0, 0.0, "REGRESSION")])  # fmt: skip
+def test_a_bound_nothing_held_compares_as_zero_requests(work: Path, gate, base_rate, cand_rate, verdict):
+    """fp32 often holds no rate at a tight bound: 0 against 0 is no change, not an undefined ratio."""
+    base = _write(work / "base.jsonl", _served_at(_rows(seed=1), base_rate, 15.0))
+    cand = _write(work / "cand.jsonl", _served_at(_rows(seed=2), cand_rate, 15.0))
+    proc = gate([base, cand], work)
+    assert _verdicts(proc.stdout)["fp32/serve"] == verdict, proc.stdout
+    assert proc.returncode == (1 if verdict == "REGRESSION" else 0), proc.stdout + proc.stderr

@@ -126,6 +126,16 @@ def test_an_isolated_request_is_timed_apart_from_back_to_back_calls_and_noted_wh
     assert "a request to an idle process took 7.2 ms (p50, after 100 ms idle) against 3.4 ms" in served["note"]
     none = result_row("serve", {"bound_ms": 5.0, "best": None, "closest": None, "idle_call": cost})
     assert none["note"].startswith("no serving configuration held p99 <= 5 ms; a request to an idle process")
+    # A p99 under the bound that claimed nothing says why, so the note does not read as a contradiction.
+    for full, why in ((True, "too close to it for the early-stopping rule"), (False, "in a screening trial")):
+        near = {"p99_ms": 17.8, "rate": 100.4, "config": "B=1 D=0ms 1x2", "full": full}
+        text = result_row("serve", {"bound_ms": 20.0, "best": None, "closest": near})["note"]
+        assert (
+            text.startswith("no serving configuration held p99 <= 20 ms; the best p99 reached was 17.8 ms")
+            and why in text
+        )
+    over = {"p99_ms": 23.0, "rate": 24.8, "config": "B=1 D=0ms 1x2", "full": True}
+    assert result_row("serve", {"bound_ms": 15.0, "best": None, "closest": over})["note"].endswith("(B=1 D=0ms 1x2)")
     call, sleep, clock = _idle_sensitive(busy_ms=3.4, idle_ms=3.6)  # within 25%: nothing to say
     steady = result_row(
         "serve",

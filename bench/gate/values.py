@@ -52,7 +52,13 @@ def compare_value(base: Series, cand: Series, threshold: float) -> Comparison:
     higher = cand.higher_is_better
     field = cand.definition.headline if cand.definition is not None else "figure"
     note = f"one {field} per run, no samples: no p-value, the ratio against the limit alone decides"
-    if math.isnan(ratio):
+    if bv == 0 and cv is not None:  # say, no serving rate held the bound in the baseline
+        if cv == 0:
+            verdict, note = UNCHANGED, f"0 on both sides; {note}"
+        else:
+            verdict = IMPROVED if higher else REGRESSION
+            note = f"baseline 0, no ratio; {note}"
+    elif math.isnan(ratio):
         verdict, note = INCONCLUSIVE, f"ratio undefined (baseline {bv}); {note}"
     elif (ratio < 1 - threshold) if higher else (ratio > 1 + threshold):
         verdict = REGRESSION

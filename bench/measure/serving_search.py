@@ -82,7 +82,8 @@ class ServingResult:
         if not points:
             return None
         point, cfg = min(points, key=lambda pc: pc[0].summary["p99_ms"])
-        return {"p99_ms": point.summary["p99_ms"], "rate": point.rate, "config": cfg.config.label()}
+        full = point.verdict is not None  # a full trial judged by the early-stopping rule, else a screen
+        return {"p99_ms": point.summary["p99_ms"], "rate": point.rate, "config": cfg.config.label(), "full": full}
 
 
 @dataclass(frozen=True)

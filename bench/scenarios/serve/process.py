@@ -153,13 +153,25 @@ def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
         if slow_when_idle:
             row["note"] = slow_when_idle
         return row
-    closest = result.get("closest")
     row["serve_rate"] = 0.0
-    row["note"] = f"no serving configuration held p99 <= {result['bound_ms']:.3g} ms" + (
-        f"; the best p99 reached was {closest['p99_ms']:.3g} ms at {closest['rate']:.3g} req/s ({closest['config']})"
-        if closest
-        else ""
+    row["note"] = f"no serving configuration held p99 <= {result['bound_ms']:.3g} ms" + _closest_text(
+        result.get("closest"), result["bound_ms"]
     )
     if slow_when_idle:
         row["note"] += f"; {slow_when_idle}"
     return row
+
+
+def _closest_text(closest: dict[str, Any] | None, bound_ms: float) -> str:
+    """The best p99 reached, and why a p99 under the bound still claimed nothing."""
+    if not closest:
+        return ""
+    text = f"; the best p99 reached was {closest['p99_ms']:.3g} ms at {closest['rate']:.3g} req/s ({closest['config']})"
+    if closest["p99_ms"] > bound_ms:
+        return text
+    if closest.get("full"):
+        return text + (
+            ", under the bound but too close to it for the early-stopping rule, which claims a rate only when its p99 "
+            "is within the bound at 99% confidence"
+        )
+    return text + " in a screening trial, which no full trial confirmed (only a full trial claims a rate)"
