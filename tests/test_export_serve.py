@@ -276,3 +276,53 @@ def test_a_malformed_serving_row_falls_back_to_one_image_at_a_time(exported, tmp
     out = export_variant(run_dir, "ptq(ort)", tmp_path / "svc")
     assert 'MAX_BATCH = int(os.environ.get("MAX_BATCH", "1"))' in (out / "serve.py").read_text()
     assert "No serving configuration was measured" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_predict_py_answers_every_readable_image_and_names_each_bad_one(exported, tmp_path):
+    """A user's list with a missing file, a text file and a truncated JPEG among good images: one error line for
+    each bad one, exit 2, no traceback, and the good ones get the same answers as when classified alone."""
+    user = tmp_path / "user"
+    user.mkdir()
+    for i in (0, 1):
+        shutil.copy(exported.images[i], user / f"good{i}{exported.images[i].suffix}")
+    good = sorted(p.name for p in user.iterdir())
+    (user / "notes.txt").write_text("not an image")
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(user / "whole.jpg", quality=95)
+    (user / "cut.jpg").write_bytes((user / "whole.jpg").read_bytes()[:1500])  # a download that stopped halfway
+    (user / "whole.jpg").unlink()
+    script = str(exported.folder / "predict.py")
+    names = [good[0], "missing.jpg", "notes.txt", "cut.jpg", good[1]]
+
+    def run(*args: str):
+        return subprocess.run([sys.executable, script, *args, "--json", "--batch-size", "4"], cwd=user,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    proc = run(*names)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert [e.split(":")[1].strip() for e in errors] == ["missing.jpg", "notes.txt", "cut.jpg"], proc.stderr
+    assert all(e.startswith("error: ") and "cannot read it as an image" in e for e in errors)
+    answers = json.loads(proc.stdout)
+    assert [a["image"] for a in answers] == names and ["top" in a for a in answers] == [1, 0, 0, 0, 1]
+    alone = run(*good)
+    assert alone.returncode == 0, alone.stderr
+    assert [a["top"] for a in json.loads(alone.stdout)] == [answers[0]["top"], answers[4]["top"]]
+
+
+def test_a_compiled_models_short_batches_are_padded_as_they_were_measured(exported):
+    """STATIC_SHAPES: a short batch runs at the next power of two up to the service's largest batch, and the
+    service warms exactly those sizes (the serving scenario pads the same way)."""
+    module = _exported_predict(exported.folder)
+    module.STATIC_SHAPES = True
+    seen: list[int] = []
+    classifier = module.Classifier.__new__(module.Classifier)
+    classifier.pad_to, classifier.model = 16, lambda batch: (seen.append(len(batch)), np.zeros((len(batch), 10)))[1]
+    assert classifier.batch_sizes() == [1, 2, 4, 8, 16]
+    out = classifier.logits([np.zeros((3, 8, 8), np.float32)] * 3)
+    assert seen == [4] and out.shape == (3, 10)
+    module.STATIC_SHAPES = False
+    classifier.logits([np.zeros((3, 8, 8), np.float32)] * 3)
+    assert seen == [4, 3] and classifier.batch_sizes() == list(range(1, 17))

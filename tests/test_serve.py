@@ -226,3 +226,25 @@ def test_a_resumed_run_serves_what_is_left_at_its_bound_and_refuses_another():
     other = dataclasses.replace(cfg, options={**cfg.options, "slo_ms": 15.0})
     with pytest.raises(ValueError, match=r"served at p99 <= 40 ms; another bound \(15 ms\) is a new run"):
         plan(other, rows, "cpu", "fp32")
+
+
+@pytest.mark.parametrize("kind, sizes", [("pt2e-x86", [1, 2, 4, 8, 16]), ("onnx", list(range(1, 17)))])
+def test_a_compiled_variant_serves_short_batches_padded_to_a_power_of_two(kind, sizes):
+    """A graph compiled per batch size gets five sizes, as its exported service pads them; other runtimes take any."""
+    from types import SimpleNamespace
+
+    from bench.scenarios.serve.process import Instances, padded_size
+
+    assert [padded_size(n, 16) for n in (1, 2, 3, 5, 8, 9, 16)] == [1, 2, 4, 8, 8, 16, 16]
+    assert padded_size(3, 2) == 2 and padded_size(7, 6) == 6  # never past the largest batch
+    seen: list[int] = []
+    variant = SimpleNamespace(manifest={"load": {"kind": kind}}, prepare_input=lambda x: x,
+                              predict=lambda x: seen.append(len(x)))  # fmt: skip
+    prep = SimpleNamespace(job=SimpleNamespace(device="cpu", seed=0), info=SimpleNamespace(input_size=(3, 8, 8)))
+    state = Instances(prep)
+    state.max_batch = 16
+    call = state._callable(variant)
+    assert seen == sizes  # the warm-up: each size once, before any clock runs
+    seen.clear()
+    call(3), call(9), call(1)
+    assert seen == ([4, 16, 1] if kind == "pt2e-x86" else [3, 9, 1])

@@ -116,13 +116,22 @@ class Classifier:
         self.cfg = load_json("preprocess.json", folder)
         self.labels = load_json("labels.json", folder)
         self.model = Model(folder, threads, RUNTIME_OPTIONS)
-        self.pad_to = BATCH_SIZE  # a compiled model's short batches are padded to this size (a service: its batch)
+        self.pad_to = BATCH_SIZE  # a compiled model's largest batch (a service: its MAX_BATCH)
+
+    def batch_sizes(self) -> list[int]:
+        """Every batch size this classifier runs: a compiled model one graph per size, warmed by the service."""
+        return sorted({self.padded(n) for n in range(1, max(1, self.pad_to) + 1)})
+
+    def padded(self, count: int) -> int:
+        """A compiled model's batch for ``count`` images: the next power of two, at most ``pad_to`` (as measured)."""
+        if not STATIC_SHAPES or count >= self.pad_to:
+            return count
+        return min(self.pad_to, 1 << (count - 1).bit_length())
 
     def logits(self, arrays: list[np.ndarray]) -> np.ndarray:
         """Logits for preprocessed images; a compiled model gets its short batches padded with copies."""
         count = len(arrays)
-        if STATIC_SHAPES and 1 < count < self.pad_to:
-            arrays = [arrays[i % count] for i in range(self.pad_to)]
+        arrays = [arrays[i % count] for i in range(self.padded(count))]
         return np.asarray(self.model(np.stack(arrays)))[:count]
 
     def top(self, logits: np.ndarray, k: int = 5) -> list[list[dict]]:
@@ -184,18 +193,44 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(time_model(args.time), sys.stdout)
         print()
         return 0
-    paths = list(args.images) + (Path(args.list).read_text().splitlines() if args.list else [])
-    paths = [p for p in paths if p.strip()]
+    try:
+        listed = Path(args.list).read_text().splitlines() if args.list else []
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"--list {args.list}: {exc}")
+    paths = [p for p in list(args.images) + listed if p.strip()]
     if not paths:
         parser.error("name at least one image")
-    results = Classifier().predict(paths, args.top_k, args.batch_size)
+    answers = classify_files(Classifier(), paths, args.top_k, args.batch_size)
+    for answer in answers:
+        if "error" in answer:
+            print(f"error: {answer['image']}: {answer['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{answer['image']}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in answer["top"]))
     if args.json:
-        json.dump([{"image": p, "top": r} for p, r in zip(paths, results, strict=True)], sys.stdout)
+        json.dump(answers, sys.stdout)
         print()
-        return 0
-    for path, top in zip(paths, results, strict=True):
-        print(f"{path}: " + ", ".join(f"{t['label']} ({t['score']:.3f})" for t in top))
-    return 0
+    return 2 if any("error" in a for a in answers) else 0
+
+
+def classify_files(classifier: Classifier, paths: list[str], k: int, batch_size: int) -> list[dict]:
+    """``{"image", "top"}`` for each file, or ``{"image", "error"}`` for one that cannot be read as an image: a bad
+    file costs its own answer, not its batch's."""
+    answers: list[dict] = []
+    for start in range(0, len(paths), max(1, batch_size)):
+        chunk = [{"image": path} for path in paths[start : start + max(1, batch_size)]]
+        readable = []
+        for answer in chunk:
+            try:
+                readable.append((answer, preprocess(open_image(answer["image"]), classifier.cfg)))
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                first = (str(exc).splitlines() or [""])[0]
+                answer["error"] = f"cannot read it as an image ({type(exc).__name__}: {first})"
+        if readable:
+            tops = classifier.top(classifier.logits([array for _, array in readable]), k)
+            for (answer, _), top in zip(readable, tops, strict=True):
+                answer["top"] = top
+        answers += chunk
+    return answers
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ async def lifespan(app: FastAPI):
     first = classifiers[0]
     for classifier in classifiers:  # compiled models compile here, not in the first request
         classifier.pad_to = MAX_BATCH
-        for size in sorted({1, max(1, MAX_BATCH)}):
+        for size in classifier.batch_sizes() if predict.STATIC_SHAPES else sorted({1, max(1, MAX_BATCH)}):
             classifier.logits([np.zeros(first.cfg["input_size"], dtype=np.float32)] * size)
     app.state.classifier = first
     app.state.batcher = Batcher(classifiers)
