@@ -116,8 +116,14 @@ def timm_model(arch: str, raw: RawCheckpoint, spec: LoadSpec, path: Path) -> tup
         if key is None or key not in state_dict:
             hint = raw.header.get("num_classes_hint")
             if not hint and not spec.num_classes:
+                expected = shape_only.state_dict()
+                found = len(set(state_dict) & set(expected))
                 raise CheckpointError(
-                    f"cannot infer the class count of {path}: no classifier weight {key!r} for {arch}; "
+                    f"cannot infer the class count of {path}: no classifier weight {key!r} for {arch}, and only "
+                    f"{found} of {arch}'s {len(expected)} weights are in it: check --model (or pass --num-classes if "
+                    "the architecture is right)"
+                    if found < len(expected) // 2
+                    else f"cannot infer the class count of {path}: no classifier weight {key!r} for {arch}; "
                     "pass --num-classes"
                 )
             classes = hint or spec.num_classes

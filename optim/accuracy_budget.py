@@ -208,7 +208,8 @@ def _print_report(prog: str, variant, info, winner: Candidate, tried: list[Candi
         if isinstance(export, dict) and "parity" in export:
             p = export["parity"]
             print(
-                f"  ONNX parity vs eager ({p['images']} {p.get('data', 'val')} images): max abs diff "
+                f"  ONNX parity vs eager, of the FP32 export before any quantization ({p['images']} "
+                f"{p.get('data', 'val')} images): max abs diff "
                 f"{p['max_abs_diff']:.2e}, cosine {p['cosine']:.6f}, top-1 agreement {p['agreement']:.2f}%"
             )
             if export.get("warning"):
