@@ -248,3 +248,16 @@ def test_a_compiled_variant_serves_short_batches_padded_to_a_power_of_two(kind, 
     seen.clear()
     call(3), call(9), call(1)
     assert seen == ([4, 16, 1] if kind == "pt2e-x86" else [3, 9, 1])
+
+
+def test_a_reference_that_held_nothing_is_said_once_not_left_as_blank_ratios():
+    from bench.scenarios import get
+
+    def row(variant: str, rate: float) -> dict:
+        return {"variant": variant, "scenario": "serve", "status": "ok", "serve_rate": rate, "serve_slo_ms": 15.0}
+
+    said = get("serve").caveats([row("fp32", 0.0), row("ptq(ov)", 12.4)])
+    assert said == ["fp32 held no rate at p99 <= 15 ms, so the serving ratios to it are blank: the other variants' "
+                    "req/s stand alone."]  # fmt: skip
+    assert get("serve").caveats([row("fp32", 5.0), row("ptq(ov)", 12.4)]) == []
+    assert get("serve").caveats([row("fp32", 0.0), row("ptq(ov)", 0.0)]) == []

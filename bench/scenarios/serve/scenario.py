@@ -84,7 +84,17 @@ class Serve(Scenario):
         )
 
     def caveats(self, rows: list[Mapping[str, Any]]) -> list[str]:
+        from optim.registry import REFERENCE
+
+        mine = [r for r in rows if r.get("scenario") == self.name and r.get("status") == "ok"]
+        reference = [r for r in mine if r.get("variant") == REFERENCE]
+        held = [r for r in mine if num(r.get("serve_rate")) > 0]
         out = []
+        if reference and not num(reference[0].get("serve_rate")) > 0 and held:
+            out.append(
+                f"{REFERENCE} held no rate at p99 <= {num(reference[0].get('serve_slo_ms')):.3g} ms, so the serving "
+                "ratios to it are blank: the other variants' req/s stand alone."
+            )
         for row in rows:
             rate, ceiling = num(row.get("serve_rate")), num(row.get("serve_ceiling_rate"))
             if row.get("scenario") == self.name and rate > NEAR_CEILING * ceiling:
