@@ -129,8 +129,12 @@ def test_malicious_pickle_becomes_an_inert_placeholder(reference, tmp_path):
         (lambda p: torch.save(models.create_model(ARCH, CLASSES).state_dict(), p), ARCH, 9, "has 7 classes"),
         (lambda p: torch.save(models.create_model(ARCH, CLASSES).state_dict(), p), "resnet18", None, "does not fit"),
         (lambda p: torch.save(models.create_model(ARCH, CLASSES).state_dict(), p), None, None, "--model"),
-        (lambda p: torch.save(models.create_model(ARCH, CLASSES).state_dict(), p), "mobilenetv3_small_050", None,
-         r"only \d+ of mobilenetv3_small_050's \d+ weights are in it: check --model"),  # fmt: skip
+        (
+            lambda p: torch.save(models.create_model(ARCH, CLASSES).state_dict(), p),
+            "mobilenetv3_small_050",
+            None,
+            r"only \d+ of mobilenetv3_small_050's \d+ weights are in it: check --model",
+        ),
     ],
     ids=["missing", "garbage", "not-weights", "unknown-arch", "class-count", "wrong-arch", "no-arch", "other-family"],
 )
