@@ -194,7 +194,8 @@ def test_time_limit_ends_an_overloaded_run():
     wall = time.perf_counter() - started
     summary = result.summary()
     assert summary["stop_reason"] == "time limit"
-    assert wall < 0.3 + 0.2  # the limit, one 5 ms call, and starting and joining the threads
+    assert result.duration_s < 0.3 + 0.1  # the limit and one 5 ms call, with room for a busy test machine
+    assert wall < 2.0  # and a garbage collection before it, starting and joining the threads
     assert summary["not_completed"] > 4000
     assert summary["completed"] == int(result.completed.sum()) < 70
 
