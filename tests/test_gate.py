@@ -214,6 +214,14 @@ def test_baseline_folder_picks_this_machine(work: Path, gate):
     proc = gate([folder, cand], work)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "this-machine.jsonl" in proc.stdout and "other-machine" not in proc.stdout
+    # A baselines folder (or a run folder) also holds JSON the gate does not compare: it is passed over.
+    (folder / "round-ratios-resnet50.json").write_text(json.dumps({"machine": "x", "ratios": [[1.0, 1.1]]}))
+    (folder / "run_config.json").write_text(json.dumps({"version": 3, "recipes": ["fp32"]}))
+    proc = gate([folder, cand], work)
+    assert proc.returncode == 0 and "this-machine.jsonl" in proc.stdout, proc.stdout + proc.stderr
+    (folder / "this-machine.jsonl").write_text('{"variant": "fp32", "scenario": "latency"}\n{broken')
+    proc = gate([folder, cand], work)  # a damaged benchmark file is still reported, not passed over
+    assert proc.returncode == 2 and "this-machine.jsonl" in proc.stderr, proc.stdout + proc.stderr
 
 
 def test_broken_variant_fails_and_missing_is_listed(work: Path, gate):

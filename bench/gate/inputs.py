@@ -95,15 +95,32 @@ def machines_of(inp: GateInput) -> list[dict[str, Any]]:
     return out
 
 
+def _looks_like_benchmarks(path: Path) -> bool:
+    """Whether a file in a baseline folder is one the gate reads: a folder also holds other JSON (a run's
+    ``run_config.json``, recorded round ratios), which is skipped; a benchmark file that is damaged is not, so its
+    error is still reported."""
+    try:
+        with path.open() as f:
+            first = next((line for line in f if line.strip()), "")
+        doc = json.loads(first) if path.suffix == ".jsonl" else json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return path.name == "results.jsonl" or path.suffix == ".jsonl"
+    if not isinstance(doc, dict):
+        return path.suffix == ".jsonl"
+    return ("benchmarks" in doc and "machine_info" in doc) or ("variant" in doc and "scenario" in doc)
+
+
 def load_input(path: str | Path, prefer_machines: list[dict[str, Any]] | None = None) -> GateInput:
     """A file, or a folder of baselines (``results/baselines/``): from a folder, the files recorded on the
     candidate's machine are used when there are any, so one folder can hold baselines of several machines."""
     path = Path(path)
     if not path.is_dir():
         return load_file(path)
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".jsonl"))
+    files = [p for p in candidates if _looks_like_benchmarks(p)]
     if not files:
-        raise InputError(f"{path} holds no .json or .jsonl baseline files")
+        others = f" (not benchmark files: {', '.join(p.name for p in candidates[:3])})" if candidates else ""
+        raise InputError(f"{path} holds no results.jsonl or pytest-benchmark JSON baseline files{others}")
     loaded = [load_file(p) for p in files]
     if prefer_machines:
         same = [i for i in loaded if all(same_machine(m, c) for m in machines_of(i) for c in prefer_machines)]
