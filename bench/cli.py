@@ -145,6 +145,7 @@ def _run(cfg: Any, run_dir: Path, args: Any) -> int:
     from bench.run.sweep import run_sweep, sweep_verdict
 
     executor = make_executor(cfg)
+    executor.check()
     with RunLock(run_dir, cfg.run_id):
         (run_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         scen = ", ".join(f"{s.name}@b{s.batch_size}" for s in cfg.scenarios)

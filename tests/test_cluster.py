@@ -40,6 +40,19 @@ def cluster():
         cluster.shutdown()
 
 
+def test_no_cluster_is_one_line_and_leaves_no_run_directory(tiny_ckpt, tmp_path):
+    """Refused before anything is written, so the same --run-id works once a cluster is up."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-none", dir="/tmp")  # no cluster has ever run here
+    (tmp_path / "model.pt").write_bytes(Path(tiny_ckpt).read_bytes())
+    cmd = [sys.executable, "-m", "bench", "model.pt", "--recipes", "fp32", "--executor", "ray", "--run-id", "r1",
+           "--results", "out", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: cannot reach a Ray cluster") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "runs" / "r1").exists()
+
+
 def _sweep(cluster, env, tmp_path, ckpt, run_id, *extra, wait=True):
     cmd = [
         sys.executable,

@@ -40,6 +40,9 @@ class LocalExecutor:
 
     name = "local"
 
+    def check(self) -> None:
+        """Nothing to reach: this machine measures."""
+
     def run(self, variants: Sequence[Job], reference: Job | None, record_reference: bool) -> Iterator[list[dict]]:
         """Rows of each variant as it finishes, then the reference's (when ``record_reference``).
 

@@ -112,6 +112,11 @@ class RayExecutor:
         self._task = None
         self._shipped = None
 
+    def check(self) -> None:
+        """Connect now, before the command writes anything: a cluster that cannot be reached is bad input, and the
+        run directory it would have left behind would block its --run-id."""
+        self._connect()
+
     def _connect(self) -> None:
         ray = self.ray
         if not ray.is_initialized():

@@ -28,6 +28,9 @@ class Executor(Protocol):
 
     name: str
 
+    def check(self) -> None:
+        """Raise InputError, before the command writes anything, when jobs could not be measured there at all."""
+
     def run(self, variants: Sequence[Job], reference: Job | None, record_reference: bool) -> Iterator[list[dict]]: ...
 
 
