@@ -683,3 +683,9 @@ def test_a_bound_nothing_held_compares_as_zero_requests(work: Path, gate, base_r
     proc = gate([base, cand], work)
     assert _verdicts(proc.stdout)["fp32/serve"] == verdict, proc.stdout
     assert proc.returncode == (1 if verdict == "REGRESSION" else 0), proc.stdout + proc.stderr
+
+
+def test_ab_refuses_an_unknown_recipe_before_it_measures_anything(work: Path, gate):
+    proc = gate(["--ab", "HEAD", "--recipes", "fp32,nosuch", "--out", "ab-out"], work)
+    assert proc.returncode == 2 and "unknown recipe step 'nosuch'" in proc.stderr, proc.stdout + proc.stderr
+    assert "interleaved rounds" not in proc.stderr and not (work / "ab-out").exists()

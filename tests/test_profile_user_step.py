@@ -120,6 +120,10 @@ def test_a_step_that_loads_its_own_data_is_timed_but_not_split(user_module, run_
         (Path(os.environ["OPTBENCH_RESULTS"]) / "runs" / "own" / "profile" / "verdict.json").read_text()
     )["verdicts"][0]
     assert verdict["bound"] == "not split" and verdict["data_fraction"] is None
+    # The same --run-id again would mix two loops' traces in one TensorBoard run: refused, the first kept.
+    code, _out, err = run_in_process(main, ["--step", "my_gnn:make_whole_step", "--steps", "2", "--run-id", "own"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "already holds a profile" in err, err
+    assert (Path(os.environ["OPTBENCH_RESULTS"]) / "runs" / "own" / "profile" / "verdict.json").is_file()
 
 
 @pytest.mark.parametrize(

@@ -200,6 +200,10 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
 
     if cfg.processes < 1:
         raise InputError(f"--processes must be >= 1, got {cfg.processes}")
+    if not cfg.bench_cmd:  # our own sweep measures each side: an unknown recipe is bad input, refused before any work
+        from bench.run.sweep import validate_recipes
+
+        validate_recipes([r.strip() for r in cfg.recipes.split(",") if r.strip()])
     root = repo_root()
     base_sha = _git(["rev-parse", "--verify", f"{cfg.base_ref}^{{commit}}"], root)
     out = cfg.out or results_dir() / f"gate-ab-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -152,9 +152,14 @@ def _stamp(tag: str) -> str:
 
 
 def _out_dir(run_id: str) -> Path:
-    from bench.run.run_dir import run_dir
+    """``<run>/profile``; one that already holds a profile is refused: its traces would mix with the new ones in one
+    TensorBoard run, and its verdict would be replaced."""
+    from bench.run.run_dir import has_content, run_dir
+    from data.errors import InputError
 
     out_dir = run_dir(run_id) / "profile"
+    if has_content(out_dir):
+        raise InputError(f"--run-id {run_id}: {out_dir} already holds a profile; pick a new --run-id")
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
