@@ -62,6 +62,7 @@ class SuiteOptions:
     accuracy: bool = True
     seed: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)  # recipes that cannot run here, with the reason
+    matrix_recipes: list[str] = field(default_factory=list)  # every recipe the matrix parametrizes, in order
     suite_info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data, ... filled by the session fixture
     _config: Any = None
     _namespace: Any = None

@@ -60,6 +60,7 @@ def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt
     assert fingerprint["threads"] >= 1 and "versions" in fingerprint and "cpu_flags" in fingerprint
     assert doc["optbench"]["skipped"] == [{"recipe": "fp16", "device": "cpu", "reason": "step fp16 runs only on cuda"}]
     assert "one pytest process" in doc["optbench"]["process_model"]
+    assert doc["optbench"]["run_config"]["recipes"] == ["fp32", "fp32-cl", "fp16"]  # what the matrix ran, not fp32
 
     from pytest_benchmark.cli import main as compare_main
 
