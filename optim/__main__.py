@@ -14,6 +14,8 @@ def _list(pattern: str) -> int:
     """One line per step; a step named exactly gets its arguments (and, for ``ptq``, its backends) too."""
     from optim.registry import STEPS, default_recipes, list_steps
 
+    if pattern not in STEPS and "(" in pattern:  # a recipe as `list` prints them, e.g. ptq(ort): its step
+        pattern = pattern.split("(", 1)[0]
     steps = list_steps(pattern)
     if not steps:
         raise InputError(f"no recipe step matches {pattern!r}; `python -m optim list` shows them all")
@@ -56,7 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m optim", description="List recipe steps; show a saved variant.")
     parser.add_argument("command", choices=["list", "show"])
     parser.add_argument(
-        "target", nargs="?", default=None, help="list: fnmatch filter on step names; show: a variant dir"
+        "target",
+        nargs="?",
+        default=None,
+        help="list: fnmatch filter on step names (a recipe such as ptq(ort) names its step); show: a variant dir",
     )
     parser.add_argument("--device", default="cpu", help="show: where to run it (default cpu)")
     parser.add_argument("--model", help="show: the package.module:callable of a variant of your own model class")

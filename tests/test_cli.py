@@ -130,6 +130,8 @@ def test_optim_list_prints_steps(cli):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: no recipe step matches 'nosuch'; `python -m optim list` shows them all"
     ], proc.stderr
+    proc = cli(["optim", "list", "ptq(ort)"])  # a recipe as the default list prints it: its step, described
+    assert proc.returncode == 0 and "backends (a bare ptq" in proc.stdout, proc.stderr
 
 
 @pytest.fixture

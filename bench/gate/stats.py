@@ -222,7 +222,7 @@ def compare_paired(
         verdict = UNCHANGED
     lo, hi = (1 / est.ci_high, 1 / est.ci_low) if higher else (est.ci_low, est.ci_high)
     notes = [
-        f"interleaved: ratio = median of {est.rounds} round ratios (95% CI {lo:.3f}-{hi:.3f}), "
+        f"interleaved: ratio = Hodges-Lehmann estimate of {est.rounds} round ratios (95% CI {lo:.3f}-{hi:.3f}), "
         f"{len(base.runs())} vs {len(cand.runs())} processes"
     ]
     if 2.0**-est.rounds >= alpha:
