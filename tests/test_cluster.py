@@ -53,6 +53,19 @@ def test_no_cluster_is_one_line_and_leaves_no_run_directory(tiny_ckpt, tmp_path)
     assert not (tmp_path / "out" / "runs" / "r1").exists()
 
 
+def test_an_address_that_never_answers_gives_up_with_one_line(tiny_ckpt, tmp_path):
+    """Ray retries such an address without end; the command stops at its connect timeout, writing nothing."""
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-none", dir="/tmp")}
+    env["OPTBENCH_RAY_CONNECT_TIMEOUT_S"] = "6"
+    (tmp_path / "model.pt").write_bytes(Path(tiny_ckpt).read_bytes())
+    cmd = [sys.executable, "-m", "bench", "model.pt", "--recipes", "fp32", "--executor", "ray", "--ray-address",
+           "192.0.2.2:6399", "--run-id", "r2", "--results", "out", "--no-progress"]  # fmt: skip  # TEST-NET: no host
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: the Ray cluster at 192.0.2.2:6399 did not answer within 6 s" in proc.stderr
+    assert not (tmp_path / "out" / "runs" / "r2").exists()
+
+
 def _sweep(cluster, env, tmp_path, ckpt, run_id, *extra, wait=True):
     cmd = [
         sys.executable,

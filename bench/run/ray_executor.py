@@ -33,6 +33,9 @@ from data.errors import InputError, MissingDependencyError
 SLOT = "optbench_slot"
 SHIP_LIMIT = 512 * 2**20  # checkpoints up to this size travel through the object store when a node lacks the path
 INSTALL_HINT = "pip install '.[cluster]' (or pip install ray)"
+# Ray retries an address it cannot reach for as long as it is left to (every 30 s, without end): past this many
+# seconds the command gives up with one line. OPTBENCH_RAY_CONNECT_TIMEOUT_S changes it.
+CONNECT_TIMEOUT_S = 60.0
 
 
 def _require_ray():
@@ -114,8 +117,25 @@ class RayExecutor:
 
     def check(self) -> None:
         """Connect now, before the command writes anything: a cluster that cannot be reached is bad input, and the
-        run directory it would have left behind would block its --run-id."""
-        self._connect()
+        run directory it would have left behind would block its --run-id. Ray's own connect never gives up on an
+        address that does not answer, so a watchdog ends the process with one line (nothing is written yet)."""
+        import threading
+
+        limit = float(os.environ.get("OPTBENCH_RAY_CONNECT_TIMEOUT_S") or CONNECT_TIMEOUT_S)
+        connected = threading.Event()
+
+        def watchdog() -> None:
+            if not connected.wait(limit):
+                where = self.address or "auto"
+                line = f"error: the Ray cluster at {where} did not answer within {limit:g} s; is the address reachable?"
+                print(line, file=sys.stderr, flush=True)
+                os._exit(2)
+
+        threading.Thread(target=watchdog, name="ray-connect-watchdog", daemon=True).start()
+        try:
+            self._connect()
+        finally:
+            connected.set()
 
     def _connect(self) -> None:
         ray = self.ray
