@@ -36,10 +36,7 @@ def cpu_info() -> dict[str, Any]:
     except OSError:
         pass
     logical = os.cpu_count() or 1
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        available = logical
+    available = _process_cpus() or logical
     return {
         "cpu_model": model,
         "cpu_flags": [f for f in INTERESTING_FLAGS if f in flags],
@@ -47,6 +44,21 @@ def cpu_info() -> dict[str, Any]:
         "cpu_physical_cores": len(physical) or logical,
         "cpu_available": available,
     }
+
+
+def _process_cpus() -> int:
+    """CPUs the process's threads may use together: a measurement process pins its calling thread to one CPU and its
+    pool to the others, so the calling thread's own mask alone would say 1."""
+    cpus: set[int] = set()
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                cpus |= os.sched_getaffinity(int(tid))
+            except OSError:  # the thread ended meanwhile
+                continue
+        return len(cpus) or len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return 0
 
 
 def available_cpus() -> int:
