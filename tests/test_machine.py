@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin two threads apart")
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux) to give the process two CPUs")
 def test_a_measurement_process_pinned_thread_by_thread_still_counts_all_its_cpus():
     """The measurement process pins its calling thread to one CPU and its pool to the others: the fingerprint's
     cpu_available must still say how many CPUs the run had, not 1 beside threads = 2."""
