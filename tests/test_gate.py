@@ -689,3 +689,12 @@ def test_ab_refuses_an_unknown_recipe_before_it_measures_anything(work: Path, ga
     proc = gate(["--ab", "HEAD", "--recipes", "fp32,nosuch", "--out", "ab-out"], work)
     assert proc.returncode == 2 and "unknown recipe step 'nosuch'" in proc.stderr, proc.stdout + proc.stderr
     assert "interleaved rounds" not in proc.stderr and not (work / "ab-out").exists()
+
+
+def test_one_file_that_mixes_bounds_is_refused(work: Path, gate):
+    """Pooling two serving rows of one benchmark at different bounds would average different questions."""
+    rows = _served_at(_rows(seed=1), 80.0, 15.0)
+    mixed = _write(work / "mixed.jsonl", rows + [{**rows[-1], "serve_rate": 300.0, "serve_slo_ms": 50.0}])
+    cand = _write(work / "cand.jsonl", _served_at(_rows(seed=2), 80.0, 15.0))
+    proc = gate([mixed, cand], work)
+    assert proc.returncode == 2 and "serve_slo_ms=15" in proc.stderr and "serve_slo_ms=50" in proc.stderr, proc.stderr
