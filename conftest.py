@@ -61,8 +61,10 @@ class SuiteOptions:
     calib_size: int | None = None
     accuracy: bool = True
     seed: int = 0
+    run_id: str = ""  # the run folder the report writers fill: results/runs/<run id>/
     skipped: list[dict[str, str]] = field(default_factory=list)  # recipes that cannot run here, with the reason
     matrix_recipes: list[str] = field(default_factory=list)  # every recipe the matrix parametrizes, in order
+    failures: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (recipe, device): (error, code)
     suite_info: dict[str, Any] = field(default_factory=dict)  # checkpoint, data, ... filled by the session fixture
     _config: Any = None
     _namespace: Any = None
@@ -100,7 +102,7 @@ class SuiteOptions:
                 "mean": None,
                 "std": None,
                 "skip_bad_images": False,
-                "run_id": "pytest-bench",
+                "run_id": self.run_id,
             }
             fields = {f: getattr(self, f) for f in OPTION_FIELDS}
             self._namespace = argparse.Namespace(**fields, **names)
@@ -113,6 +115,15 @@ class SuiteOptions:
         if device == self._config.device:
             return self._config
         return self._config.replace(device=device, scenarios=configs_for(self._namespace, device))
+
+    def report_config(self) -> Any:
+        """The run configuration the JSON and the report record: the recipes the matrix benchmarks (not only the
+        reference the session's configuration is built around)."""
+        from bench.run.sweep import validate_recipes
+
+        cfg = self.run_config(self.devices[0])
+        chosen = validate_recipes(self.matrix_recipes) if self.matrix_recipes else list(cfg.recipes)
+        return cfg.replace(recipes=tuple(chosen), recipe_choice={"summary": f"pytest bench: {', '.join(chosen)}"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -133,6 +144,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--batch-size", type=int, default=None, help="throughput batch (default 16 on CPU, 128 on CUDA)")
     group.addoption("--calib-size", type=int, default=None, help="calibration images from the train split")
     group.addoption("--no-accuracy", action="store_true", default=False, help="skip the top-1 pass on the val split")
+    group.addoption(
+        "--run-id",
+        default=None,
+        help="run folder for the leaderboard and reports: results/runs/RUN_ID (default pytest-bench-<date-time>)",
+    )
 
 
 def _parse_devices(text: str | None) -> tuple[str, ...]:
@@ -171,10 +187,28 @@ def pytest_configure(config: pytest.Config) -> None:
         batch_size=config.getoption("batch_size"),
         calib_size=config.getoption("calib_size"),
         accuracy=not config.getoption("no_accuracy"),
+        run_id=_check_run_id(config.getoption("run_id")),
     )
     if opts.recipes is not None:
         _check_recipes(opts.recipes)
     config._optbench = opts  # read by bench/test_benchmarks.py (as pytest-benchmark keeps config._benchmarksession)
+
+
+def _check_run_id(run_id: str | None) -> str:
+    """A run folder that is a plain name and holds nothing yet (a report never overwrites another run's)."""
+    if run_id is None:
+        from bench.suite_report import default_run_id
+
+        return default_run_id()
+    from bench.run.run_dir import check_run_id, has_content, run_dir
+    from data.errors import InputError
+
+    try:
+        if has_content(run_dir(check_run_id(run_id))):
+            raise InputError(f"--run-id {run_id!r}: {run_dir(run_id)} already holds a run; choose another name")
+    except InputError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return run_id
 
 
 def _check_recipes(text: str) -> None:
@@ -233,6 +267,25 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], o
         "units": "stats in seconds per call (one batch); extra_info *_ms in milliseconds per batch",
         "skipped": list(opts.skipped),
     }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """After the suite: its rows through the report writers every run uses, and the answer on the console."""
+    opts = getattr(config, "_optbench", None)
+    session = getattr(config, "_benchmarksession", None)
+    if opts is None or session is None or not opts.suite_info:  # `pytest tests`, or the suite never started
+        return
+    from bench.suite_report import write_suite_report
+
+    written = write_suite_report(session.benchmarks, opts, opts.failures)
+    if written is None:
+        terminalreporter.write_line("optbench: nothing was timed, so no leaderboard was written")
+        return
+    terminalreporter.section("optbench leaderboard")
+    terminalreporter.write_line(written.outputs.table)
+    terminalreporter.write_line("")
+    terminalreporter.write_line(written.outputs.answer)
+    terminalreporter.write_line(f"reports: {written.run_dir}")
 
 
 def _add_speedups(entries: list[dict[str, Any]]) -> None:

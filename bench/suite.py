@@ -104,13 +104,13 @@ class VariantCache:
     def __init__(self, suite: Suite) -> None:
         self.suite = suite
         self.current: BuiltVariant | None = None
-        self.failed: dict[tuple[str, str], str] = {}
+        self.failed: dict[tuple[str, str], tuple[str, str]] = {}  # (error line, failure code)
         self.builds: dict[tuple[str, str], int] = {}
 
     def get(self, recipe: str, device: str) -> BuiltVariant:
         key = (recipe, device)
         if key in self.failed:
-            return BuiltVariant(recipe, device, error=self.failed[key])
+            return BuiltVariant(recipe, device, error=self.failed[key][0])
         if self.current is not None and (self.current.recipe, self.current.device) == key:
             return self.current
         self.current = None
@@ -119,7 +119,9 @@ class VariantCache:
             self.current = self._build(recipe, device)
         except Exception as exc:  # noqa: BLE001 - recorded and re-raised by every test of this variant
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            self.failed[key] = f"{type(exc).__name__}: {message}"
+            from bench.run.failures import failure_code
+
+            self.failed[key] = (f"{type(exc).__name__}: {message}", failure_code(exc))
             raise
         self.builds[key] = self.builds.get(key, 0) + 1
         return self.current

@@ -36,15 +36,6 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _suite_config(cfg: Any, recipes: list[str]) -> Any:
-    """The run configuration the JSON records: the recipes the matrix benchmarks, not the reference the session's
-    configuration is built around."""
-    from bench.run.sweep import validate_recipes
-
-    chosen = validate_recipes(recipes) if recipes else list(cfg.recipes)
-    return cfg.replace(recipes=tuple(chosen), recipe_choice={"summary": f"pytest bench: {', '.join(chosen)}"})
-
-
 def _matrix(config: pytest.Config) -> list[Any]:
     """(device, recipe, scenario) parameters; recipes this machine cannot run are skipped with the reason."""
     from bench.run.sweep import validate_recipes
@@ -110,7 +101,7 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "img_size": info.input_size[1],
             "data_spec": data_spec,
             "accuracy": opts.accuracy and info.has_weights,
-            "run_config": _suite_config(cfg, opts.matrix_recipes).to_dict(),
+            "run_config": opts.report_config().to_dict(),
         }
         yield Suite(loaded=loaded, options=opts, data_spec=data_spec, workdir=tmp_path_factory.mktemp("variants"))
 
@@ -118,6 +109,7 @@ def suite(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="session")
 def variants(suite: Suite) -> VariantCache:
     cache = VariantCache(suite)
+    suite.options.failures = cache.failed  # the report's failed rows
     yield cache
     cache.current = None
     release_device_memory()

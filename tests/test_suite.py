@@ -13,29 +13,53 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_pytest_bench(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}"]
-    return subprocess.run(cmd + args, cwd=REPO, capture_output=True, text=True, timeout=600)
+def run_pytest_bench(args: list[str], tmp_path: Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """``pytest bench`` as typed in the checkout, or ``pytest <checkout>/bench`` from any other folder ``cwd``."""
+    suite = "bench" if cwd == REPO else str(REPO / "bench")
+    cmd = [sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'bt'}"]
+    env = {k: v for k, v in os.environ.items() if k != "OPTBENCH_RESULTS"}  # results/ in the folder it runs in
+    return subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt, tmp_path):
-    out = tmp_path / "out.json"
+    user = tmp_path / "my-project"  # the user's own folder, outside the checkout, with relative paths
+    user.mkdir()
+    (user / "model.pt").write_bytes(tiny_ckpt.read_bytes())
+    out = user / "out.json"
     proc = run_pytest_bench(
         [
             "--ckpt",
-            str(tiny_ckpt),
+            "model.pt",
             "--recipes",
             "fp32,fp32-cl,fp16",
             "--device",
             "cpu",
             "--quick",
+            "--run-id",
+            "suite",
             "--benchmark-json",
-            str(out),
+            "out.json",
         ],
         tmp_path,
+        cwd=user,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "4 passed, 2 skipped" in proc.stdout  # fp16 is CUDA-only: skipped with the reason, not failed
+    # The same report writers as `python -m bench`, in the user's results/runs/<run id>/.
+    run = user / "results" / "runs" / "suite"
+    for name in ("results.jsonl", "leaderboard.md", "leaderboard.csv", "leaderboard.html", "explanations.md"):
+        assert (run / name).is_file(), name
+    rows = read_rows(run / "results.jsonl")
+    ok = {(r["variant"], r["scenario"]) for r in rows if r["status"] == "ok"}
+    assert ok == {("fp32", "latency"), ("fp32", "throughput"), ("fp32-cl", "latency"), ("fp32-cl", "throughput")}
+    assert [r["reason"] for r in rows if r["status"] == "skipped"] == ["step fp16 runs only on cuda"]
+    assert all(r["top1"] > 50 and r["checkpoint_sha256"] for r in rows if r["status"] == "ok")
+    assert "fastest within 1-point top-1 budget on cpu:" in proc.stdout and "speedups unpaired" in proc.stdout
+    assert "not interleaved with fp32" in (run / "explanations.md").read_text()
+    board = (run / "leaderboard.md").read_text()
+    assert "fp32-cl" in board and "skipped: step fp16 runs only on cuda" in board
+    again = run_pytest_bench(["--ckpt", "model.pt", "--run-id", "suite", "--collect-only"], tmp_path, cwd=user)
+    assert again.returncode == 4 and "already holds a run" in again.stderr  # a report never overwrites a run
     doc = json.loads(out.read_text())
     benches = {b["extra_info"]["variant"] + "/" + b["extra_info"]["scenario"]: b for b in doc["benchmarks"]}
     assert set(benches) == {"fp32/latency", "fp32/throughput", "fp32-cl/latency", "fp32-cl/throughput"}

@@ -1,7 +1,7 @@
 """Everything a finished run writes besides ``results.jsonl``: one :class:`~bench.report.report.Report` handed to
 every writer in :data:`WRITERS`, each ``write(report, run_dir) -> {name: path}``. A new output format is one module
 here and one entry in that list. Every run of ``python -m bench`` (and each run directory of a sweep file) writes
-through it; ``pytest bench`` writes pytest-benchmark's JSON instead, which ``bench.gate`` reads."""
+through it, and so does ``pytest bench`` (:mod:`bench.suite_report`), besides pytest-benchmark's JSON."""
 
 from __future__ import annotations
 

@@ -51,7 +51,10 @@ def caveats(df: pd.DataFrame, rows: list[Mapping[str, Any]], max_drop: float) ->
             )
         )
     for scenario in in_rows(list(rows)):
-        out += [(text, text) for text in scenario.caveats(list(rows))]
+        for item in scenario.caveats(list(rows)):
+            pair = item if isinstance(item, tuple) else (item, item)
+            if pair not in out:  # scenarios that time the same way say the same thing once
+                out.append(pair)
     return out
 
 

@@ -107,8 +107,9 @@ class Scenario:
         """What the answer line says about the chosen variant in this scenario (empty: nothing)."""
         return ""
 
-    def caveats(self, rows: list[Mapping[str, Any]]) -> list[str]:
-        """What this scenario's figures in ``rows`` rest on that a reader should know before deciding."""
+    def caveats(self, rows: list[Mapping[str, Any]]) -> list[str | tuple[str, str]]:
+        """What this scenario's figures in ``rows`` rest on that a reader should know before deciding: a sentence,
+        or (a short form for the answer line, the sentence)."""
         return []
 
     # In the measurement process: ``prepare(prep, cfg) -> state`` once the variant is built, ``time_alone(state,

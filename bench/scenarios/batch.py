@@ -4,7 +4,7 @@ process of a run feeds the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -12,6 +12,12 @@ from bench.scenarios.base import Scenario
 from bench.scenarios.config import ScenarioConfig
 
 T = TypeVar("T")
+UNPAIRED = (
+    "speedups unpaired",
+    "speedups are ratios of figures timed one after the other, not interleaved with fp32: a drift of the machine "
+    "between them (another process, a throttled clock) reads as a speedup. `python -m bench` pairs each variant "
+    "with fp32 by default.",
+)
 
 
 @dataclass
@@ -35,6 +41,15 @@ class BatchScenario(Scenario):
 
     def config(self, options: Any, device: str) -> ScenarioConfig | None:
         return ScenarioConfig(self.name, self.batch_size(options, device), **self.budgets(bool(options.quick)))
+
+    def caveats(self, rows: list[Mapping[str, Any]]) -> list[str | tuple[str, str]]:
+        """Speedups from figures timed apart (``--unpaired``, ``pytest bench``) carry the machine's drift."""
+        from optim.registry import REFERENCE
+
+        mine = [r for r in rows if r.get("scenario") == self.name and r.get("status") == "ok"]
+        if any(r.get("variant") != REFERENCE and not isinstance(r.get("paired"), dict) for r in mine):
+            return [UNPAIRED]
+        return []
 
     def prepare(self, prep: Any, cfg: ScenarioConfig) -> TimedCall:
         """Warm the call up once; on a GPU that runs out of memory, halve the batch (down to 1) and say so.
