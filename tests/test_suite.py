@@ -107,6 +107,21 @@ def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt
     assert list(tmp_path.glob("hist*.svg"))  # pygal is installed: --histogram works
 
 
+def test_pytest_bench_report_shows_a_variant_that_failed_to_build(tiny_ckpt, tmp_path, install_plugin):
+    from tests.test_user_checkpoints import FAILING_STEPS
+
+    install_plugin("failing_steps", FAILING_STEPS, ["raise-step"])
+    args = ["--ckpt", str(tiny_ckpt), "--recipes", "fp32,raise-step", "--quick", "--no-accuracy", "--run-id", "f"]
+    proc = run_pytest_bench(args, tmp_path, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 failed, 2 passed" in proc.stdout
+    rows = read_rows(tmp_path / "results" / "runs" / "f" / "results.jsonl")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [(r["recipe"], r["reason_code"]) for r in failed] == [("raise-step", "error")]
+    assert "boom: unsupported op" in failed[0]["error"]
+    assert "raise-step" in (tmp_path / "results" / "runs" / "f" / "leaderboard.md").read_text()
+
+
 def test_pytest_bench_bad_option_is_a_usage_error(tmp_path):
     proc = run_pytest_bench(["--device", "tpu"], tmp_path)
     assert proc.returncode == 4
