@@ -20,7 +20,7 @@ from optbench_testing import run_module
 from bench.results_io import read_rows
 
 RUN_ID = "exp"
-RECIPES = ("fp32", "ptq(ort)", "ptq(ov)", "prune(0.5)", "prune(0.5)+ov-int8")
+RECIPES = ("fp32", "ptq(ort)", "ptq(ov)", "ptq(x86)", "prune(0.5)", "prune(0.5)+ov-int8")
 DIGITS = [str(i) for i in range(10)]
 # What each exported runtime writes as its model, by recipe.
 MODEL_FILES = {
@@ -28,6 +28,7 @@ MODEL_FILES = {
     "prune(0.5)": ["model.pt2"],
     "ptq(ort)": ["model.onnx"],
     "ptq(ov)": ["model.xml", "model.bin"],
+    "ptq(x86)": ["model.pt2"],
     "prune(0.5)+ov-int8": ["model.xml", "model.bin"],
 }
 
@@ -113,6 +114,27 @@ def test_export_runs_alone_and_gives_the_measured_predictions(run, export, recip
     card = (folder / "MODEL_CARD.md").read_text()
     assert manifest["source"]["sha256"] in card and "## Check" in card and "check passed" in card
     assert "AMD" in card or "Intel" in card or "CPU:" in card
+
+
+def test_exported_pt2e_program_compiles_the_int8_fusions_it_was_measured_with(run, export):
+    """The folder's loader, in a process of its own (no optbench, no quantizer imported by anyone else), compiles
+    oneDNN's fused INT8 convolutions: without torchao's Inductor passes it ran slower than FP32."""
+    from bench.run.process import safe_name
+
+    code, out, err = export("--variant", "ptq(x86)", "--out", "x86")
+    assert code == 0, out + err
+    folder = run.base / "x86"
+    probe = (
+        "import numpy as np, predict\n"
+        "from torch._dynamo.utils import counters\n"
+        "c = predict.Classifier()\n"
+        "c.logits([np.zeros((3, 32, 32), np.float32)])\n"
+        "print(counters['inductor']['qconv_weight_prepack_matcher_count'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0, done.stdout
+    assert safe_name("ptq(x86)") in {p.name for p in (run.dir / "variants").iterdir()}
 
 
 def test_openvino_weights_are_kept_in_the_measured_precision(run, export, tmp_path):
@@ -213,7 +235,7 @@ def _copied_run(run, tmp_path: Path, rows: list[dict] | None = None, drop: str |
 def test_bad_input_is_one_line_and_leaves_the_run_alone(run, tmp_path, run_in_process, monkeypatch):
     from bench.export.cli import main
 
-    failed = {"variant": "ptq(x86)", "recipe": "ptq(x86)", "device": "cpu", "status": "failed", "error": "boom"}
+    failed = {"variant": "qat(x86)", "recipe": "qat(x86)", "device": "cpu", "status": "failed", "error": "boom"}
     skipped = {"variant": "ov(bf16)", "recipe": "ov(bf16)", "device": "cpu", "status": "skipped", "reason": "no AMX"}
     results = _copied_run(run, tmp_path, [failed, skipped])
     (tmp_path / "full").mkdir()
@@ -222,7 +244,7 @@ def test_bad_input_is_one_line_and_leaves_the_run_alone(run, tmp_path, run_in_pr
         "no run 'nope'": ["nope"],
         "not a run name": ["../x"],
         "has no variant 'ptq(y)'": [RUN_ID, "--variant", "ptq(y)"],
-        "ptq(x86) failed": [RUN_ID, "--variant", "ptq(x86)"],
+        "qat(x86) failed": [RUN_ID, "--variant", "qat(x86)"],
         "ov(bf16) skipped": [RUN_ID, "--variant", "ov(bf16)"],
         "not empty": [RUN_ID, "--out", str(tmp_path / "full")],
         "inside the run directory": [RUN_ID, "--out", str(results / "runs" / RUN_ID / "x")],

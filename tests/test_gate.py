@@ -469,6 +469,23 @@ def test_pytest_benchmark_json_and_missing_samples(work: Path, tmp_path: Path, g
     assert proc.returncode == 2 and f"candidate {OTHER_SHA[:12]}" in proc.stderr
 
 
+def test_in_process_timings_never_meet_isolated_ones(work: Path, tmp_path: Path, gate):
+    """pytest bench times every variant in its one process; python -m bench in processes of their own. The same
+    code reads differently the two ways, so a comparison across them is refused, whatever the file format."""
+    suite_json = _pytest_benchmark_json(tmp_path, "suite")
+    sweep = _write(work / "sweep.jsonl", _rows("fp32"))
+    from bench.suite_report import EXECUTOR
+
+    suite_rows = _write(work / "suite.jsonl", [{**r, "executor": EXECUTOR} for r in _rows("fp32")])
+    for base, cand in ((suite_json, sweep), (sweep, suite_rows)):
+        proc = gate([base, cand, "--allow-machine-mismatch"], work)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "timed=in the pytest process" in proc.stderr and "timed=in processes of their own" in proc.stderr
+        assert proc.stderr.count("\n") == 1
+    proc = gate([suite_rows, suite_rows], work)  # the suite's results.jsonl against itself: one way of timing
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_cli_one_line_error_in_a_real_process(tmp_path: Path, cli):
     proc = cli(["bench.gate", str(tmp_path / "nope.jsonl"), str(tmp_path / "nope2.jsonl")])
     assert proc.returncode == 2
@@ -494,6 +511,36 @@ def test_bad_inputs_exit_2_with_one_line(work: Path, content, message, gate):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1 and message in proc.stderr
     assert proc.stdout == ""
+
+
+def test_outputs_never_replace_what_is_not_the_gate_s_own(work: Path, gate):
+    """--json/--summary: a checkpoint, an input, a folder or a missing folder is one line, exit 2, before any work,
+    and nothing on disk changes; the gate's own earlier outputs are replaced as a re-run expects."""
+    base = _write(work / "base.jsonl", _rows(seed=1))
+    cand = _write(work / "cand" / "results.jsonl", _rows(seed=2))
+    ckpt = work / "model.pt"
+    ckpt.write_bytes(b"PK\x03\x04 a checkpoint")
+    (work / "binary.toml").write_bytes(b"\x80\x81 not text")
+    before = {p: p.read_bytes() for p in (base, cand, ckpt)}
+    cases = [
+        (["--json", ckpt], "exists and is not an earlier gate output"),
+        (["--json", base], "exists and is not an earlier gate output"),
+        (["--summary", cand], "exists and is not an earlier gate output"),
+        (["--json", work / "cand"], "is a folder"),
+        (["--summary", work / "nowhere" / "s.md"], "does not exist; create it first"),
+        (["--config", work / "binary.toml"], "cannot read"),
+    ]
+    for extra, message in cases:
+        proc = gate([base, cand, *extra], work)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1 and message in proc.stderr, extra
+        assert proc.stdout == "" and not (work / "cand" / "gate-summary.md").exists()  # refused before any work
+    assert {p: p.read_bytes() for p in (base, cand, ckpt)} == before and not (work / "nowhere").exists()
+    for _ in range(2):  # a re-run replaces the gate's own outputs
+        proc = gate([base, cand, "--json", work / "v.json", "--summary", work / "s.md"], work)
+        assert proc.returncode == 0, proc.stderr
+    assert json.loads((work / "v.json").read_text())["verdict"] == "pass"
+    assert (work / "s.md").read_text().startswith("## Benchmark gate: PASS")
 
 
 def test_no_overlap_and_usage_errors(work: Path, gate):

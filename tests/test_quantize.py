@@ -142,6 +142,22 @@ def test_ptq_x86_pinned_recipe_works_on_this_torch(tiny_loaded, tmp_path, monkey
     reloaded = Variant.load(saved)
     x = torch.randn(1, 3, 32, 32)  # the size the load compiled
     assert torch.equal(reloaded(x).argmax(1), variant(x).argmax(1))
+    # A process that only loads the program (never imports the quantizer) compiles the same INT8 fusions: without
+    # them every convolution ran as dequantize + FP32 conv + quantize, slower than FP32.
+    fresh = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(saved)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert int(fresh.stdout.split()[-1]) > 0, fresh.stdout
+
+
+FRESH_LOAD = """
+import sys, torch
+from torch._dynamo.utils import counters
+from optim.variant import Variant
+Variant.load(sys.argv[1])(torch.randn(1, 3, 32, 32))
+print(counters["inductor"]["qconv_weight_prepack_matcher_count"])
+"""
 
 
 def test_dynamic_quantizes_linear_layers_only_and_loads_back(tiny_loaded, tmp_path):

@@ -245,3 +245,21 @@ def test_rate_hint_and_trial_queries():
     assert trial_queries(5000.0, 1.0, 0.99, 0.99) == 5000
     with pytest.raises(ValueError):
         rate_hint(0.0, 1)
+
+
+def test_a_rate_never_exceeded_by_a_failing_trial_is_a_lower_bound():
+    """A search whose time runs out while every trial passes claims its last rate as "at least"; one that found the
+    limit does not. The row, the answer and the exported card read it from here."""
+    from bench.measure.serving_search import ConfigResult, ServeConfig
+
+    config = ServeConfig(1, 0.0, 1, 2)
+    clock = FakeClock()
+    measure = threshold_measure(1000.0, clock)
+    cut = find_max_rate(measure, 10.0, budget_s=2.5, clock=clock, confirm=measure)  # 10, 20, 40, then confirm 40
+    assert cut.best_rate == 40.0 and not any(not p.valid for p in cut.points)
+    assert ConfigResult(config, cut).rate == 40.0 and ConfigResult(config, cut).rate_is_lower_bound
+    clock = FakeClock()
+    measure = threshold_measure(50.0, clock)
+    found = find_max_rate(measure, 10.0, budget_s=100, clock=clock, confirm=measure)
+    assert found.converged and not ConfigResult(config, found).rate_is_lower_bound
+    assert ConfigResult(config, found).to_dict()["rate_is_lower_bound"] is False

@@ -261,3 +261,30 @@ def test_a_reference_that_held_nothing_is_said_once_not_left_as_blank_ratios():
                     "req/s stand alone."]  # fmt: skip
     assert get("serve").caveats([row("fp32", 5.0), row("ptq(ov)", 12.4)]) == []
     assert get("serve").caveats([row("fp32", 0.0), row("ptq(ov)", 0.0)]) == []
+
+
+def test_a_lower_bound_rate_and_a_thinner_reference_search_are_said():
+    """A rate whose search never failed a trial is "at least" in the row, the answer and the caveats; a reference
+    whose search ran out of time after fewer configurations than a variant's makes the serving ratios overstate."""
+    from bench.scenarios import get
+    from bench.scenarios.serve.process import result_row
+
+    best = {"max_batch": 4, "max_delay_s": 0.002, "instances": 1, "threads": 2, "label": "B=4 D=2ms 1x2"}
+    row = result_row("serve", {"bound_ms": 15.0, "best": {**best, "rate": 7216.1, "p99_ms": 3.0,
+                                                          "rate_is_lower_bound": True}})  # fmt: skip
+    assert row["serve_rate_lower_bound"] is True and row["serve_best"]["rate_is_lower_bound"] is True
+    assert row["note"].startswith("serves at least 7,216 req/s")
+    rec = {**row, "serve_rate": 7216.1}
+    assert "; serves at least 7,216 req/s at p99 <= 15 ms" in get("serve").answer_text(rec, False)
+    assert "at least" not in get("serve").answer_text({**rec, "serve_rate_lower_bound": False}, False)
+
+    def served(variant: str, rate: float, configs: int, stopped: str = "") -> dict:
+        search = {"configs": [{}] * configs, "stopped": stopped}
+        return {"variant": variant, "scenario": "serve", "status": "ok", "serve_rate": rate, "serve_slo_ms": 15.0,
+                "serve_search": search}  # fmt: skip
+
+    thin = [served("fp32", 450.0, 1, "budget spent before B=1 D=0ms 2x1"), served("ptq(ort)", 7216.1, 3)]
+    said = get("serve").caveats(thin)
+    assert any("fp32's serving search ran out of time after 1 configuration(s)" in s for s in said), said
+    even = [served("fp32", 450.0, 3, "budget spent before B=8 D=3.75ms 1x2"), served("ptq(ort)", 7216.1, 3)]
+    assert get("serve").caveats(even) == []

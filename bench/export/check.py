@@ -45,6 +45,7 @@ sys.meta_path.insert(0, _Blocked())
 PIP_TIMEOUT_S = 1800
 PREDICT_TIMEOUT_S = 1800
 SPEED_SECONDS = 5  # predict.py --time: batch-1 calls for this long after its warm-up
+SLOWER_WARNING = 1.5  # a ratio to the sweep's p50 that noise alone rarely reaches: said, never the verdict
 
 
 def blocked_env(blocker_dir: Path, also: tuple[str, ...] = ()) -> dict[str, str]:
@@ -178,7 +179,13 @@ def _speed_line(python: str, folder: Path, scratch: Path, chosen: Chosen) -> str
         raise CheckFailed(f"predict.py --time printed no figure: {_last_line(done.stdout)}") from None
     measured = chosen.row("latency").get("p50_ms")
     against = f" against {float(measured):.3g} ms in the sweep ({p50 / float(measured):.2f}x)" if measured else ""
-    return f"speed: batch-1 p50 {p50:.3g} ms here{against}; a figure for a quiet machine, not part of the verdict"
+    line = f"speed: batch-1 p50 {p50:.3g} ms here{against}; a figure for a quiet machine, not part of the verdict"
+    if measured and p50 / float(measured) >= SLOWER_WARNING:
+        line += (
+            f"\nwarning: {p50 / float(measured):.1f}x slower than measured: on the machine of the sweep and at rest, "
+            "this folder should not run slower; if it does, the card's speed figures do not hold for it"
+        )
+    return line
 
 
 def _factory_package(chosen: Chosen) -> tuple[str, ...]:

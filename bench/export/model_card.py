@@ -65,6 +65,14 @@ def _serving_lines(serving: dict[str, Any] | None) -> list[str]:
         f"Measured best serving configuration: batches of up to {serving['max_batch']} images, waiting at most "
         f"{serving['max_delay_ms']:g} ms, {serving['instances']} instance(s) of {serving['threads']} thread(s);",
         f"sustained rate at the bound: {_fmt(rate, 1, ' requests/s')}, {bound}. serve.py starts with these settings.",
+        *(
+            [
+                "That rate is a lower bound: the search ran out of time before it tried a rate the configuration "
+                "could not hold."
+            ]
+            if serving.get("rate_is_lower_bound")
+            else []
+        ),
     ]
 
 

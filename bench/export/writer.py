@@ -61,8 +61,9 @@ def _serving(chosen: Chosen, threads: int) -> tuple[dict[str, Any], str, bool]:
     """(serve.py's settings, the note it reports, whether they were measured)."""
     best = chosen.serve_best()
     if best is not None:
+        at_least = "at least " if best.get("rate_is_lower_bound") else ""
         note = (
-            f"measured: rate {best.get('rate', '?')} req/s at p99 {best.get('p99_ms', '?')} ms "
+            f"measured: rate {at_least}{best.get('rate', '?')} req/s at p99 {best.get('p99_ms', '?')} ms "
             f"(SLO {best.get('slo_ms', '?')} ms)"
         )
         return best, note, True

@@ -29,6 +29,7 @@ from bench.gate.series import BUDGET, SAMPLES, VALUE, Series
 from bench.gate.stats import SKIPPED, Comparison, compare_timing
 from bench.gate.values import compare_top1, compare_value, status_comparison
 from data.errors import ArgumentParser, InputError, run_cli
+from data.paths import absolute
 from models.cli_args import MODEL_HELP, load_spec
 
 SUMMARY_NAME = "gate-summary.md"
@@ -163,13 +164,47 @@ def config_from_args(args) -> GateConfig:
     return cfg
 
 
+SUMMARY_HEAD = "## Benchmark gate: "  # how a summary the gate wrote begins (bench.gate.report.markdown)
+
+
+def _is_gate_output(path: Path, kind: str) -> bool:
+    """Whether ``path`` holds what the gate itself wrote earlier (the only file it may replace)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    if kind == "--summary":
+        return head.startswith(SUMMARY_HEAD.encode())
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"verdict", "comparisons"} <= set(doc)
+
+
+def check_output(path: Path | None, kind: str) -> Path | None:
+    """Refuse, before any work, an output path that would destroy something: a folder, a folder that does not
+    exist (the gate creates none), or a file that is not an earlier output of the gate (a checkpoint, a run's
+    ``results.jsonl``)."""
+    if path is None:
+        return None
+    path = absolute(path)
+    if path.is_dir():
+        raise InputError(f"{kind} {path} is a folder; name a file")
+    if not path.parent.is_dir():
+        raise InputError(f"{kind} {path}: folder {path.parent} does not exist; create it first")
+    if path.exists() and not _is_gate_output(path, kind):
+        raise InputError(f"{kind} {path} exists and is not an earlier gate output; choose another path")
+    return path
+
+
 def report(result: GateResult, summary: Path | None, json_out: Path | None) -> int:
     """Print the table, write the summary files; return the exit code."""
     print(console(result))
     for path in write_summary(result, summary):
         print(f"summary: {path}", file=sys.stderr)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "verdict": "fail" if result.failing else "pass",
             "alpha": result.alpha,
@@ -187,6 +222,8 @@ def report(result: GateResult, summary: Path | None, json_out: Path | None) -> i
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    summary_out = check_output(Path(args.summary), "--summary") if args.summary else None
+    json_out = check_output(Path(args.json_out), "--json") if args.json_out else None
     if args.ab:
         if args.baseline or args.candidate:
             raise InputError("--ab measures both sides itself; do not pass BASELINE/CANDIDATE files with it")
@@ -216,17 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # worth the warning line, not a refused required check.
         result = compare(base, cand, cfg, args.allow_machine_mismatch, allow_other_checkpoint=True)
         result.extra.append(f"A/B mode: base = {base.path}; head = {cand.path}.")
-        summary = Path(args.summary) if args.summary else out_dir / SUMMARY_NAME
-        return report(result, summary, Path(args.json_out) if args.json_out else None)
+        return report(result, summary_out or out_dir / SUMMARY_NAME, json_out)
     if not args.baseline or not args.candidate:
         raise InputError("pass BASELINE and CANDIDATE files, or --ab BASE_REF (see --help)")
     if Path(args.candidate).is_dir():
         raise InputError(f"{args.candidate} is a folder; the candidate must be one file")
+    summary = summary_out or check_output(Path(args.candidate).parent / SUMMARY_NAME, "--summary")
     cand = load_input(args.candidate)
     base = load_input(args.baseline, prefer_machines=machines_of(cand))
     result = compare(base, cand, cfg, args.allow_machine_mismatch, args.allow_other_checkpoint)
-    summary = Path(args.summary) if args.summary else Path(args.candidate).parent / SUMMARY_NAME
-    return report(result, summary, Path(args.json_out) if args.json_out else None)
+    return report(result, summary, json_out)
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
             ) from None
     try:
         return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot read {path} as TOML: {str(exc).splitlines()[0]}") from None
 
 
 def load_config(pyproject: str | Path | None = None) -> GateConfig:

@@ -207,7 +207,6 @@ def write_summary(result: GateResult, path: Path | None) -> list[Path]:
     text = markdown(result)
     written = []
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         written.append(path)
     step = os.environ.get("GITHUB_STEP_SUMMARY")

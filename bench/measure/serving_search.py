@@ -48,12 +48,20 @@ class ConfigResult:
         confirmed = self.search.confirmation
         return self.search.best_rate if confirmed is not None and confirmed.valid else None
 
+    @property
+    def rate_is_lower_bound(self) -> bool:
+        """The claimed rate was never exceeded by a trial that failed: the search ran out of time (or hit its
+        ceiling) still growing, so the configuration holds at least this rate, perhaps much more."""
+        rate = self.rate
+        return bool(rate) and not any(not p.valid and p.rate > rate for p in self.search.points)
+
     def to_dict(self) -> dict[str, Any]:
         best = self.search.best
         return {
             **asdict(self.config),
             "label": self.config.label(),
             "rate": self.rate,
+            "rate_is_lower_bound": self.rate_is_lower_bound,
             "p99_ms": (best.summary or {}).get("p99_ms") if best else None,
             "stop_reason": self.search.stop_reason,
             "trials": len(self.search.points),

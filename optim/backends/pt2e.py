@@ -143,12 +143,24 @@ def uses_cpp_wrapper(wrapper: str, batch: int) -> bool:
     return wrapper == "cpp" or (wrapper == "auto" and batch == 1)
 
 
+def register_x86_fusions() -> None:
+    """Register the Inductor passes that fuse INT8 quantize/dequantize into oneDNN's quantized convolutions.
+
+    torchao registers them as a side effect of importing ``x86_inductor_quantizer``. A process that only loads a
+    saved program never imports the quantizer, and Inductor then compiles every convolution as dequantize, FP32
+    convolution, quantize: slower than the FP32 model (docs/measurement.md, "A saved PT2E variant in a fresh
+    process"). Every compile of a PT2E graph goes through here, so the builder and the loader compile the same way.
+    """
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401 - registers the passes
+
+
 class FrozenCompiled:
     """A ``torch.compile``-d PT2E graph whose every call runs with Inductor freezing on (see module docstring)."""
 
     def __init__(self, graph: nn.Module, wrapper: str = "auto") -> None:
         if wrapper not in WRAPPERS:
             raise ValueError(f"wrapper must be one of {tuple(WRAPPERS)}, got {wrapper!r}")
+        register_x86_fusions()
         self.graph = graph
         self.wrapper = wrapper
         # dynamic=False, as in optim.compile: each batch size gets its own static graph. Left automatic, the

@@ -16,7 +16,10 @@ class Model:
     def __init__(self, folder: Path, threads: int, options: dict) -> None:
         torch.set_num_threads(max(1, threads))
         if options.get("torchao"):
-            import torchao.quantization.pt2e  # noqa: F401 - registers the quantized operators the program calls
+            # The quantized operators the program calls, and Inductor's INT8 fusions (the quantizer module registers
+            # them; without them the compiled program runs slower than FP32).
+            import torchao.quantization.pt2e  # noqa: F401
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer  # noqa: F401
         self.device = torch.device(options.get("device", "cpu"))
         program = torch.export.load(str(folder / options["file"]))
         if self.device.type != "cpu":

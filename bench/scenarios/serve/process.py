@@ -126,6 +126,12 @@ def measure(state: Instances, cfg: Any) -> dict[str, Any]:
     }
 
 
+LOWER_BOUND_NOTE = (
+    "serves at least {rate:,.0f} req/s: no faster rate was tried before the search's time ran out, so the rate it "
+    "holds may be higher (--serve-minutes)"
+)
+
+
 def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
     """The serving row's fields: the best configuration's rate, p99 and settings, or why there is none."""
     best = result.get("best")
@@ -151,6 +157,7 @@ def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
             serve_delay_ms=delay_ms,
             serve_instances=best["instances"],
             serve_threads=best["threads"],
+            serve_rate_lower_bound=bool(best.get("rate_is_lower_bound")),
             serve_best={
                 "max_batch": best["max_batch"],
                 "max_delay_ms": delay_ms,
@@ -159,10 +166,14 @@ def result_row(name: str, result: dict[str, Any]) -> dict[str, Any]:
                 "rate": best["rate"],
                 "p99_ms": best["p99_ms"],
                 "slo_ms": result["bound_ms"],
+                "rate_is_lower_bound": bool(best.get("rate_is_lower_bound")),
             },
         )
+        notes = [LOWER_BOUND_NOTE.format(rate=best["rate"])] if best.get("rate_is_lower_bound") else []
         if slow_when_idle:
-            row["note"] = slow_when_idle
+            notes.append(slow_when_idle)
+        if notes:
+            row["note"] = "; ".join(notes)
         return row
     row["serve_rate"] = 0.0
     row["note"] = f"no serving configuration held p99 <= {result['bound_ms']:.3g} ms" + _closest_text(

@@ -16,6 +16,22 @@ MAX_BATCH = 16
 NEAR_CEILING = 0.5  # a rate above this share of the harness's own ceiling measures the harness as much as the model
 
 
+def _search_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    search = row.get("serve_search")
+    return search if isinstance(search, dict) else {}
+
+
+def _tried(row: Mapping[str, Any]) -> int:
+    """How many serving configurations the row's search measured."""
+    configs = _search_of(row).get("configs")
+    return len(configs) if isinstance(configs, list) else 0
+
+
+def _cut_short(row: Mapping[str, Any]) -> bool:
+    """Whether the row's search stopped on its time budget before walking the whole grid."""
+    return "budget" in str(_search_of(row).get("stopped") or "")
+
+
 class Serve(Scenario):
     name = "serve"
     description = "Poisson arrivals, dynamic batching, K instances: the largest rate with p99 within the bound"
@@ -38,6 +54,7 @@ class Serve(Scenario):
         Column("serve_instances", "serve_instances", optional=True),
         Column("serve_threads", "serve_threads", optional=True),
         Column("serve_idle_p50_ms", "serve_idle_p50_ms", "idle call p50 ms", "{:.3g}", optional=True),
+        Column("serve_rate_lower_bound", "serve_rate_lower_bound", optional=True),
     )
     speedup_column = "serve_speedup_vs_fp32"
     speedup_header = "req/s ×fp32"
@@ -77,8 +94,10 @@ class Serve(Scenario):
         if not rate > 0:
             return f"; serving: no configuration held p99 <= {bound:.3g} ms"
         delay = num(rec.get("serve_delay_ms"))
+        at_least = "at least " if rec.get("serve_rate_lower_bound") is True else ""
+        batch = int(num(rec.get("serve_max_batch")))
         return (
-            f"; serves {rate:,.0f} req/s at p99 <= {bound:.3g} ms (batch <= {int(num(rec.get('serve_max_batch')))}, "
+            f"; serves {at_least}{rate:,.0f} req/s at p99 <= {bound:.3g} ms (batch <= {batch}, "
             f"delay {delay:.3g} ms, {int(num(rec.get('serve_instances')))} x {int(num(rec.get('serve_threads')))} "
             "threads)"
         )
@@ -94,6 +113,16 @@ class Serve(Scenario):
             out.append(
                 f"{REFERENCE} held no rate at p99 <= {num(reference[0].get('serve_slo_ms')):.3g} ms, so the serving "
                 "ratios to it are blank: the other variants' req/s stand alone."
+            )
+        if (
+            reference
+            and held
+            and _cut_short(reference[0])
+            and any(_tried(r) > _tried(reference[0]) for r in held if r is not reference[0])
+        ):
+            out.append(
+                f"{REFERENCE}'s serving search ran out of time after {_tried(reference[0])} configuration(s), fewer "
+                "than the variants compared with it, so the serving ratios overstate them: raise --serve-minutes."
             )
         for row in rows:
             rate, ceiling = num(row.get("serve_rate")), num(row.get("serve_ceiling_rate"))
