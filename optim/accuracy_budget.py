@@ -125,6 +125,15 @@ def run_with_budget(recipe: str, args: Any, prog: str) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     _print_report(prog, variant, info, winner, tried, saved, args.max_drop)
+    if not variant.manifest["accuracy"]["within_budget"]:
+        # `quantize && deploy` must not ship it: the variant is kept for a look, the exit code says no.
+        drop = variant.manifest["accuracy"]["drop"]
+        print(
+            f"over budget: no candidate kept top-1 within {args.max_drop:g} points; the best, {winner.recipe}, "
+            f"loses {drop:.2f} (saved at {saved} for inspection; --max-drop sets the budget)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

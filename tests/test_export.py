@@ -350,3 +350,32 @@ def test_a_kind_without_an_exporter_is_one_line(tmp_path, run_in_process, monkey
     code, _, err = run_in_process(main, ["rec", "--variant", "dynamic", "--results", "results"])
     assert code == 2 and "cannot be exported yet" in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("rec-*")) and not list(tmp_path.glob(".rec-*"))
+
+
+def test_over_budget_variant_relative_interpreter_and_an_earlier_export(run, tmp_path, run_in_process, monkeypatch):
+    """An over-budget variant is exported only with a warning and a card that says so; --check-python is read from
+    the folder one runs in (the check itself runs elsewhere), checked before anything is written, and --check on an
+    earlier export of the same variant checks it rather than refusing the folder."""
+    import os
+
+    from bench.export.cli import main
+
+    results = _copied_run(run, tmp_path)
+    rows = read_rows(results / "runs" / RUN_ID / "results.jsonl")
+    for row in rows:
+        if row.get("recipe") == "prune(0.5)" and row.get("status") == "ok":
+            row["top1"] = 10.0  # 89 points under fp32: far over the run's 1-point budget
+    (results / "runs" / RUN_ID / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(tmp_path)
+    base = ["--results", "results", "--variant", "prune(0.5)", "--out", "pruned"]
+    code, out, err = run_in_process(main, [RUN_ID, *base, "--check-python", "nowhere/python"])
+    assert code == 2 and "--check-python" in err and "no such file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "pruned").exists()  # refused before anything was written
+    code, out, err = run_in_process(main, [RUN_ID, *base])
+    assert code == 0, err
+    assert "warning: prune(0.5) loses" in err and "over the run's 1-point budget" in err
+    assert "**Over budget:** prune(0.5) loses" in (tmp_path / "pruned" / "MODEL_CARD.md").read_text()
+    relative = os.path.relpath(sys.executable, tmp_path)
+    code, out, err = run_in_process(main, [RUN_ID, *base, "--check", "--check-python", relative])
+    assert "checking the export of prune(0.5) already in" in out, out + err
+    assert code == 0 and "check passed" in out, out + err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 from data.errors import ArgumentParser
@@ -20,21 +21,54 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--check-python",
         metavar="PATH",
-        help="with --check: run predict.py under this interpreter instead of a fresh virtual environment",
+        help="run the check (as --check) with predict.py under this interpreter instead of a fresh virtual "
+        "environment; it needs the folder's requirements.txt installed",
     )
     return p
 
 
+def checked_interpreter(path: str) -> str:
+    """``--check-python`` as an absolute path (the check runs in a scratch folder) that runs and has what every
+    exported folder needs (numpy, Pillow): an interpreter that cannot is bad input, not a failed export."""
+    import subprocess
+
+    from data.errors import InputError
+    from data.paths import absolute
+
+    python = absolute(path)
+    if not python.is_file():
+        raise InputError(f"--check-python {python}: no such file")
+    try:
+        done = subprocess.run([str(python), "-c", "import numpy, PIL"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"--check-python {python} does not run: {exc}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InputError(
+            f"--check-python {python} cannot import numpy and Pillow ({last}): install the folder's "
+            "requirements.txt into it, or leave --check-python out to check in a fresh virtual environment"
+        )
+    return str(python)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.export.source import choose, open_run
-    from bench.export.writer import export_chosen
+    from bench.export.writer import earlier_export, export_chosen
 
     args = build_parser().parse_args(argv)
+    python = checked_interpreter(args.check_python) if args.check_python else None
     chosen = choose(open_run(args.run_id), args.variant)
-    folder = export_chosen(chosen, args.out, args.force)
-    print(f"exported {chosen.recipe} ({chosen.device}) of run {chosen.run.run_id} to {folder}", flush=True)
-    if not (args.check or args.check_python):
+    checking = args.check or python is not None
+    folder = earlier_export(chosen, args.out) if checking and not args.force else None
+    if folder is not None:
+        print(f"checking the export of {chosen.recipe} already in {folder} (--force writes it again)", flush=True)
+    else:
+        folder = export_chosen(chosen, args.out, args.force)
+        print(f"exported {chosen.recipe} ({chosen.device}) of run {chosen.run.run_id} to {folder}", flush=True)
+    if over := chosen.over_budget():
+        print(f"warning: {over}; exported because --variant named it (MODEL_CARD.md says so)", file=sys.stderr)
+    if not checking:
         return 0
     from bench.export.check import check_export
 
-    return check_export(folder, chosen, args.check_python)
+    return check_export(folder, chosen, python)

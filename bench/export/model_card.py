@@ -118,6 +118,11 @@ def model_card(chosen: Chosen, manifest: dict[str, Any], model: ModelFiles, extr
         f"Exported by optbench {extra['version']} on {time.strftime('%Y-%m-%d')} from run `{chosen.run.run_id}` "
         f"({chosen.device}), measured {first.get('timestamp', 'at an unknown date')}.",
         "",
+        *(
+            [f"**Over budget:** {over}. The run's answer would not have named it.", ""]
+            if (over := chosen.over_budget())
+            else []
+        ),
         "## What this is",
         "",
         f"- recipe: `{chosen.recipe}` (steps: {steps}); runtime: {model.runtime}; files: {', '.join(model.files)}",

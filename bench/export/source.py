@@ -53,6 +53,14 @@ class Chosen:
     rows: list[dict[str, Any]]
     record: dict[str, Any] = field(default_factory=dict)
 
+    def over_budget(self) -> str | None:
+        """Why this variant is not one the run's answer could name (its top-1 drop over the run's budget), or None."""
+        if self.record.get("within_budget") is not False:  # True, or unknown (no accuracy measured)
+            return None
+        drop = self.record.get("top1_drop")
+        lost = f"loses {float(drop):.2f} points of top-1" if isinstance(drop, int | float) else "loses top-1"
+        return f"{self.recipe} {lost}, over the run's {self.run.max_drop:g}-point budget"
+
     @property
     def folder(self) -> Path:
         from bench.run.process import safe_name

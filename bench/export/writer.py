@@ -154,6 +154,24 @@ def export_variant(
     return export_chosen(chosen, out, force)
 
 
+def earlier_export(chosen: Chosen, out: str | Path | None) -> Path | None:
+    """The target when it already holds an export of this very run, variant and device (what ``--check`` may check
+    without writing it again), else None."""
+    from data.paths import absolute
+
+    target = absolute(out) if out is not None else default_out(chosen)
+    try:
+        info = json.loads((target / EXPORT_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    same = isinstance(info, dict) and (info.get("run_dir"), info.get("recipe"), info.get("device")) == (
+        str(chosen.run.directory),
+        chosen.recipe,
+        chosen.device,
+    )
+    return target if same else None
+
+
 def export_chosen(chosen: Chosen, out: str | Path | None = None, force: bool = False) -> Path:
     from data.paths import absolute
 
