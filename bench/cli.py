@@ -88,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _list(args.device)
     if not args.search_minutes > 0:
         raise InputError(f"--search-minutes must be positive, got {args.search_minutes:g}")
+    if args.no_retry_failed and not (args.resume or args.sweep_file):
+        raise InputError(
+            "--no-retry-failed applies to --resume (or a sweep file run again): a new run has no failed rows"
+        )
     if args.sweep_file:
         return _sweep_file(args, argv)
     from bench.options import run_config_from_args

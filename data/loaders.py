@@ -199,6 +199,8 @@ def resolve_dir(path: str | None) -> str | None:
 def check_spec(spec: str, info: Any, data_dir: str | None = None, skip_bad_images: bool = False) -> str | None:
     """Fail fast, before any process starts: the spec loads, it has images, its classes fit the model, and its
     images are readable. Returns a note to print when images were left out, else None."""
+    if data_dir and not spec.startswith(TIMM_DATASET_PREFIXES):
+        raise DataSpecError(f"--data-dir is the root of timm dataset names (torch/<name>); --data {spec!r} ignores it")
     sets = build_datasets(spec, info.data_config, data_dir, skip_bad_images=skip_bad_images)
     if len(sets.train) == 0 or len(sets.val) == 0:
         raise DataSpecError(f"data spec {spec!r} has an empty train or val split")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,18 +42,28 @@ class RawCheckpoint:
     placeholders: list[str] = field(default_factory=list)
 
 
+def _reason(exc: BaseException) -> str:
+    """Why torch.load refused a file, in words: its messages can be a bare key or index ("101")."""
+    text = _first_line(exc)
+    if isinstance(exc, KeyError | IndexError) or len(text) < 8:
+        return f"its contents do not parse as one: {type(exc).__name__} {text}".strip()
+    return text
+
+
 def torch_load(path: Path) -> tuple[Any, list[str]]:
     """``torch.load`` with ``weights_only=True``; when that refuses only unknown classes, the placeholder unpickler.
 
     Returns (object, dotted names read as inert placeholders).
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True), []
+        with warnings.catch_warnings():  # torch warns about legacy (non-zip) files before refusing them: one line only
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True), []
     except pickle.UnpicklingError as exc:
         if not _GLOBAL_RE.search(str(exc)):
             raise CheckpointError(f"{path} is not a torch checkpoint (not a readable pickle of tensors)") from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({_reason(exc)})") from None
     from models.safe_pickle import load_with_placeholders
 
     try:

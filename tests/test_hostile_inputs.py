@@ -68,6 +68,16 @@ def test_a_text_file_named_pt_is_one_line(cli, tmp_path):
     assert "not a torch checkpoint" in _one_line(cli(["bench", str(path)]))
 
 
+def test_a_legacy_non_zip_pickle_is_one_line_without_torch_s_warning(cli, tmp_path):
+    """torch warns before refusing a legacy (non-zip) file; that warning must not become a second line."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "old.pt"
+    torch.save({"weights": _Exploit(marker)}, path, _use_new_zipfile_serialization=False)
+    line = _one_line(cli(["bench", str(path), "--model", "resnet10t"]))
+    assert "without model weights" in line or "cannot be read" in line or "not a torch checkpoint" in line
+    assert not marker.exists()
+
+
 def test_build_on_a_foreign_object_is_refused(tmp_path):
     """BUILD may set state only on placeholders and plain containers: not on functions torch allows."""
     import pickle
@@ -294,6 +304,27 @@ def test_an_existing_run_id_is_not_reused_and_resume_refuses_changes(
     assert results.read_text() == before  # a finished run resumed only reports again
 
 
+def test_resume_refuses_a_checkpoint_whose_content_changed(run_in_process, finished_run, tmp_path, monkeypatch):
+    """The same path holding another file since the run measured it (retrained, overwritten): resuming would mix
+    two models in one leaderboard. Simulated by rows that recorded another sha256 than the file has now."""
+    import json
+    import shutil
+
+    from bench.cli import main
+
+    copy = tmp_path / "results"
+    shutil.copytree(finished_run / "runs" / "k3", copy / "runs" / "k3")
+    results = copy / "runs" / "k3" / "results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    results.write_text("".join(json.dumps({**r, "checkpoint_sha256": "ab" * 32}) + "\n" for r in rows))
+    before = results.read_text()
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(copy))
+    code, _, err = run_in_process(main, ["--resume", "k3", "--quick", "--no-progress"])
+    line = _bad_input_line(code, err)
+    assert "the checkpoint is not the one this run measured" in line and "abababababab in its rows" in line
+    assert results.read_text() == before
+
+
 def test_a_second_sweep_on_a_locked_run_directory_exits_2(run_in_process, finished_run, monkeypatch):
     from bench.cli import main
     from bench.run.run_dir import RunLock
@@ -393,6 +424,8 @@ def test_skip_bad_images_leaves_them_out_and_says_so(run_in_process, tiny_ckpt, 
         (["--recipes", ""], "--recipes is empty"),
         (["--threads", "999"], "more than the"),
         (["--img-size", "7"], "cannot take this input size"),
+        (["--data", "digits", "--data-dir", "."], "--data-dir is the root of timm dataset names"),
+        (["--no-retry-failed"], "--no-retry-failed applies to --resume"),
     ],
 )
 def test_options_that_should_not_pass(run_in_process, tiny_ckpt, args, needle):

@@ -121,8 +121,10 @@ def open_run(run_id: str) -> RunView:
     root = runs_root()
     directory = root / check_run_id(run_id, "RUN_ID")
     if not (directory / RESULTS_FILE).is_file():
-        known = sorted(p.name for p in root.iterdir() if (p / RESULTS_FILE).is_file()) if root.is_dir() else []
-        hint = f"; runs there: {', '.join(known[:8])}" if known else ""
+        runs = [p for p in root.iterdir() if (p / RESULTS_FILE).is_file()] if root.is_dir() else []
+        known = [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
+        more = f" (the newest 8 of {len(known)})" if len(known) > 8 else ""
+        hint = f"; runs there{more}: {', '.join(known[:8])}" if known else ""
         raise InputError(f"no run {run_id!r} with results under {root}{hint}")
     return read_run(directory)
 

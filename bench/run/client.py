@@ -119,7 +119,7 @@ class MeasurementServer:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                message = f"{self.name}: timed out after {limit:.0f}s without an answer (see {self.log_path})"
+                message = f"{self.name}: timed out after {limit:.3g} s without an answer (see {self.log_path})"
                 raise ServerError(message, failures.TIMEOUT)
             ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 1.0))
             if ready:

@@ -55,6 +55,7 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
     from bench.config import FIXED
     from bench.options import run_config_from_args
     from bench.run.executors import executor_spec
+    from optim.options import load_checked
 
     stored, directory = stored_config(run_id)
     typed = _without_resume(argv)
@@ -67,7 +68,10 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
     base = stored.to_cli_args() + executor_spec(stored.executor).to_cli(stored.executor_options)
     if given.ckpt and stored.load.path:
         base = base[1:]  # the checkpoint typed now stands in for the stored one (and is compared with it)
-    fresh = run_config_from_args(parser.parse_args(base + typed), run_id=stored.run_id)
+    args = parser.parse_args(base + typed)
+    checked = load_checked(args)
+    _same_checkpoint(run_id, directory, checked[1].info.sha256)
+    fresh = run_config_from_args(args, run_id=stored.run_id, checked=checked)
     changed = stored.changed_fields(fresh, FIXED)
     if "scenarios" in changed and _swept(stored.scenarios) == _swept(fresh.scenarios):
         changed.remove("scenarios")  # only a staged scenario (--serve) differs: it runs after the sweep, on its copies
@@ -78,6 +82,24 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
             f"({'; '.join(_difference(stored, fresh, name) for name in changed)}); start a new run (--run-id) instead"
         )
     return fresh.replace(recipe_choice=stored.recipe_choice), directory
+
+
+def _same_checkpoint(run_id: str, directory: Path, sha256: str | None) -> None:
+    """Refuse a checkpoint whose content is not the one the run's rows measured: the same path holding another
+    file (retrained, overwritten) would mix two models' figures in one leaderboard."""
+    from bench.results_io import RESULTS_FILE, read_rows
+
+    path = directory / RESULTS_FILE
+    measured = (
+        {str(r["checkpoint_sha256"]) for r in read_rows(path) if r.get("checkpoint_sha256")}
+        if path.is_file()
+        else set()
+    )
+    if sha256 and measured and sha256 not in measured:
+        raise InputError(
+            f"--resume {run_id}: the checkpoint is not the one this run measured (sha256 {sha256[:12]} now, "
+            f"{', '.join(sorted(s[:12] for s in measured))} in its rows): it changed since; start a new run (--run-id)"
+        )
 
 
 def _swept(scenarios: Sequence[Any]) -> tuple[Any, ...]:
