@@ -22,14 +22,16 @@ def default_run_id() -> str:
     return f"pytest-bench-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def suite_rows(benchmarks: list[Any], opts: Any, failures: dict[tuple[str, str], tuple[str, str]]) -> list[dict]:
+def suite_rows(
+    benchmarks: list[Any], opts: Any, failures: dict[tuple[str, str], tuple[str, str]], run_id: str
+) -> list[dict]:
     """One result row per timed (variant, scenario, device), one ``failed`` row per variant that did not build and
     one ``skipped`` row per recipe this machine cannot run, shaped as a sweep's rows."""
     from bench.run.process import SCHEMA_VERSION, status_row
     from models.machine import fingerprint
     from models.timers import summarize
 
-    info, run_id = opts.suite_info, opts.run_id
+    info = opts.suite_info
     common = {
         "schema": SCHEMA_VERSION,
         "run_id": run_id,
@@ -86,13 +88,16 @@ def write_suite_report(benchmarks: list[Any], opts: Any, failures: dict[tuple[st
     (``--benchmark-disable``, a collection-only run, every variant failed before timing)."""
     from bench.report import write_reports
     from bench.results_io import append_rows
-    from bench.run.run_dir import run_dir
+    from bench.run.run_dir import has_content, run_dir
 
-    rows = suite_rows(benchmarks, opts, failures)
+    out, n = run_dir(opts.run_id), 1
+    while has_content(out):  # another suite took the name since this one started: never add to its rows
+        n += 1
+        out = run_dir(f"{opts.run_id}-{n}")
+    rows = suite_rows(benchmarks, opts, failures, out.name)
     if not any(r.get("status") == "ok" for r in rows):
         return None
-    out = run_dir(opts.run_id)
     out.mkdir(parents=True, exist_ok=True)
     append_rows(out / "results.jsonl", rows)
-    cfg = opts.report_config()
+    cfg = opts.report_config().replace(run_id=out.name)
     return SimpleNamespace(run_dir=Path(out), outputs=write_reports(out, rows, cfg))
