@@ -105,13 +105,13 @@ def work(tmp_path: Path) -> Path:
 
 def test_clear_regression_is_flagged_and_summarised(work: Path, gate):
     base = _write(work / "base.jsonl", _rows(seed=1))
-    cand = _write(work / "cand" / "results.jsonl", _rows(seed=2, factor=1.2))
+    cand = _write(work / "cand" / "results.jsonl", _rows(seed=2, factor=1.4))  # past the one-run spread (25%)
     step = work / "step.md"
     proc = gate([base, cand, "--json", work / "v.json"], work, env={"GITHUB_STEP_SUMMARY": str(step)})
     assert proc.returncode == 1, proc.stderr
     v = _verdicts(proc.stdout)
     assert v["fp32/latency"] == "REGRESSION"
-    assert v["fp32/throughput"] == "REGRESSION"  # 20% more time per batch = fewer img/s
+    assert v["fp32/throughput"] == "REGRESSION"  # 40% more time per batch = fewer img/s
     assert v["fp32/top1"] == "unchanged"
     assert "Mann-Whitney U" in proc.stdout and "p < 0.001" in proc.stdout
     summary = (work / "cand" / "gate-summary.md").read_text()
@@ -119,7 +119,20 @@ def test_clear_regression_is_flagged_and_summarised(work: Path, gate):
     assert step.read_text() == summary + "\n"
     payload = json.loads((work / "v.json").read_text())
     lat = next(c for c in payload["comparisons"] if c["bench_id"] == "fp32/latency")
-    assert lat["verdict"] == "REGRESSION" and 1.15 < lat["ratio"] < 1.25 and lat["p_value"] < 1e-6
+    assert lat["verdict"] == "REGRESSION" and 1.35 < lat["ratio"] < 1.45 and lat["p_value"] < 1e-6
+
+
+def test_one_run_a_side_needs_a_change_past_the_run_to_run_spread(work: Path, gate):
+    """Fresh processes of the same code differ by 10-15%: with one run on a side, a 15% slowdown that the rank test
+    calls significant is inconclusive (exit 0, said why); 40% is a regression."""
+    base = _write(work / "base.jsonl", _rows(seed=1))
+    drift = _write(work / "drift.jsonl", _rows(seed=2, factor=1.15))
+    proc = gate([base, drift], work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _verdicts(proc.stdout)["fp32/latency"] == "inconclusive"
+    assert "one run on a side: a change under 25% cannot be told from run-to-run drift" in proc.stdout
+    slow = _write(work / "slow.jsonl", _rows(seed=2, factor=1.4))
+    assert _verdicts(gate([base, slow], work).stdout)["fp32/latency"] == "REGRESSION"
 
 
 def test_noise_only_is_not_flagged(work: Path, gate):
@@ -133,7 +146,7 @@ def test_noise_only_is_not_flagged(work: Path, gate):
 
 def test_improvement_is_reported_as_improvement(work: Path, gate):
     base = _write(work / "base.jsonl", _rows(seed=1))
-    cand = _write(work / "cand.jsonl", _rows(seed=2, factor=0.8, top1=99.5))
+    cand = _write(work / "cand.jsonl", _rows(seed=2, factor=0.7, top1=99.5))
     proc = gate([base, cand], work)
     assert proc.returncode == 0
     v = _verdicts(proc.stdout)
@@ -149,10 +162,10 @@ def test_direction_throughput_and_top1(work: Path, gate):
     rng = np.random.default_rng(0)
     t = rng.lognormal(np.log(100), 0.03, 50)
     base = Series("v", "throughput", "cpu", "throughput", samples_ms=t.tolist(), batch_size=16)
-    slower = Series("v", "throughput", "cpu", "throughput", samples_ms=(t * 1.15).tolist(), batch_size=16)
-    faster = Series("v", "throughput", "cpu", "throughput", samples_ms=(t / 1.15).tolist(), batch_size=16)
+    slower = Series("v", "throughput", "cpu", "throughput", samples_ms=(t * 1.4).tolist(), batch_size=16)
+    faster = Series("v", "throughput", "cpu", "throughput", samples_ms=(t / 1.4).tolist(), batch_size=16)
     drop = compare_timing(base, slower, 0.05)
-    assert drop.verdict == "REGRESSION" and drop.ratio < 0.9  # img/s fell: higher is better
+    assert drop.verdict == "REGRESSION" and drop.ratio < 0.75  # img/s fell: higher is better
     assert compare_timing(base, faster, 0.05).verdict == "improved"
     b1 = Series("v", "top1", "cpu", "top1", value=95.0)
     assert compare_top1(b1, Series("v", "top1", "cpu", "top1", value=93.5), 1.0).verdict == "REGRESSION"
@@ -165,7 +178,7 @@ def test_direction_throughput_and_top1(work: Path, gate):
     assert proc.returncode == 1 and _verdicts(proc.stdout)["fp32/top1"] == "REGRESSION"
     assert gate([b, c, "--top1-budget", "3"], work).returncode == 0
     # Throughput got better while latency held: nothing fails.
-    c2 = _write(work / "c2.jsonl", _rows(seed=2, thr_factor=0.8, factor=1.0))
+    c2 = _write(work / "c2.jsonl", _rows(seed=2, thr_factor=0.7, factor=1.0))
     assert _verdicts(gate([b, c2, "--top1-budget", "9"], work).stdout)["fp32/throughput"] == "improved"
 
 
@@ -173,21 +186,21 @@ def test_thresholds_from_pyproject_and_command_line(tmp_path: Path, gate):
     proj = tmp_path / "proj"
     (proj / "sub").mkdir(parents=True)
     base = _write(proj / "base.jsonl", _rows(seed=1))
-    cand = _write(proj / "cand.jsonl", _rows(seed=2, factor=1.08))
-    (proj / "pyproject.toml").write_text('[tool.optbench.gate]\nthreshold = "10%"\n')
+    cand = _write(proj / "cand.jsonl", _rows(seed=2, factor=1.3, thr_factor=1.08))  # latency +30%, img/s -7%
+    (proj / "pyproject.toml").write_text('[tool.optbench.gate]\nthreshold = "40%"\n')
     proc = gate([base, cand], proj / "sub")  # found by walking up from the working directory
     assert proc.returncode == 0, proc.stdout
-    assert "threshold 10%" in proc.stdout
+    assert "threshold 40%" in proc.stdout
     (proj / "pyproject.toml").write_text(
         '[tool.optbench.gate]\nthreshold = "10%"\n[tool.optbench.gate.thresholds]\n'
-        '"*/latency" = "20%"\n"fp32/latency" = "3%"\n'
+        '"*/latency" = "50%"\n"fp32/latency" = "3%"\n'
     )
     proc = gate([base, cand], proj)
     assert proc.returncode == 1
     v = _verdicts(proc.stdout)
     assert v["fp32/latency"] == "REGRESSION"  # the longer, more specific pattern wins
     assert v["fp32/throughput"] == "unchanged"  # 8% is within the 10% default
-    assert gate([base, cand, "--threshold", "15%"], proj).returncode == 0
+    assert gate([base, cand, "--threshold", "45%"], proj).returncode == 0
     (proj / "pyproject.toml").write_text('[tool.optbench.gate]\nthreshold = "5"\n')
     proc = gate([base, cand], proj)
     assert proc.returncode == 2 and "ambiguous" in proc.stderr
