@@ -8,6 +8,7 @@ stored one with ``--resume``) and hands it to the sweep; everything else happens
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         return _list(args.device)
-    if not args.search_minutes > 0:
-        raise InputError(f"--search-minutes must be positive, got {args.search_minutes:g}")
+    if not 0 < args.search_minutes < math.inf:
+        raise InputError(f"--search-minutes must be a positive number of minutes, got {args.search_minutes:g}")
     if args.no_retry_failed and not (args.resume or args.sweep_file):
         raise InputError(
             "--no-retry-failed applies to --resume (or a sweep file run again): a new run has no failed rows"

@@ -638,6 +638,11 @@ def test_ab_mode_with_injected_bench_command(tmp_path: Path, gate):
     (repo / "fakebench.py").write_text(FAKE_BENCH.format(factor=1.0))
     proc = gate([*args[:-4], "--out", tmp_path / "ab2", *args[-2:]], repo, env={"AB_ORDER_FILE": str(order)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # An --out holding an earlier A/B run is refused before any work (its logs are kept).
+    before = order.read_text()
+    proc = gate(args, repo, env={"AB_ORDER_FILE": str(order)})
+    assert proc.returncode == 2 and "exists and is not an empty folder" in proc.stderr, proc.stderr
+    assert order.read_text() == before and _worktrees(repo) == 1
     # A ref that does not exist is bad input.
     proc = gate(["--ab", "no-such-ref", "--bench-cmd", "{python} fakebench.py {run_id}"], repo)
     assert proc.returncode == 2 and proc.stderr.startswith("error: git rev-parse")

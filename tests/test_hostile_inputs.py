@@ -426,6 +426,7 @@ def test_skip_bad_images_leaves_them_out_and_says_so(run_in_process, tiny_ckpt, 
         (["--img-size", "7"], "cannot take this input size"),
         (["--data", "digits", "--data-dir", "."], "--data-dir is the root of timm dataset names"),
         (["--no-retry-failed"], "--no-retry-failed applies to --resume"),
+        (["--search", "--search-minutes", "inf"], "--search-minutes must be a positive number of minutes"),
     ],
 )
 def test_options_that_should_not_pass(run_in_process, tiny_ckpt, args, needle):

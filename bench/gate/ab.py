@@ -208,6 +208,8 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
     base_sha = _git(["rev-parse", "--verify", f"{cfg.base_ref}^{{commit}}"], root)
     out = cfg.out or results_dir() / f"gate-ab-{time.strftime('%Y%m%d-%H%M%S')}"
     out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {out} exists and is not an empty folder: an A/B run writes a folder of its own")
     out.mkdir(parents=True, exist_ok=True)
     load = _resolve_load(cfg)
     tmp = Path(tempfile.mkdtemp(prefix="optbench-ab-"))

@@ -37,7 +37,8 @@ import tomllib
 
 from data.errors import InputError
 
-RESERVED = {"checkpoint", "sweep_file", "run_id", "resume", "list"}
+# Options a sweep file cannot set: it names its runs itself, and an export takes one run (bench.export does each).
+RESERVED = {"sweep_file", "run_id", "resume", "list", "export"}
 
 
 PATH_OPTIONS = ("data", "data-dir")  # besides ``path``: read relative to the sweep file's folder
@@ -63,8 +64,13 @@ def _options(table: dict[str, Any], where: str, folder: Path) -> list[str]:
     out: list[str] = []
     for key, value in table.items():
         name = key.replace("_", "-")
-        if name.replace("-", "_") in RESERVED or name == "path":
+        if name == "path" or (name == "checkpoint" and isinstance(value, list)):
             continue
+        if name.replace("-", "_") in RESERVED:
+            raise InputError(
+                f"{where}: {key!r} cannot be set in a sweep file (it names its runs, resumes each one itself, and an "
+                "export takes one run: python -m bench.export RUN_ID)"
+            )
         value = _relative_to(folder, name, value)
         if name in _aliases():
             value = ",".join(value) if isinstance(value, list) else value
@@ -87,6 +93,10 @@ def read_grid(path: Path) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
         grid = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"sweep file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"sweep file {path} is a folder; name the .toml file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read sweep file {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid TOML ({exc})") from None
     checkpoints = grid.get("checkpoint")
@@ -110,6 +120,20 @@ def read_grid(path: Path) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
     return shared, runs
 
 
+def _results_of(options: Sequence[str]) -> Path:
+    """The results folder a checkpoint's options name (``results = DIR`` in the file, ``--results`` typed), else the
+    command's: where its run directory would be."""
+    from data.paths import absolute, results_dir
+
+    chosen = None
+    for i, arg in enumerate(options):
+        if arg == "--results" and i + 1 < len(options):
+            chosen = options[i + 1]
+        elif arg.startswith("--results="):
+            chosen = arg.split("=", 1)[1]
+    return absolute(chosen) if chosen else results_dir()
+
+
 def run_grid(
     path: Path,
     extra: Sequence[str],
@@ -121,17 +145,19 @@ def run_grid(
     ``prepare(run name, arguments of a new run, arguments of a resumed one)`` checks a checkpoint's options and
     returns the arguments to run it with; it is called for every checkpoint before any is measured.
     """
-    from bench.run.run_dir import run_dir
-
     shared, runs = read_grid(path)
     plans: list[list[str]] = []
     for stem, ckpt, own in runs:
         options = [ckpt, *shared, *own, *extra]
-        exists = (run_dir(stem) / "run_config.json").is_file()
+        exists = (_results_of(options) / "runs" / stem / "run_config.json").is_file()
         try:
             plans.append(prepare(stem, [] if exists else [*options, "--run-id", stem], ["--resume", stem, *options]))
         except InputError as exc:
-            raise InputError(f"sweep file {path}, checkpoint {ckpt}: {exc}") from None
+            advice = (
+                " (in a sweep file: give the checkpoint another name = ... in its [[checkpoint]] table, or copy the "
+                "file under another name, to start new runs)"
+            )
+            raise InputError(f"sweep file {path}, checkpoint {ckpt}: {exc}{advice if exists else ''}") from None
     worst = 0
     for (stem, ckpt, _), argv in zip(runs, plans, strict=True):
         print(f"\n===== {stem}: {ckpt} =====", file=sys.stderr)

@@ -57,9 +57,9 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
     from bench.run.executors import executor_spec
     from optim.options import load_checked
 
-    stored, directory = stored_config(run_id)
     typed = _without_resume(argv)
-    given = parser.parse_args(typed)
+    given = parser.parse_args(typed)  # first: a --results among the options says where the run is
+    stored, directory = stored_config(run_id)
     if stored.load.factory and given.model != stored.load.factory:
         raise InputError(
             f"--resume {run_id}: the run loads the model factory {stored.load.factory}; repeat "

@@ -1,0 +1,53 @@
+"""``python -m bench --sweep-file grid.toml`` as a user types it in their own folder: what a file may not set, a
+results folder the file names, and a changed grid that must say how to start new runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from optbench_testing import run_module
+
+
+def _one_line(proc) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _grid(folder: Path, extra: str = "", recipes: str = '"fp32"') -> Path:
+    path = folder / "grid.toml"
+    path.write_text(
+        f'quick = true\nrecipes = [{recipes}]\nresults = "mine"\n{extra}\n[[checkpoint]]\npath = "model.pt"\n'
+    )
+    return path
+
+
+def test_a_sweep_file_run_twice_with_its_own_results_folder(tiny_ckpt, tmp_path):
+    """The file's ``results`` folder holds its runs, so running the file again continues them (it looked in the
+    default folder and refused the run as existing); a changed grid says how to start new runs in a sweep file."""
+    shutil.copy(tiny_ckpt, tmp_path / "model.pt")
+    env = {k: v for k, v in os.environ.items() if k != "OPTBENCH_RESULTS"}
+    _grid(tmp_path)
+    first = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = (tmp_path / "mine" / "runs" / "grid-model.pt" / "results.jsonl").read_text()
+    again = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "mine" / "runs" / "grid-model.pt" / "results.jsonl").read_text() == rows  # only reported
+    _grid(tmp_path, recipes='"fp32", "fp32-cl"')
+    changed = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], env=env, cwd=tmp_path)
+    line = _one_line(changed)
+    assert "--recipes would change what this run measured" in line and "name = ..." in line
+
+
+def test_what_a_sweep_file_cannot_set_is_one_line_before_anything_runs(tiny_ckpt, tmp_path):
+    shutil.copy(tiny_ckpt, tmp_path / "model.pt")
+    for extra in ('resume = "old"', 'export = "deploy"', 'run-id = "x"'):
+        _grid(tmp_path, extra)
+        line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
+        assert "cannot be set in a sweep file" in line, line
+    assert not (tmp_path / "mine").exists()  # nothing was measured
+    (tmp_path / "grids").mkdir()
+    assert "is a folder" in _one_line(run_module(["bench", "--sweep-file", "grids"], cwd=tmp_path))
