@@ -69,6 +69,13 @@ def make_empty_step():
 
 def make_model():
     return TinyGCN()
+
+
+def make_exploding_step():
+    def step():
+        raise ValueError("step exploded")
+
+    return step
 """
 
 
@@ -144,3 +151,13 @@ def test_bad_step_input_is_one_line_and_exit_2(user_module, run_in_process, argv
 
     code, _out, err = run_in_process(main, argv)
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_step_that_raises_is_one_error_line_not_a_traceback(user_module, run_in_process):
+    """The user's step failing while profiled is bad input, named in one line after the progress it printed."""
+    from bench.profile.cli import main
+
+    code, _out, err = run_in_process(main, ["--step", "my_gnn:make_exploding_step", "--steps", "2"])
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last == "error: --step my_gnn:make_exploding_step: the step raised ValueError: step exploded", err

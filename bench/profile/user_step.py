@@ -94,17 +94,26 @@ def user_workload(user: UserStep, device: str) -> Workload:
     from torch.utils.data import DataLoader
 
     step = user.step
+
+    def run_step(*batch: Any) -> None:
+        """The user's step; one that raises is bad input, named in one line (as a factory that raises is)."""
+        try:
+            step(*batch)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise InputError(f"{OPTION} {user.name}: the step raised {type(exc).__name__}: {first}") from None
+
     if user.data is None:
 
         def compute(_batch: Any) -> None:
-            step()
+            run_step()
 
         loader: Iterable = NoData()
         unit = "steps"
     else:
 
         def compute(batch: Any) -> None:
-            step(batch)
+            run_step(batch)
 
         loader = user.data
         unit = "samples" if getattr(loader, "batch_size", None) else "steps"
