@@ -131,13 +131,13 @@ def _tag(arch: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in (arch or "model"))[:40]
 
 
-def quick_run_config(load: Any, recipe: str, timeout_s: float, run_id: str) -> RunConfig:
+def quick_run_config(load: Any, recipe: str, timeout_s: float, run_id: str, data: str | None = None) -> RunConfig:
     """The gate's A/B and simulator runs: one recipe on CPU with the full timing budget (a slice needs several calls
     for its median to mean something), marked quick because its builds need no long fine-tuning."""
     import argparse
 
     import models
 
-    args = argparse.Namespace(device="cpu", quick=False, timeout=timeout_s)
+    args = argparse.Namespace(device="cpu", quick=False, timeout=timeout_s, data=data)
     cfg = run_config_from_args(args, run_id=run_id, recipes=(recipe,), checked=(load, models.load(load)))
     return cfg.replace(quick=True)

@@ -661,7 +661,7 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
     (repo / "bench" / "CHANGED").write_text("head differs from base\n")
     out = tmp_path / "ab"
     args = ["--ab", "HEAD", "--rounds", "6", "--processes", "1", "--ckpt", tiny_ckpt, "--recipes", "fp32", "--out", out]
-    proc = gate(args, repo)
+    proc = gate([*args, "--data", "digits"], repo)
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # timings on a shared box: no verdict asserted
     v = _verdicts(proc.stdout)
     assert {"fp32/latency", "fp32/throughput", "fp32/top1"} <= set(v)
@@ -669,6 +669,22 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
     assert len(list((out / "base").rglob("results.jsonl"))) == 1
     assert len(list((out / "head").rglob("results.jsonl"))) == 1
     assert _worktrees(repo) == 1
+
+
+def test_ab_data_reaches_both_sides_as_an_absolute_path(tmp_path: Path, gate, monkeypatch):
+    """--data is read from the folder the gate runs in; each side runs in its own tree, so it travels absolute."""
+    from bench.gate.ab import ABConfig, _command
+    from data.loaders import resolve_spec
+    from models.cli_args import load_spec
+
+    (tmp_path / "ds").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = ABConfig(base_ref="HEAD", data=resolve_spec("ds"))
+    cmd = _command(cfg, load_spec("m.pt", None, None, None, None), "ab-base-1", tmp_path / "r")
+    assert cmd[cmd.index("--data") + 1] == str(tmp_path / "ds")
+    assert "--data" not in _command(ABConfig(base_ref="HEAD"), load_spec("m.pt", None, None, None, None), "x", tmp_path)
+    proc = gate(["--ab", "HEAD", "--data", "ds"], tmp_path)
+    assert proc.returncode == 2 and "describe --ckpt; pass it too" in proc.stderr
 
 
 def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, capsys):

@@ -36,7 +36,9 @@ from bench.options import quick_run_config
 from data.errors import InputError
 from models.spec import LoadSpec
 
-DEFAULT_BENCH_CMD = "{python} -m bench {ckpt} {load_args} --quick --recipes {recipes} --no-progress --run-id {run_id}"
+DEFAULT_BENCH_CMD = (
+    "{python} -m bench {ckpt} {load_args} {data_args} --quick --recipes {recipes} --no-progress --run-id {run_id}"
+)
 
 
 INTERLEAVED_ROUNDS = 20
@@ -54,6 +56,7 @@ class ABConfig:
     bench_cmd: str | None = None
     keep_worktree: bool = False
     timeout_s: float = 3600.0
+    data: str | None = None  # --data, absolute: each side runs in its own tree's folder
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -92,6 +95,7 @@ def _command(cfg: ABConfig, load: LoadSpec, run_id: str, results: Path) -> list[
         "python": shlex.quote(sys.executable),
         "ckpt": shlex.quote(load.path or ""),
         "load_args": " ".join(shlex.quote(a) for a in load.to_cli_args()),
+        "data_args": f"--data {shlex.quote(cfg.data)}" if cfg.data else "",
         "recipes": shlex.quote(cfg.recipes),
         "run_id": run_id,
         "results": shlex.quote(str(results)),
@@ -101,7 +105,7 @@ def _command(cfg: ABConfig, load: LoadSpec, run_id: str, results: Path) -> list[
     except (KeyError, IndexError, ValueError) as exc:
         raise InputError(
             f"--bench-cmd {template!r}: bad placeholder or quoting ({exc}); use {{python}} {{ckpt}} {{load_args}} "
-            "{recipes} {run_id} {results}"
+            "{data_args} {recipes} {run_id} {results}"
         ) from None
 
 
@@ -153,7 +157,7 @@ def _run_process_rounds(cfg: ABConfig, trees: dict[str, Path], load: LoadSpec, o
 def _ab_config(cfg: ABConfig, load: LoadSpec, recipe: str, out: Path) -> RunConfig:
     """The run configuration both sides measure: the full timing budget (3 s and 300 calls a scenario, spread over
     the rounds), not the quick smoke run: a slice needs several calls for its median to mean something."""
-    return quick_run_config(load, recipe, cfg.timeout_s, "ab")
+    return quick_run_config(load, recipe, cfg.timeout_s, "ab", data=cfg.data)
 
 
 def _run_interleaved(cfg: ABConfig, trees: dict[str, Path], load: LoadSpec, out: Path) -> dict[str, list[Path]]:

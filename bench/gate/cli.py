@@ -71,6 +71,9 @@ def build_parser() -> ArgumentParser:
     ab.add_argument("--model-kwargs", help="with --ckpt: arguments of a --model factory")
     ab.add_argument("--num-classes", type=int, help="with --ckpt: class count (checked against the checkpoint)")
     ab.add_argument("--img-size", type=int, help="with --ckpt: input resolution")
+    ab.add_argument(
+        "--data", help="with --ckpt: the images it was trained on (ImageFolder, digits, torch/<name>), as bench takes"
+    )
     ab.add_argument("--out", help="folder for the pooled results and the summary (default: <results>/gate-ab-<time>)")
     ab.add_argument(
         "--bench-cmd",
@@ -228,14 +231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.baseline or args.candidate:
             raise InputError("--ab measures both sides itself; do not pass BASELINE/CANDIDATE files with it")
         from bench.gate.ab import ABConfig, run_ab
+        from data.loaders import resolve_spec
 
         if args.rounds is not None and args.rounds < 1:
             raise InputError(f"--rounds must be >= 1, got {args.rounds}")
         if (
-            any(v is not None for v in (args.model, args.model_kwargs, args.num_classes, args.img_size))
+            any(v is not None for v in (args.model, args.model_kwargs, args.num_classes, args.img_size, args.data))
             and not args.ckpt
         ):
-            raise InputError("--model, --model-kwargs, --num-classes and --img-size describe --ckpt; pass it too")
+            raise InputError(
+                "--model, --model-kwargs, --num-classes, --img-size and --data describe --ckpt; pass it too"
+            )
         ab = ABConfig(
             base_ref=args.ab,
             rounds=args.rounds,
@@ -247,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=Path(args.out) if args.out else None,
             bench_cmd=args.bench_cmd,
             keep_worktree=args.keep_worktree,
+            data=resolve_spec(args.data) if args.data else None,  # each side runs in its own tree's folder
         )
         base, cand, out_dir = run_ab(ab)
         # Both sides were handed one checkpoint: a different hash would mean the two trees hash differently,
