@@ -210,3 +210,24 @@ def test_rebuild_rejects_records_that_do_not_fit(tiny_loaded):
         rebuild_pruned(model, {"no.such.layer": {"type": "Conv2d", "attrs": {}, "tensors": {}}})
     with pytest.raises(CheckpointError, match="was a Linear"):
         rebuild_pruned(model, {"conv1.0": {"type": "Linear", "attrs": {}, "tensors": {}}})
+
+
+def test_batchnorm_statistics_are_recomputed_after_the_fine_tune():
+    """A short fine-tune leaves running statistics that describe the unpruned network (eval fell to chance on a
+    small ImageFolder while the train loss looked recovered): they are recomputed on train images, only the
+    BatchNorm layers in train mode, and the rest of the model left as it was."""
+    from torch import nn
+
+    from optim.backends.pruning import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5)).eval()
+    model[1].running_mean.fill_(100.0)  # stale: far from what the layer sees now
+    model[1].running_var.fill_(1e-3)
+    images = [(torch.randn(8, 3, 4, 4) * 2 + 1, torch.zeros(8)) for _ in range(4)]
+    done = recalibrate_batchnorm(model, images, "cpu", images=16)
+    assert done == {"layers": 1, "images": 16, "split": "train"}
+    with torch.no_grad():
+        seen = model[0](torch.cat([x for x, _ in images[:2]]))
+    torch.testing.assert_close(model[1].running_mean, seen.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert model[1].momentum == 0.1 and not model.training and not model[1].training and not model[2].training
