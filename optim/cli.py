@@ -66,13 +66,17 @@ def producer_run(args: Any, recipe: str, device: str | None = None, needs_data: 
     _, loaded = load_checked(args)
     settings = settings_from_args(args, loaded, check_data=needs_data or bool(getattr(args, "data", None)))
     torch.set_num_threads(settings.threads)
-    path = out_dir(args.out, loaded.info.arch, recipe)
+    source = loaded.info.source if loaded.info.has_weights else None
+    name = Path(source).name.split(".")[0] if source else loaded.info.arch
+    path = out_dir(args.out, name, recipe)
     _check_replaces(path, loaded.info, recipe, bool(getattr(args, "force", False)))
     return ProducerRun(settings, loaded, path)
 
 
-def out_dir(out: str | None, arch: str, recipe: str) -> Path:
-    """``--out``, or ``results/variants/<arch>-<recipe>``; an existing folder that is not a variant is refused."""
+def out_dir(out: str | None, name: str, recipe: str) -> Path:
+    """``--out``, or ``results/variants/<name>-<recipe>`` (``name``: the checkpoint file's stem, so two checkpoints of
+    one architecture get folders of their own; the architecture for random init); an existing folder that is not a
+    variant is refused."""
     from data.paths import results_dir
 
     if out:
@@ -80,7 +84,7 @@ def out_dir(out: str | None, arch: str, recipe: str) -> Path:
 
         path = absolute(out)
     else:
-        safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in f"{arch}-{recipe}")[:100]
+        safe = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in f"{name}-{recipe}")[:100]
         path = results_dir() / "variants" / safe
     if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / "manifest.json").is_file())):
         raise InputError(f"--out {path} exists and is not a variant directory; choose another path")

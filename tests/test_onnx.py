@@ -165,3 +165,17 @@ def test_random_init_model_is_parity_checked_on_random_inputs(tmp_path):
     assert step["parity"]["data"] == "random" and step["parity"]["passed"]
     out = variant(torch.randn(4, 3, 32, 32))
     assert out.shape == (4, 10)
+
+
+def test_two_checkpoints_of_one_architecture_get_default_folders_of_their_own(tiny_ckpt, cli, tmp_path):
+    """Without --out a variant goes to results/variants/<checkpoint stem>-<recipe>: a second checkpoint of the same
+    architecture was refused (the folder was named after the architecture) with advice to --force over the first."""
+    import shutil
+
+    for name in ("dogs_a.pt", "dogs_b.pt"):
+        shutil.copy(tiny_ckpt, tmp_path / name)
+    for name in ("dogs_a.pt", "dogs_b.pt"):
+        proc = cli(["optim.onnx", name, "--results", "results"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for stem in ("dogs_a", "dogs_b"):
+        assert (tmp_path / "results" / "variants" / f"{stem}-ort" / "manifest.json").is_file()

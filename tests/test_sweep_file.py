@@ -3,7 +3,6 @@ results folder the file names, and a changed grid that must say how to start new
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -28,16 +27,15 @@ def test_a_sweep_file_run_twice_with_its_own_results_folder(tiny_ckpt, tmp_path)
     """The file's ``results`` folder holds its runs, so running the file again continues them (it looked in the
     default folder and refused the run as existing); a changed grid says how to start new runs in a sweep file."""
     shutil.copy(tiny_ckpt, tmp_path / "model.pt")
-    env = {k: v for k, v in os.environ.items() if k != "OPTBENCH_RESULTS"}
     _grid(tmp_path)
-    first = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], env=env, cwd=tmp_path)
+    first = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     rows = (tmp_path / "mine" / "runs" / "grid-model.pt" / "results.jsonl").read_text()
-    again = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], env=env, cwd=tmp_path)
+    again = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "mine" / "runs" / "grid-model.pt" / "results.jsonl").read_text() == rows  # only reported
     _grid(tmp_path, recipes='"fp32", "fp32-cl"')
-    changed = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], env=env, cwd=tmp_path)
+    changed = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     line = _one_line(changed)
     assert "--recipes would change what this run measured" in line and "name = ..." in line
 
