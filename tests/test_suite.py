@@ -58,6 +58,7 @@ def test_pytest_bench_json_is_readable_by_compare_and_carries_accuracy(tiny_ckpt
     assert "not interleaved with fp32" in (run / "explanations.md").read_text()
     board = (run / "leaderboard.md").read_text()
     assert "fp32-cl" in board and "skipped: step fp16 runs only on cuda" in board
+    assert "\nMeasured on " in board and " threads." in board  # every figure names the machine it came from
     again = run_pytest_bench(["--ckpt", "model.pt", "--run-id", "suite", "--collect-only"], tmp_path, cwd=user)
     assert again.returncode == 4 and "already holds a run" in again.stderr  # a report never overwrites a run
     doc = json.loads(out.read_text())

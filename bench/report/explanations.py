@@ -116,6 +116,7 @@ def write(report: Any, run_dir: Path) -> dict[str, Path]:
     path = Path(run_dir) / "explanations.md"
     body = text(report, run_dir) or "Every variant was measured, none is slower than fp32 or over the budget."
     path.write_text(
-        f"# Explanations for run {report.config.get('run_id', Path(run_dir).name)}\n\n{report.answer}\n\n{body}\n"
+        f"# Explanations for run {report.config.get('run_id', Path(run_dir).name)}\n\n{report.answer}\n\n"
+        f"{report.machine_line()}.\n\n{body}\n"
     )
     return {"explanations": path}

@@ -38,6 +38,15 @@ class Report:
     def device(self) -> str | None:
         return self.config.get("device")
 
+    def machine_line(self) -> str:
+        """Where every figure of the run was measured, for the files that travel without the page."""
+        from models.machine import hardware_kind
+
+        threads = self.machine.get("threads")
+        return f"Measured on {hardware_kind(self.machine, str(self.device or 'cpu'))}" + (
+            f", {threads} threads" if threads else ""
+        )
+
     def title(self, run_dir: Path) -> str:
         fp = self.machine
         return (

@@ -20,14 +20,18 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     return shown.fillna("")
 
 
-def write_leaderboard(df: pd.DataFrame, out_dir: str | Path, answer: str, scenarios: list[Any] | None = None) -> dict:
-    """``leaderboard.csv`` (every column, numbers as numbers) and ``leaderboard.md`` (the main columns)."""
+def write_leaderboard(
+    df: pd.DataFrame, out_dir: str | Path, answer: str, scenarios: list[Any] | None = None, machine: str = ""
+) -> dict:
+    """``leaderboard.csv`` (every column, numbers as numbers) and ``leaderboard.md`` (the main columns, under the
+    answer and the machine that measured them)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"leaderboard.csv": out_dir / "leaderboard.csv", "leaderboard.md": out_dir / "leaderboard.md"}
     df.to_csv(paths["leaderboard.csv"], index=False)
     main_cols = [c for c in columns(scenarios) if c in df.columns]
-    paths["leaderboard.md"].write_text(f"{answer}\n\n{_fmt(df[main_cols]).to_markdown(index=False)}\n")
+    head = f"{answer}\n\n{machine}.\n" if machine else f"{answer}\n"
+    paths["leaderboard.md"].write_text(f"{head}\n{_fmt(df[main_cols]).to_markdown(index=False)}\n")
     return paths
 
 
@@ -43,4 +47,4 @@ def console_table(df: pd.DataFrame, scenarios: list[Any]) -> str:
 
 
 def write(report: Any, run_dir: Path) -> dict[str, Path]:
-    return write_leaderboard(report.df, run_dir, report.answer, report.scenarios)
+    return write_leaderboard(report.df, run_dir, report.answer, report.scenarios, report.machine_line())

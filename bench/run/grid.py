@@ -160,6 +160,7 @@ def run_grid(
             raise InputError(f"sweep file {path}, checkpoint {ckpt}: {exc}{advice if exists else ''}") from None
     worst = 0
     for (stem, ckpt, _), argv in zip(runs, plans, strict=True):
-        print(f"\n===== {stem}: {ckpt} =====", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):  # leaderboards go to stdout, progress to stderr: both say whose
+            print(f"\n===== {stem}: {ckpt} =====", file=stream, flush=True)
         worst = max(worst, main(argv) or 0)
     return worst
