@@ -218,7 +218,7 @@ def test_batchnorm_statistics_are_recomputed_after_the_fine_tune():
     BatchNorm layers in train mode, and the rest of the model left as it was."""
     from torch import nn
 
-    from optim.backends.pruning import recalibrate_batchnorm
+    from optim.backends.batchnorm import recalibrate_batchnorm
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Dropout(0.5)).eval()

@@ -181,13 +181,7 @@ def compare_timing(
     else:
         p = p_slower if (ratio < 1) == higher else p_faster
         verdict = UNCHANGED
-    one_run = p_runs is None and verdict in (REGRESSION, IMPROVED)
-    if one_run and not _past(ratio, max(threshold, ONE_RUN_SPREAD), higher):
-        verdict = INCONCLUSIVE
-        notes.append(
-            f"one run on a side: a change under {ONE_RUN_SPREAD:.0%} cannot be told from run-to-run drift "
-            "(pool runs, or use --ab)"
-        )
+    verdict = _one_run_guard(verdict, ratio, threshold, higher, p_runs, notes)
     if p_runs is not None:
         ok = "met" if p_runs < run_alpha else "not met"
         notes.append(f"runs {len(base_runs)} vs {len(cand_runs)}: run-level p {p_runs:.2g} (< {run_alpha:g} {ok})")
@@ -200,6 +194,23 @@ def compare_timing(
     if base.batch_size != cand.batch_size:
         notes.append(f"batch {base.batch_size} vs {cand.batch_size}")
     return _timing_comparison(base, cand, bv, cv, ratio, p, verdict, threshold, notes, p_runs)
+
+
+def _one_run_guard(
+    verdict: str, ratio: float, threshold: float, higher: bool, p_runs: float | None, notes: list[str]
+) -> str:
+    """With one run on a side (no run-level test), a change counts only past ``ONE_RUN_SPREAD``; says so when not."""
+    if (
+        p_runs is not None
+        or verdict not in (REGRESSION, IMPROVED)
+        or _past(ratio, max(threshold, ONE_RUN_SPREAD), higher)
+    ):
+        return verdict
+    notes.append(
+        f"one run on a side: a change under {ONE_RUN_SPREAD:.0%} cannot be told from run-to-run drift "
+        "(pool runs, or use --ab)"
+    )
+    return INCONCLUSIVE
 
 
 def _past(ratio: float, threshold: float, higher_is_better: bool) -> bool:
