@@ -59,8 +59,8 @@ def _sha(value: Any, what: str, source: str) -> list[str]:
 
 
 # How per-call samples were taken, a condition of every timed benchmark: every variant in one pytest process,
-# unpaired, reads differently from processes of their own (+17% on one variant, p < 0.001, with no code change), so
-# the two never meet in one comparison.
+# unpaired, reads differently from processes of their own with no code change (docs/gate.md), so the two never meet
+# in one comparison.
 TIMED = "timed"
 IN_PYTEST = "in the pytest process"
 IN_OWN_PROCESSES = "in processes of their own"

@@ -36,8 +36,8 @@ import numpy as np
 from bench.gate.series import Series
 
 # With one run on a side the run-to-run spread cannot be estimated, and fresh processes of the same code differ by
-# 10-15% (docs/gate.md: a stored one-run baseline flagged 36-40% of A/A pairs at a 5% threshold). Such a pair is
-# called a regression only past this change; below it the verdict is inconclusive and says why.
+# more than the threshold (docs/gate.md, "Measured quality"). Such a pair is called a regression only past this
+# change; below it the verdict is inconclusive and says why.
 ONE_RUN_SPREAD = 0.25
 DEFAULT_ALPHA = 0.001
 DEFAULT_RUN_ALPHA = 0.01
