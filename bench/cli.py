@@ -50,16 +50,27 @@ def _new_run_dir(run_id: str) -> Path:
     return directory
 
 
-def _grid_plan(stem: str, new: list[str], resumed: list[str]) -> list[str]:
-    """Check one checkpoint of a sweep file before any is measured; the arguments it will run with."""
+def _grid_plan(stem: str, options: list[str]) -> list[str]:
+    """Check one checkpoint of a sweep file before any is measured; the arguments it will run with: a new run, or
+    the run of that name continued (looked for in the results folder its options name)."""
     from bench.options import run_config_from_args
     from bench.run.resume import resume_config
+    from bench.run.run_dir import run_dir
 
     parser = build_parser()
-    if new:
+    parser.parse_args(options)  # fixes the results folder its options name, where its run is
+    if not (run_dir(stem) / "run_config.json").is_file():
+        new = [*options, "--run-id", stem]
         run_config_from_args(parser.parse_args(new))
         return new
-    resume_config(stem, resumed, parser)
+    resumed = ["--resume", stem, *options]
+    try:
+        resume_config(stem, resumed, parser)
+    except InputError as exc:
+        raise InputError(
+            f"{exc} (in a sweep file: give the checkpoint another name = ... in its [[checkpoint]] table, or copy "
+            "the file under another name, to start new runs)"
+        ) from None
     return resumed
 
 

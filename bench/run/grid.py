@@ -120,44 +120,24 @@ def read_grid(path: Path) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
     return shared, runs
 
 
-def _results_of(options: Sequence[str]) -> Path:
-    """The results folder a checkpoint's options name (``results = DIR`` in the file, ``--results`` typed), else the
-    command's: where its run directory would be."""
-    from data.paths import absolute, results_dir
-
-    chosen = None
-    for i, arg in enumerate(options):
-        if arg == "--results" and i + 1 < len(options):
-            chosen = options[i + 1]
-        elif arg.startswith("--results="):
-            chosen = arg.split("=", 1)[1]
-    return absolute(chosen) if chosen else results_dir()
-
-
 def run_grid(
     path: Path,
     extra: Sequence[str],
-    prepare: Callable[[str, list[str], list[str]], list[str]],
+    prepare: Callable[[str, list[str]], list[str]],
     main: Callable[[Sequence[str]], int],
 ) -> int:
     """Every checkpoint of the sweep file through ``main`` (``python -m bench``'s); the worst exit code wins.
 
-    ``prepare(run name, arguments of a new run, arguments of a resumed one)`` checks a checkpoint's options and
-    returns the arguments to run it with; it is called for every checkpoint before any is measured.
+    ``prepare(run name, the checkpoint's options)`` checks them and returns the arguments to run it with (a new run,
+    or its run continued); it is called for every checkpoint before any is measured.
     """
     shared, runs = read_grid(path)
     plans: list[list[str]] = []
     for stem, ckpt, own in runs:
-        options = [ckpt, *shared, *own, *extra]
-        exists = (_results_of(options) / "runs" / stem / "run_config.json").is_file()
         try:
-            plans.append(prepare(stem, [] if exists else [*options, "--run-id", stem], ["--resume", stem, *options]))
+            plans.append(prepare(stem, [ckpt, *shared, *own, *extra]))
         except InputError as exc:
-            advice = (
-                " (in a sweep file: give the checkpoint another name = ... in its [[checkpoint]] table, or copy the "
-                "file under another name, to start new runs)"
-            )
-            raise InputError(f"sweep file {path}, checkpoint {ckpt}: {exc}{advice if exists else ''}") from None
+            raise InputError(f"sweep file {path}, checkpoint {ckpt}: {exc}") from None
     worst = 0
     for (stem, ckpt, _), argv in zip(runs, plans, strict=True):
         for stream in (sys.stdout, sys.stderr):  # leaderboards go to stdout, progress to stderr: both say whose

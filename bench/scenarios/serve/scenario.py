@@ -28,8 +28,9 @@ def _tried(row: Mapping[str, Any]) -> int:
 
 
 def _cut_short(row: Mapping[str, Any]) -> bool:
-    """Whether the row's search stopped on its time budget before walking the whole grid."""
-    return "budget" in str(_search_of(row).get("stopped") or "")
+    """Whether the row's search stopped on its time budget before walking the whole grid (``stopped`` is set then
+    only: :func:`bench.measure.serving_search.best_configuration`)."""
+    return bool(_search_of(row).get("stopped"))
 
 
 class Serve(Scenario):
