@@ -513,6 +513,7 @@ def test_cli_one_line_error_in_a_real_process(tmp_path: Path, cli):
         ('{"foo": 1}', "neither a pytest-benchmark JSON"),
         ("not json at all\n", "is not JSON"),
         ("", "is empty"),
+        ('{"variant": "fp32", "scenario": "latency", "device": "cpu", "status": 7}\n', "row 1 status is 7"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(work: Path, content, message, gate):
@@ -704,6 +705,32 @@ def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, ca
     with pytest.raises(SystemExit) as exc:
         run_cli(main, ["--samples", str(tmp_path / "none.jsonl")])
     assert exc.value.code == 2
+
+
+def test_gate_sim_never_pools_runs_of_different_checkpoints(tmp_path: Path, monkeypatch, capsys):
+    """Two models' runs pooled as two runs of one benchmark would simulate the models' difference as noise."""
+    from bench.gate.sim import main
+    from data.errors import run_cli
+
+    runs = tmp_path / "results" / "runs"
+    for i in range(3):
+        _write(runs / f"small-{i}" / "results.jsonl", _rows(seed=i, run_id=f"s{i}"))
+    _write(runs / "large" / "results.jsonl", _rows(factor=5.0, run_id="l", sha=OTHER_SHA))
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path / "results"))
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, ["--trials", "20"])
+    assert exc.value.code == 0
+    captured = capsys.readouterr()
+    assert f"simulating the 3 run(s) of checkpoint {SHA[:12]}" in captured.err and OTHER_SHA[:12] in captured.err
+    simulated = next(ln for ln in captured.out.splitlines() if ln.startswith("samples: "))
+    assert simulated.count("results.jsonl") == 3 and "large" not in simulated
+    with pytest.raises(SystemExit) as exc:
+        run_cli(
+            main,
+            ["--samples", str(runs / "small-0" / "results.jsonl"), "--samples", str(runs / "large" / "results.jsonl")],
+        )
+    assert exc.value.code == 2
+    assert "measured different checkpoints" in capsys.readouterr().err
 
 
 def test_run_level_guard_absorbs_process_to_process_drift():

@@ -104,7 +104,9 @@ def rows_to_series(rows: list[dict[str, Any]], source: str) -> Store:
                 f"{source}: row {number} lacks variant/scenario/device; is it a results.jsonl of python -m bench?"
             )
         variant, scenario, device = str(variant), str(scenario), str(device)
-        status = str(row.get("status", "ok"))
+        status = row.get("status", "ok")
+        if not isinstance(status, str):
+            raise InputError(f"{source}: row {number} status is {status!r}, not a word such as 'ok' or 'failed'")
         if status != "ok":
             reason = str(row.get("error") or row.get("reason") or status)
             pool(store, Series(variant, ANY, device, ANY, status=status, reason=reason, source=source))

@@ -112,6 +112,30 @@ def _default_samples() -> list[Path]:
     return files
 
 
+def _one_checkpoint(files: list[Path], chosen: bool) -> list[Path]:
+    """The files whose runs measured one checkpoint: pooling a resnet10t run with a resnet50 run as two "runs" of one
+    benchmark would simulate noise that is really two models. Files the user named must agree; of the results
+    folder's runs the checkpoint with the most files is kept and the rest named."""
+    by_sha: dict[tuple[str, ...], list[Path]] = {}
+    for f in files:
+        shas = sorted({sha for s in load_file(f).series.values() for sha in s.checkpoints})
+        by_sha.setdefault(tuple(shas), []).append(f)
+    if len(by_sha) == 1:
+        return files
+    named = "; ".join(
+        f"{len(fs)} of {'+'.join(x[:12] for x in sha) or 'no recorded checkpoint'}" for sha, fs in by_sha.items()
+    )
+    if chosen:
+        raise InputError(f"the samples measured different checkpoints ({named}); pass runs of one checkpoint")
+    sha, kept = max(by_sha.items(), key=lambda item: len(item[1]))
+    print(
+        f"note: simulating the {len(kept)} run(s) of checkpoint {'+'.join(x[:12] for x in sha) or '(none recorded)'}; "
+        f"the results folder holds {named}: pass --samples to choose",
+        file=sys.stderr,
+    )
+    return kept
+
+
 def _grid(text: str | None) -> list[int]:
     if not text:
         return []
@@ -255,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = [Path(f) for f in args.samples] if args.samples else []
     if args.record:
         files.append(record_sessions(args.record, args.record_processes, args.ckpt))
-    files = files or _default_samples()
+    files = _one_checkpoint(files, chosen=bool(files)) if files else _one_checkpoint(_default_samples(), chosen=False)
     _print_results(_simulate_all(args, files, rules), files, rules, args)
     return 0
 

@@ -73,7 +73,7 @@ def parse_choices(text: str, choices: Sequence[str], option: str) -> list[str]:
 
 def _check_step_alone(args: Any) -> None:
     """``--step`` profiles the user's own loop: checkpoint targets and options have nothing to act on."""
-    if args.target and args.target.strip() != "step":
+    if args.target is not None and args.target.strip() != "step":
         raise InputError("--step runs your own step (target 'step'); --target data/train/infer need a checkpoint")
     given = [f"--{n.replace('_', '-')}" for n in ("model", "data", "num_classes", "img_size") if getattr(args, n)]
     if args.ckpt or given:
@@ -89,7 +89,7 @@ def _validate(args: Any) -> dict[str, Any]:
         _check_step_alone(args)
         targets = ["step"]
     else:
-        targets = parse_choices(args.target or ",".join(TARGETS), TARGETS, "--target")
+        targets = parse_choices(",".join(TARGETS) if args.target is None else args.target, TARGETS, "--target")
     notes: list[str] = []
     if args.profiler is None:
         profilers = list(PROFILERS)
