@@ -105,6 +105,7 @@ class RunConfig:
     executor: str = _spec("local", FREE, cli=_option("--executor"))
     executor_options: Mapping[str, Any] = _spec(on_resume=FREE, default_factory=dict)  # the executor's own
     recipe_choice: Mapping[str, Any] = _spec(on_resume=DERIVED, default_factory=dict)  # how defaults were chosen
+    resumed: tuple[Mapping[str, Any], ...] = _spec((), DERIVED)  # each --resume that changed a free field: what
 
     def job(self, recipe: str, run_dir: str, accuracy: bool | None = None) -> Job:
         return Job(
@@ -160,7 +161,7 @@ class RunConfig:
             elif f.name == "scenarios":
                 value = [s.to_dict() for s in value]
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [dict(v) if isinstance(v, Mapping) else v for v in value]
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[f.name] = value
@@ -199,6 +200,10 @@ class RunConfig:
                 if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
                     raise InputError("run configuration field recipes must be a list of strings")
                 values[name] = tuple(value)
+            elif name == "resumed":
+                if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+                    raise InputError("run configuration field resumed must be a list of objects")
+                values[name] = tuple(dict(item) for item in value)
             elif name in ("recipe_choice", "executor_options"):
                 if not isinstance(value, Mapping):
                     raise InputError(f"run configuration field {name} must be an object")

@@ -325,6 +325,29 @@ def test_resume_refuses_a_checkpoint_whose_content_changed(run_in_process, finis
     assert results.read_text() == before
 
 
+def test_a_run_resumed_with_another_timeout_says_so(run_in_process, finished_run, tmp_path, monkeypatch):
+    """run_config.json shows the latest start; the rows measured before ran with the earlier settings, so the
+    change is kept in the configuration and said beside the answer, and changing only the budget is not flagged."""
+    import json
+    import shutil
+
+    from bench.cli import main
+
+    copy = tmp_path / "results"
+    shutil.copytree(finished_run / "runs" / "k3", copy / "runs" / "k3")
+    monkeypatch.setenv("OPTBENCH_RESULTS", str(copy))
+    run = copy / "runs" / "k3"
+    code, _, err = run_in_process(main, ["--resume", "k3", "--max-drop", "2", "--no-progress"])
+    assert code == 0, err[-2000:]
+    assert "resumed with other settings" not in (run / "explanations.md").read_text()
+    code, _, err = run_in_process(main, ["--resume", "k3", "--timeout", "600", "--no-progress"])
+    assert code == 0, err[-2000:]
+    history = json.loads((run / "run_config.json").read_text())["resumed"]
+    assert [item["changed"] for item in history] == [{"max_drop": [1.0, 2.0]}, {"timeout_s": [1800.0, 600.0]}]
+    assert "timeout_s 1800.0 -> 600.0" in (run / "explanations.md").read_text()
+    assert "resumed with other settings" in (run / "leaderboard.md").read_text()
+
+
 def test_a_second_sweep_on_a_locked_run_directory_exits_2(run_in_process, finished_run, monkeypatch):
     from bench.cli import main
     from bench.run.run_dir import RunLock

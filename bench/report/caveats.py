@@ -64,3 +64,24 @@ def with_caveats(answer: str, found: list[tuple[str, str]]) -> str:
         return answer
     tail = " (caution: " + "; ".join(short for short, _ in found) + ")"
     return "\n".join(line + tail for line in answer.splitlines())
+
+
+def resumed_with_other_settings(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A run continued with another executor or timeout: the configuration shown is the latest start's, while the
+    rows measured before ran with the earlier settings (each row names its executor)."""
+    starts = [item for item in config.get("resumed") or () if isinstance(item, Mapping)]
+    changes = [
+        f"{name} {old!r} -> {new!r} ({item.get('at', '?')})"
+        for item in starts
+        for name, (old, new) in dict(item.get("changed") or {}).items()
+        if name != "max_drop"  # the budget changes only the answer, which says which budget it used
+    ]
+    if not changes:
+        return []
+    return [
+        (
+            "resumed with other settings",
+            f"the run was resumed with other settings ({'; '.join(changes)}); rows measured before ran with the "
+            "earlier ones: the configuration shown is the latest start's.",
+        )
+    ]

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.answer import answer_line
-from bench.report.caveats import caveats, with_caveats
+from bench.report.caveats import caveats, resumed_with_other_settings, with_caveats
 from bench.report.leaderboard import build_leaderboard
 from bench.scenarios import in_rows
 
@@ -95,6 +95,6 @@ def build_report(rows: list[dict[str, Any]], config: dict[str, Any], wandb: bool
     skipped = max((int(r.get("skipped_images") or 0) for r in rows), default=0)
     if skipped:
         answer += f" ({skipped} unreadable images were left out of the data: --skip-bad-images)"
-    found = caveats(df, rows, max_drop)
+    found = caveats(df, rows, max_drop) + resumed_with_other_settings(config)
     machine = run_fingerprint(rows, device)
     return Report(rows, config, df, scenarios, with_caveats(answer, found), found, machine, wandb)

@@ -81,7 +81,22 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
             f"--resume {run_id}: {names} would change what this run measured "
             f"({'; '.join(_difference(stored, fresh, name) for name in changed)}); start a new run (--run-id) instead"
         )
-    return fresh.replace(recipe_choice=stored.recipe_choice), directory
+    return fresh.replace(recipe_choice=stored.recipe_choice, resumed=_history(stored, fresh)), directory
+
+
+def _history(stored: Any, fresh: Any) -> tuple[Any, ...]:
+    """run_config.json holds the settings of the latest start; rows measured before it ran with the earlier ones,
+    so each start that changed a free field (executor, timeout, ...) or the budget is kept, with what it changed."""
+    import datetime
+
+    from bench.config import ANSWER, FREE
+
+    names = [n for policy in (FREE, ANSWER) for n in stored.changed_fields(fresh, policy) if n != "run_id"]
+    if not names:
+        return stored.resumed
+    old, new = stored.to_dict(), fresh.to_dict()
+    at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (*stored.resumed, {"at": at, "changed": {n: [old[n], new[n]] for n in names}})
 
 
 def _same_checkpoint(run_id: str, directory: Path, sha256: str | None) -> None:
