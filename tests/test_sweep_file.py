@@ -1,5 +1,5 @@
 """``python -m bench --sweep-file grid.toml`` as a user types it in their own folder: what a file may not set, a
-results folder the file names, and a changed grid that must say how to start new runs."""
+results folder the file names, a recipe added to a grid, and a changed grid that must say how to start new runs."""
 
 from __future__ import annotations
 
@@ -34,10 +34,20 @@ def test_a_sweep_file_run_twice_with_its_own_results_folder(tiny_ckpt, tmp_path)
     again = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "mine" / "runs" / "grid-model.pt" / "results.jsonl").read_text() == rows  # only reported
-    _grid(tmp_path, recipes='"fp32", "fp32-cl"')
+    _grid(tmp_path, recipes='"fp32", "fp32-cl"')  # a recipe added: measured in the same run, the rest kept
+    added = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
+    assert added.returncode == 0, added.stderr[-3000:]
+    after = (tmp_path / "mine" / "runs" / "grid-model.pt" / "results.jsonl").read_text()
+    assert after.startswith(rows) and '"variant": "fp32-cl"' in after[len(rows) :]
+    assert "| fp32-cl " in (tmp_path / "mine" / "runs" / "grid-model.pt" / "leaderboard.md").read_text()
+    _grid(tmp_path, extra="calib-size = 8", recipes='"fp32", "fp32-cl"')
     changed = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     line = _one_line(changed)
-    assert "--recipes would change what this run measured" in line and "name = ..." in line
+    assert "--calib-size would change what this run measured" in line and "name = ..." in line
+    _grid(tmp_path, recipes='"fp32"')  # a recipe left out: its rows would stay in a run that no longer lists it
+    assert "--recipes would change what this run measured" in _one_line(
+        run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
+    )
 
 
 def test_what_a_sweep_file_cannot_set_is_one_line_before_anything_runs(tiny_ckpt, tmp_path):

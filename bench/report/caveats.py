@@ -74,7 +74,7 @@ def resumed_with_other_settings(config: Mapping[str, Any]) -> list[tuple[str, st
         f"{name} {old!r} -> {new!r} ({item.get('at', '?')})"
         for item in starts
         for name, (old, new) in dict(item.get("changed") or {}).items()
-        if name != "max_drop"  # the budget changes only the answer, which says which budget it used
+        if name not in ("max_drop", "recipes")  # the answer says its budget; added recipes ran as they were
     ]
     if not changes:
         return []

@@ -5,7 +5,8 @@ The stored configuration is written back as options (:meth:`~bench.config.RunCon
 given now are laid over them, and the result goes through the same :func:`~bench.options.run_config_from_args` as
 a new run: a field that defines what was measured and now differs is refused, naming its option; fields that say
 how the run is watched, or that change only the answer (``--max-drop``), take the new value. A staged scenario
-(``--serve``) may be added or changed: it measures the variants the sweep saved, after it.
+(``--serve``) may be added or changed: it measures the variants the sweep saved, after it. Recipes may be added
+(never removed): each new one is timed against fp32 at its own moments, as a failed one measured again is.
 """
 
 from __future__ import annotations
@@ -75,23 +76,28 @@ def resume_config(run_id: str, argv: Sequence[str], parser: Any) -> tuple[Any, P
     changed = stored.changed_fields(fresh, FIXED)
     if "scenarios" in changed and _swept(stored.scenarios) == _swept(fresh.scenarios):
         changed.remove("scenarios")  # only a staged scenario (--serve) differs: it runs after the sweep, on its copies
+    if "recipes" in changed and set(stored.recipes) <= set(fresh.recipes):
+        changed.remove("recipes")  # recipes added: measured against fp32 at their own moments, like a failed retry
     if changed:
         names = ", ".join(dict.fromkeys(o for name in changed for o in _options(stored, fresh, name)))
         raise InputError(
             f"--resume {run_id}: {names} would change what this run measured "
             f"({'; '.join(_difference(stored, fresh, name) for name in changed)}); start a new run (--run-id) instead"
         )
-    return fresh.replace(recipe_choice=stored.recipe_choice, resumed=_history(stored, fresh)), directory
+    choice = stored.recipe_choice if fresh.recipes == stored.recipes else fresh.recipe_choice
+    return fresh.replace(recipe_choice=choice, resumed=_history(stored, fresh)), directory
 
 
 def _history(stored: Any, fresh: Any) -> tuple[Any, ...]:
     """run_config.json holds the settings of the latest start; rows measured before it ran with the earlier ones,
-    so each start that changed a free field (executor, timeout, ...) or the budget is kept, with what it changed."""
+    so each start that changed a free field (executor, timeout, ...), the budget or added recipes is kept, with what
+    it changed."""
     import datetime
 
     from bench.config import ANSWER, FREE
 
     names = [n for policy in (FREE, ANSWER) for n in stored.changed_fields(fresh, policy) if n != "run_id"]
+    names += ["recipes"] if fresh.recipes != stored.recipes else []
     if not names:
         return stored.resumed
     old, new = stored.to_dict(), fresh.to_dict()
