@@ -85,9 +85,13 @@ class ArgumentParser(argparse.ArgumentParser):
         from data.paths import absolute, use_results_dir
 
         parsed, rest = super().parse_known_args(args, namespace)
+        for action in self._actions:  # an empty "$CKPT" or --out '' in a script is a mistake, never a choice
+            value = getattr(parsed, action.dest, None)
+            if isinstance(value, str) and not value.strip() and value != action.default:
+                named = action.option_strings[-1] if action.option_strings else (action.metavar or action.dest.upper())
+                advice = "give it a value or leave it out" if action.option_strings else "name a file or folder"
+                raise InputError(f"{named} is empty; {advice}")
         option = getattr(parsed, "results", None)
-        if option is not None and not str(option).strip():
-            raise InputError("--results is empty; name a folder")
         if option and absolute(option).exists() and not absolute(option).is_dir():
             raise InputError(f"--results {absolute(option)} exists and is not a folder")
         use_results_dir(option)

@@ -261,8 +261,14 @@ def test_bad_input_is_one_line_and_leaves_the_run_alone(run, tmp_path, run_in_pr
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     assert tree_digest(results) == before
     code, _, err = run_in_process(main, [RUN_ID, "--out", str(tmp_path / "full"), "--force", "--results", str(results)])
+    assert code == 2 and "not an optbench export" in err, err  # --force never deletes a folder of the user's
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    code, _, err = run_in_process(main, [RUN_ID, "--out", str(tmp_path / "exp"), "--results", str(results)])
     assert code == 0, err
-    assert not (tmp_path / "full" / "keep.txt").exists() and (tmp_path / "full" / "predict.py").is_file()
+    (tmp_path / "exp" / "stale.txt").write_text("left by hand")
+    code, _, err = run_in_process(main, [RUN_ID, "--out", str(tmp_path / "exp"), "--force", "--results", str(results)])
+    assert code == 0, err  # an earlier export is what --force replaces
+    assert not (tmp_path / "exp" / "stale.txt").exists() and (tmp_path / "exp" / "predict.py").is_file()
 
 
 def test_a_run_without_predictions_exports_but_cannot_be_checked(run, tmp_path, run_in_process):

@@ -442,6 +442,22 @@ def test_skip_bad_images_leaves_them_out_and_says_so(run_in_process, tiny_ckpt, 
 
 
 @pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["", "--model", "resnet10t"], "CKPT is empty"),  # an unset "$CKPT" in a script: not random weights
+        (["--resume", ""], "--resume is empty"),  # not a new default sweep
+        (["--run-id", "", "--quick"], "--run-id is empty"),  # not an automatic name
+    ],
+)
+def test_an_empty_argument_is_refused_not_read_as_absent(run_in_process, argv, needle, tmp_path):
+    from bench.cli import main
+
+    code, _, err = run_in_process(main, argv)
+    assert needle in _bad_input_line(code, err)
+    assert not (tmp_path / "results" / "runs").exists() or not any((tmp_path / "results" / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
     "args,needle",
     [
         (["--recipes", ""], "--recipes is empty"),

@@ -39,17 +39,23 @@ def check_out(
     works in (which even --force must not replace). ``option`` and ``replace``: how the command the user typed
     names the folder and the way to replace it."""
     resolved, run = out.resolve(), run_dir.resolve()
+    here = Path.cwd().resolve()
+    if resolved in (here, Path.home().resolve()) or resolved in here.parents:
+        raise InputError(f"{option} {out} is the current folder, one above it, or home: name a folder of its own")
     if resolved == run or run in resolved.parents or resolved in run.parents:
         raise InputError(
             f"{option} {out} is inside the run directory {run_dir} (or holds it); choose a folder outside it"
         )
     if out.exists() and not out.is_dir():
         raise InputError(f"{option} {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise InputError(f"{option} {out} exists and is not empty; {replace}")
-    here = Path.cwd().resolve()
-    if resolved in (here, Path.home().resolve()) or resolved in here.parents:
-        raise InputError(f"{option} {out} is the current folder, one above it, or home: name a folder of its own")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise InputError(f"{option} {out} exists and is not empty; {replace}")
+        if not (out / EXPORT_INFO).is_file():  # --force replaces an earlier export, never a folder of the user's
+            raise InputError(
+                f"{option} {out} holds files that are not an optbench export ({EXPORT_INFO} is missing); even "
+                "--force replaces only an earlier export: name a new folder"
+            )
 
 
 def _measured_threads(chosen: Chosen) -> int:
