@@ -688,6 +688,19 @@ def test_ab_data_reaches_both_sides_as_an_absolute_path(tmp_path: Path, gate, mo
     assert proc.returncode == 2 and "describe --ckpt; pass it too" in proc.stderr
 
 
+def test_runs_at_another_input_size_or_on_other_images_are_refused(work: Path, gate):
+    """The same checkpoint at 64 px against 32 px is slower because the question changed; a top-1 on 33 images
+    against 30 others is not an improvement. Both are one line, exit 2, naming what differs."""
+    base = _write(work / "a.jsonl", [{**r, "img_size": 32, "data_spec": "dogs", "val_images": 30} for r in _rows()])
+    bigger = _write(work / "b.jsonl", [{**r, "img_size": 64, "data_spec": "dogs", "val_images": 30} for r in _rows()])
+    proc = gate([base, bigger], work)
+    assert proc.returncode == 2 and "img_size=32" in proc.stderr and "img_size=64" in proc.stderr, proc.stderr
+    other = _write(work / "c.jsonl", [{**r, "img_size": 32, "data_spec": "dogs2", "val_images": 33} for r in _rows()])
+    proc = gate([base, other], work)
+    assert proc.returncode == 2 and "val_images=33" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert gate([base, base], work).returncode == 0
+
+
 def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, capsys):
     from bench.gate.sim import main
     from data.errors import run_cli

@@ -94,6 +94,17 @@ def _scenario_series(row: dict[str, Any], number: int, source: str, key: tuple[s
     return s
 
 
+# What a figure was measured on, besides the weights and the machine: a timing at 64 px is not a regression of one
+# at 32 px, nor a top-1 on 33 images an improvement on one over 30 others.
+TIMING_INPUTS = ("img_size",)
+TOP1_INPUTS = ("img_size", "data_spec", "val_images")
+
+
+def measured_on(fields: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The named input conditions a row (or a benchmark's extra_info) records; absent ones are left out."""
+    return {name: fields[name] for name in names if fields.get(name) is not None}
+
+
 def rows_to_series(rows: list[dict[str, Any]], source: str) -> Store:
     store: Store = {}
     top1_seen: set[tuple[str, str, str]] = set()
@@ -114,8 +125,9 @@ def rows_to_series(rows: list[dict[str, Any]], source: str) -> Store:
         fp = _object(row.get("fingerprint"), f"row {number} fingerprint", source) or None
         sha = _sha(row.get("checkpoint_sha256"), f"row {number} checkpoint_sha256", source)
         s = _scenario_series(row, number, source, (variant, scenario, device))
+        s.conditions = measured_on(row, TIMING_INPUTS)
         if (definition := s.definition) is not None:
-            s.conditions = {name: row.get(name) for name in definition.conditions}
+            s.conditions.update({name: row.get(name) for name in definition.conditions})
         if s.samples_ms:
             s.conditions[TIMED] = IN_PYTEST if row.get("executor") == SUITE_EXECUTOR else IN_OWN_PROCESSES
         s.add_machine(fp)
@@ -127,6 +139,7 @@ def rows_to_series(rows: list[dict[str, Any]], source: str) -> Store:
         if top1 is not None and tkey not in top1_seen:
             top1_seen.add(tkey)
             t = Series(variant, TOP1, device, TOP1, value=float(top1), sessions=1, source=source, checkpoints=list(sha))
+            t.conditions = measured_on(row, TOP1_INPUTS)
             t.add_machine(fp)
             pool(store, t)
     return store
@@ -169,13 +182,14 @@ def pytest_benchmark_to_series(doc: dict[str, Any], source: str) -> Store:
         samples = [x * 1e3 for x in _numbers(data, f"{name} stats.data", source)]
         batch = int(_number(extra.get("batch_size"), f"{name} extra_info.batch_size", source) or 1)
         s = Series(variant, scenario, device, metric, samples_ms=samples, batch_size=batch, sessions=1)
-        s.conditions = {TIMED: IN_PYTEST}
+        s.conditions = {**measured_on(extra, TIMING_INPUTS), TIMED: IN_PYTEST}
         s.chunks, s.source, s.checkpoints = [len(samples)], source, list(sha)
         s.add_machine(fp)
         pool(store, s)
         top1 = _number(extra.get("top1"), f"{name} extra_info.top1", source)
         if top1 is not None:
             t = Series(variant, TOP1, device, TOP1, value=top1, sessions=1, source=source, checkpoints=list(sha))
+            t.conditions = measured_on(extra, TOP1_INPUTS)
             t.add_machine(fp)
             # The same variant may have a benchmark per scenario: one top-1 each time.
             if t.key not in store:
