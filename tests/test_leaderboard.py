@@ -71,7 +71,13 @@ def test_all_over_budget_answers_fp32_itself():
     assert df.loc[df["variant"] != "fp32", "within_budget"].eq(False).all()
     line = answer_line(df, 1.0, "cpu")
     assert line.startswith("fastest within 1-point top-1 budget on cpu: fp32")
-    assert "no variant beats the fp32 reference" in line
+    assert "no variant beats the fp32 reference" not in line  # two did, over budget: say so, fastest first
+    assert line.endswith(
+        "every faster variant is over the 1-point budget: int8 (3.33x, drop 15.00), pruned (2.50x, drop 25.00)"
+    )
+    slower = rows_for("fp32", 10.0, 95.0) + rows_for("int8", 12.0, 80.0)
+    line = answer_line(build_leaderboard(slower, 1.0), 1.0, "cpu")
+    assert "no variant beats the fp32 reference" in line and "over the" not in line
 
 
 def test_missing_reference_means_the_budget_cannot_be_checked():

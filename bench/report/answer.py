@@ -54,11 +54,34 @@ def best_within_budget(df: pd.DataFrame, device: str | None = None) -> pd.Series
     return None if pool.empty else _fastest(pool)
 
 
-def _figures(best: pd.Series, scenarios: list) -> str:
+def _figures(best: pd.Series, scenarios: list, nothing_faster: bool) -> str:
     """The chosen variant's figures, the ranking scenario's first."""
-    first = best["variant"] == REFERENCE
+    first = best["variant"] == REFERENCE and nothing_faster
     ordered = sorted(scenarios, key=lambda s: not s.ranks)
     return "".join(s.answer_text(best, first and s.ranks) for s in ordered)
+
+
+def _faster_over_budget(ok: pd.DataFrame, best: pd.Series, max_drop: float) -> str:
+    """When fp32 is the answer although variants ran faster: which, and by how much they missed the budget (else
+    the answer would read as if nothing beat fp32)."""
+    if best["variant"] != REFERENCE or "within_budget" not in ok.columns:
+        return ""
+    rank = ranking()
+    key = paced(ok, rank)
+    ref = key[ok["variant"] == REFERENCE]
+    if ref.empty:
+        return ""
+    faster = ok[(key > ref.iloc[0]) if rank.higher_is_better else (key < ref.iloc[0])]
+    over = faster[faster["within_budget"].notna() & ~faster["within_budget"].astype(bool)]
+    if over.empty:
+        return ""
+    over = over.assign(_k=key[over.index]).sort_values("_k", ascending=not rank.higher_is_better, kind="stable")
+    shown = ", ".join(
+        f"{r['variant']} ({num(r.get(rank.speedup_column)):.2f}x, drop {num(r.get('top1_drop')):.2f})"
+        for _, r in over.head(3).iterrows()
+    )
+    more = f" and {len(over) - 3} more" if len(over) > 3 else ""
+    return f"; every faster variant is over the {max_drop:g}-point budget: {shown}{more}"
 
 
 def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None, scenarios: list | None = None) -> str:
@@ -89,4 +112,5 @@ def answer_line(df: pd.DataFrame, max_drop: float, device: str | None = None, sc
         drop = num(best.get("top1_drop"))
         acc = f"top-1 {top1:.2f}%" + (f", drop {drop:.2f} points" if not math.isnan(drop) else "")
     budget = f"within {max_drop:g}-point top-1 budget" if not math.isnan(top1) else "(no accuracy budget: speed only)"
-    return f"fastest {budget}{where}: {best['variant']} — {_figures(best, scenarios)}; {acc}"
+    over = _faster_over_budget(ok, best, max_drop)
+    return f"fastest {budget}{where}: {best['variant']} — {_figures(best, scenarios, not over)}; {acc}{over}"
