@@ -16,6 +16,8 @@ from typing import Any
 
 from data.errors import ArgumentParser, InputError
 
+SEARCH_MINUTES = 30.0  # --search's time budget when none is given
+
 
 def build_parser() -> ArgumentParser:
     from bench.options import add_run_arguments
@@ -31,7 +33,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--list", action="store_true", help="list recipe steps, this machine's default recipes, then exit")
     p.add_argument("--sweep-file", help="a TOML grid of checkpoints x recipes x targets: one run directory each")
     p.add_argument("--search", action="store_true", help="after the sweep, measure chains around the fastest variants")
-    p.add_argument("--search-minutes", type=float, default=30.0, help="time budget of --search (default 30)")
+    p.add_argument("--search-minutes", type=float, help=f"time budget of --search (default {SEARCH_MINUTES:g})")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.add_argument(
         "--export", metavar="DIR", help="after the sweep, export the variant the answer named into DIR (docs/export.md)"
@@ -98,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         return _list(args.device)
+    if args.search_minutes is not None and not args.search:
+        raise InputError("--search-minutes applies to --search (the chains measured after the sweep); add --search")
+    args.search_minutes = SEARCH_MINUTES if args.search_minutes is None else args.search_minutes
     if not 0 < args.search_minutes < math.inf:
         raise InputError(f"--search-minutes must be a positive number of minutes, got {args.search_minutes:g}")
     if args.no_retry_failed and not (args.resume or args.sweep_file):

@@ -147,4 +147,7 @@ def parse_list(text: str, all_recipes: Sequence[str]) -> list[Recipe]:
     """Parse ``--recipes``: comma-separated recipes, or ``all`` for the given defaults."""
     if text.strip() == "all":
         return [parse(r) for r in all_recipes]
-    return [parse(r) for r in split_top_level(text, ",") if r]
+    parts = [r.strip() for r in split_top_level(text, ",")]
+    if "" in parts:  # 'ort,,ptq' or a trailing comma: a recipe lost in editing, not one to skip silently
+        raise InputError(f"--recipes {text!r} has an empty entry between commas; name a recipe in each")
+    return [parse(r) for r in parts]

@@ -123,7 +123,8 @@ class Serve(Scenario):
         ):
             out.append(
                 f"{REFERENCE}'s serving search ran out of time after {_tried(reference[0])} configuration(s), fewer "
-                "than the variants compared with it, so the serving ratios overstate them: raise --serve-minutes."
+                "than the variants compared with it, so the serving ratios overstate them: a new run with a larger "
+                "--serve-minutes gives fp32 more (a resumed run keeps what it served)."
             )
         for row in rows:
             rate, ceiling = num(row.get("serve_rate")), num(row.get("serve_ceiling_rate"))
