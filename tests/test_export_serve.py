@@ -256,8 +256,9 @@ def test_the_measured_serving_configuration_is_what_serve_and_triton_use(exporte
     best = {"max_batch": 8, "max_delay_ms": 2, "instances": 3, "threads": 1, "rate": 350.5, "p99_ms": 12.5}
     out = export_variant(_with_serve_row(exported, tmp_path, {**best, "slo_ms": 20}), "ptq(ort)", tmp_path / "svc")
     serve = (out / "serve.py").read_text()
-    assert 'MAX_BATCH = int(os.environ.get("MAX_BATCH", "8"))' in serve
-    assert 'INSTANCES = int(os.environ.get("INSTANCES", "3"))' in serve
+    assert 'MAX_BATCH = setting("MAX_BATCH", 8, int, 1)' in serve
+    assert 'INSTANCES = setting("INSTANCES", 3, int, 1)' in serve
+    assert "rate 350.5 req/s at p99 12.5 ms (SLO 20.0 ms)" in serve
     card = (out / "MODEL_CARD.md").read_text()
     assert "350.5 requests/s" in card and "SLO of 20.0 ms" in card
     model_config_pb2 = pytest.importorskip(
@@ -274,7 +275,7 @@ def test_a_malformed_serving_row_falls_back_to_one_image_at_a_time(exported, tmp
 
     run_dir = _with_serve_row(exported, tmp_path, {"max_batch": "many", "instances": 0})
     out = export_variant(run_dir, "ptq(ort)", tmp_path / "svc")
-    assert 'MAX_BATCH = int(os.environ.get("MAX_BATCH", "1"))' in (out / "serve.py").read_text()
+    assert 'MAX_BATCH = setting("MAX_BATCH", 1, int, 1)' in (out / "serve.py").read_text()
     assert "No serving configuration was measured" in (out / "MODEL_CARD.md").read_text()
 
 
@@ -310,6 +311,30 @@ def test_predict_py_answers_every_readable_image_and_names_each_bad_one(exported
     alone = run(*good)
     assert alone.returncode == 0, alone.stderr
     assert [a["top"] for a in json.loads(alone.stdout)] == [answers[0]["top"], answers[4]["top"]]
+
+
+@pytest.mark.parametrize(
+    "env", [{"INSTANCES": "abc"}, {"INSTANCES": "0"}, {"MAX_DELAY_MS": "-5"}, {"MAX_UPLOAD_BYTES": "-1"}]
+)
+def test_a_bad_setting_stops_serve_py_with_one_line(exported, env):
+    """A typo in the environment of a container: one line and a failed start, not a traceback or a service that
+    refuses every request."""
+    from bench.export.check import blocked_env
+
+    full = {**blocked_env(exported.base / "blocker"), **env, "PORT": str(_free_port()), "HOST": "127.0.0.1"}
+    proc = subprocess.run([sys.executable, str(exported.folder / "serve.py")], cwd=exported.base, env=full,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    ((name, value),) = env.items()
+    assert proc.returncode == 1 and proc.stderr.strip() == proc.stderr.strip().splitlines()[-1], proc.stderr
+    assert proc.stderr.startswith(f"error: {name}={value!r}: must be") and "Traceback" not in proc.stderr
+
+
+def test_predict_py_refuses_options_that_mean_nothing(exported):
+    script = str(exported.folder / "predict.py")
+    for args in (["--top-k", "0"], ["--batch-size", "0"], ["--time", "-1"], ["--time", "nan"]):
+        proc = subprocess.run([sys.executable, script, str(exported.images[0]), *args], cwd=exported.base,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 2 and "must be" in proc.stderr and "Traceback" not in proc.stderr, (args, proc)
 
 
 def test_a_compiled_models_short_batches_are_padded_as_they_were_measured(exported):

@@ -113,8 +113,13 @@ def predict_py(model: ModelFiles, recipe: str, threads: int, batch_size: int) ->
 def serve_py(serving: dict[str, Any], note: str) -> str:
     text = (TEMPLATES / "serve.py").read_text()
     lines = "".join(
-        f'{key.upper()} = {kind.__name__}(os.environ.get("{key.upper()}", "{kind(serving[key])}"))\n'
-        for key, kind in (("max_batch", int), ("max_delay_ms", float), ("instances", int), ("threads", int))
+        f'{key.upper()} = setting("{key.upper()}", {kind(serving[key])!r}, {kind.__name__}, {low})\n'
+        for key, kind, low in (
+            ("max_batch", int, 1),
+            ("max_delay_ms", float, 0),
+            ("instances", int, 1),
+            ("threads", int, 1),
+        )
     )
     return _replace_section(text, "settings", lines + f"SERVING_NOTE = {literal(note)}\n")
 

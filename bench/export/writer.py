@@ -63,14 +63,19 @@ def _measured_threads(chosen: Chosen) -> int:
     return max(1, int(value))
 
 
+def _shown(value: Any) -> str:
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    return f"{value:.1f}" if numeric else "?" if value is None else str(value)
+
+
 def _serving(chosen: Chosen, threads: int) -> tuple[dict[str, Any], str, bool]:
     """(serve.py's settings, the note it reports, whether they were measured)."""
     best = chosen.serve_best()
     if best is not None:
         at_least = "at least " if best.get("rate_is_lower_bound") else ""
         note = (
-            f"measured: rate {at_least}{best.get('rate', '?')} req/s at p99 {best.get('p99_ms', '?')} ms "
-            f"(SLO {best.get('slo_ms', '?')} ms)"
+            f"measured: rate {at_least}{_shown(best.get('rate'))} req/s at p99 {_shown(best.get('p99_ms'))} ms "
+            f"(SLO {_shown(best.get('slo_ms'))} ms)"
         )
         return best, note, True
     plain = {"max_batch": 1, "max_delay_ms": 0.0, "instances": 1, "threads": threads}

@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON list on stdout instead of text lines")
     parser.add_argument("--time", type=float, metavar="SECONDS", help="time the model alone at batch 1: its p50")
     args = parser.parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1:
+        parser.error("--top-k and --batch-size must be at least 1")
+    if args.time is not None and not 0 < args.time < float("inf"):
+        parser.error("--time must be a positive number of seconds")
     if args.time:
         json.dump(time_model(args.time), sys.stdout)
         print()

@@ -33,17 +33,33 @@ from PIL import Image, UnidentifiedImageError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import predict  # noqa: E402 - the loader and the preprocessing beside this file
 
+
+def setting(name: str, default: float, kind: type, low: float) -> float:
+    """``default``, or the environment variable ``name`` when set: a number of ``kind``, at least ``low``. A typo
+    stops the service at start with one line instead of a traceback or a service that cannot answer."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value < float("inf"):
+        sys.exit(f"error: {name}={text!r}: must be {'an integer' if kind is int else 'a number'} >= {low}")
+    return value
+
+
 # --- settings ---
-MAX_BATCH = int(os.environ.get("MAX_BATCH", "1"))
-MAX_DELAY_MS = float(os.environ.get("MAX_DELAY_MS", "0"))
-INSTANCES = int(os.environ.get("INSTANCES", "1"))
-THREADS = int(os.environ.get("THREADS", "1"))
+MAX_BATCH = setting("MAX_BATCH", 1, int, 1)
+MAX_DELAY_MS = setting("MAX_DELAY_MS", 0.0, float, 0)
+INSTANCES = setting("INSTANCES", 1, int, 1)
+THREADS = setting("THREADS", 1, int, 1)
 SERVING_NOTE = "no serving configuration was measured: one image at a time, one instance"
 # --- end settings ---
 
-MAX_UPLOAD_BYTES = int(os.environ.get("MAX_UPLOAD_BYTES", str(10 * 2**20)))
-MAX_IMAGE_PIXELS = int(os.environ.get("MAX_IMAGE_PIXELS", str(40_000_000)))
-TOP_K = int(os.environ.get("TOP_K", "5"))
+MAX_UPLOAD_BYTES = setting("MAX_UPLOAD_BYTES", 10 * 2**20, int, 1)
+MAX_IMAGE_PIXELS = setting("MAX_IMAGE_PIXELS", 40_000_000, int, 1)
+TOP_K = setting("TOP_K", 5, int, 1)
 DRAIN_LIMIT = 4 * MAX_UPLOAD_BYTES  # an oversized body is read this far so the client can read the 413
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
@@ -215,4 +231,4 @@ async def predict_image(request: Request) -> dict:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT", "8080")))
+    uvicorn.run(app, host=os.environ.get("HOST", "0.0.0.0"), port=setting("PORT", 8080, int, 0))
