@@ -118,10 +118,9 @@ class VariantCache:
         try:
             self.current = self._build(recipe, device)
         except Exception as exc:  # noqa: BLE001 - recorded and re-raised by every test of this variant
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            from bench.run.failures import failure_code
+            from bench.run.failures import failure_code, failure_text
 
-            self.failed[key] = (f"{type(exc).__name__}: {message}", failure_code(exc))
+            self.failed[key] = (failure_text(exc), failure_code(exc))
             raise
         self.builds[key] = self.builds.get(key, 0) + 1
         return self.current

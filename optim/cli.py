@@ -30,7 +30,10 @@ def add_producer_arguments(p: ArgumentParser, data: bool = True, device: bool = 
 
     add_checkpoint_arguments(p, random_init=False, data=data)
     add_build_arguments(p, device=device, calib=calib)
-    p.add_argument("--out", help="variant directory (default: <results>/variants/<arch>-<recipe>)")
+    p.add_argument(
+        "--out",
+        help="variant directory (default: <results>/variants/<checkpoint name>-<recipe>, the architecture with --random-init)",
+    )
     p.add_argument(
         "--force", action="store_true", help="replace a variant in --out built from another checkpoint or recipe"
     )

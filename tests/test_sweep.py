@@ -107,3 +107,11 @@ def test_variant_saved_by_a_sweep_loads_back(tmp_path, tiny_loaded):
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(variant(x), again(x), atol=1e-5)
     assert again.manifest["source"]["sha256"] == tiny_loaded.info.sha256
+
+
+def test_a_failure_reason_keeps_no_terminal_colour_codes():
+    """torch.onnx colours its step lines; in a leaderboard note they would read as '[96m'."""
+    from bench.run.failures import failure_text
+
+    exc = RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting\nsecond line")
+    assert failure_text(exc) == "RuntimeError: This is step 1/3 of exporting"

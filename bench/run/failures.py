@@ -3,6 +3,8 @@ where it was raised: the report picks the next step from the code, never from th
 
 from __future__ import annotations
 
+import re
+
 TIMEOUT = "timeout"  # no answer within --timeout
 KILLED = "killed"  # the process was killed by a signal (SIGKILL: usually the kernel, out of memory)
 OUT_OF_MEMORY = "out_of_memory"  # the library said so (torch.cuda.OutOfMemoryError, MemoryError)
@@ -23,3 +25,13 @@ def failure_code(exc: BaseException) -> str:
     if isinstance(exc, InputError):
         return BAD_INPUT
     return ERROR
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def failure_text(exc: BaseException) -> str:
+    """``Type: first line`` of an exception, without the colour codes some libraries put in their messages (they
+    would show as ``[96m`` in the leaderboard and explanations.md)."""
+    message = _TERMINAL_CODES.sub("", str(exc)).strip()
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"[:500]

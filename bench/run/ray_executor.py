@@ -28,6 +28,7 @@ from typing import Any
 from bench.config import Job, RunConfig
 from bench.run import failures
 from bench.run.executors import ExecutorSpec, register
+from bench.run.failures import failure_text
 from data.errors import InputError, MissingDependencyError
 
 SLOT = "optbench_slot"
@@ -188,7 +189,7 @@ class RayExecutor:
             try:
                 rows, ref_rows = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+                reason = failure_text(exc)[:250]
                 if retried is None and _node_failure(ray, exc):
                     print(f"  {job.recipe}: {reason}; measuring it again on another node", file=sys.stderr)
                     pending[self._submit(job, reference, target)] = (job, target, reason)

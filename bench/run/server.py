@@ -206,10 +206,9 @@ def serve(commands: TextIO, reply: TextIO, log_path: str) -> int:
                 return 0
         except BaseException as exc:  # the coordinator turns this into a failed row; nothing may escape silently
             traceback.print_exc()
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            from bench.run.failures import failure_code
+            from bench.run.failures import failure_code, failure_text
 
-            server.send({"error": f"{type(exc).__name__}: {message}"[:500], "code": failure_code(exc)})
+            server.send({"error": failure_text(exc), "code": failure_code(exc)})
             return 1
     return 0
 
