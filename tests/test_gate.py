@@ -698,7 +698,9 @@ def test_runs_at_another_input_size_or_on_other_images_are_refused(work: Path, g
     other = _write(work / "c.jsonl", [{**r, "img_size": 32, "data_spec": "dogs2", "val_images": 33} for r in _rows()])
     proc = gate([base, other], work)
     assert proc.returncode == 2 and "val_images=33" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
-    assert gate([base, base], work).returncode == 0
+    same = gate([base, base], work)
+    assert same.returncode == 0 and "the same file, so every change is zero" in same.stdout
+    assert f"machine: {FP['cpu_model']}" in same.stdout  # every timing shown names where it came from
 
 
 def test_gate_sim_reports_false_alarms_and_power(tmp_path: Path, monkeypatch, capsys):

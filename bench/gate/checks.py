@@ -17,7 +17,8 @@ SHA_SHOWN = 12  # hex digits of a sha256 a message shows
 
 
 def machine_check(base: GateInput, cand: GateInput, pairs: list[tuple[Series, Series]], allow: bool) -> str:
-    """Return '' when both sides come from one machine; else refuse (exit 2) or, when allowed, a warning line."""
+    """The machine both sides come from (a plain line, or '' when the files name none); else refuse (exit 2) or,
+    when allowed, a warning line (it starts with "this comparison crosses machines")."""
     diffs: list[str] = []
     for b, c in pairs:
         for mb in b.machines:
@@ -31,7 +32,7 @@ def machine_check(base: GateInput, cand: GateInput, pairs: list[tuple[Series, Se
                 if not same_machine(a, other):
                     diffs += [f"{side} mixes machines ({d})" for d in machine_differences(a, other)]
     if not diffs:
-        return ""
+        return _named(machines_of(base) + machines_of(cand), pairs)
     text = "; ".join(diffs[:4])
     if not allow:
         raise InputError(
@@ -39,6 +40,18 @@ def machine_check(base: GateInput, cand: GateInput, pairs: list[tuple[Series, Se
             "machines: use a baseline from this machine, A/B mode (--ab), or --allow-machine-mismatch"
         )
     return f"this comparison crosses machines ({text}); timing differences may be the hardware, not the code"
+
+
+def _named(machines: list[dict], pairs: list[tuple[Series, Series]]) -> str:
+    """'machine: <CPU (flags), GPU> on both sides': every timing the report shows came from it."""
+    if not machines or not any(machines[0].values()):
+        return ""
+    m = machines[0]
+    gpu = f"{m['gpu_name']} with " if m.get("gpu_name") and any(b.device == "cuda" for b, _ in pairs) else ""
+    parts = [f"{gpu}{m.get('cpu_model') or 'unknown CPU'}"]
+    parts += [f"{m['threads']} threads"] if m.get("threads") else []
+    parts += [f"torch {m['torch']}"] if m.get("torch") else []
+    return f"machine: {', '.join(parts)} on both sides"
 
 
 def conditions_check(pairs: list[tuple[Series, Series]]) -> None:

@@ -117,6 +117,8 @@ def compare(
         raise InputError(f"nothing to compare: no benchmark ran in both files ({len(both)} skipped: {shown})")
     single = [b for b, c in comparable if b.judged_by == SAMPLES and min(b.sessions, c.sessions) < 2]
     extra = []
+    if base.path and cand.path and Path(base.path).resolve() == Path(cand.path).resolve():
+        extra.append("Note: baseline and candidate are the same file, so every change is zero by construction.")
     if single:
         extra.append(
             "Caveat: one run on at least one side, so the run-to-run spread between fresh processes of the same "

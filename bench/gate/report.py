@@ -48,7 +48,7 @@ class GateResult:
     alpha: float
     config_source: str
     paired_alpha: float = 0.01
-    machine_note: str = ""  # set when the comparison crosses machines (--allow-machine-mismatch)
+    machine_note: str = ""  # the machine of both sides, or what differs (--allow-machine-mismatch)
     checkpoint_note: str = ""  # the checkpoint both sides measured, or what differs (--allow-other-checkpoint)
     checkpoint_warning: bool = False
     extra: list[str] = field(default_factory=list)
@@ -161,6 +161,10 @@ def method_line(result: GateResult) -> str:
     )
 
 
+def _crosses(result: GateResult) -> bool:
+    return result.machine_note.startswith("this comparison crosses machines")
+
+
 def console(result: GateResult) -> str:
     from tabulate import tabulate
 
@@ -168,7 +172,7 @@ def console(result: GateResult) -> str:
     if result.checkpoint_note:
         parts.append(("WARNING: " if result.checkpoint_warning else "") + result.checkpoint_note)
     if result.machine_note:
-        parts.append(f"WARNING: {result.machine_note}")
+        parts.append(("WARNING: " if _crosses(result) else "") + result.machine_note)
     parts += [tabulate(rows(result), headers=HEADERS, tablefmt="simple"), "", method_line(result)]
     parts += result.extra
     parts.append(headline(result))
@@ -182,12 +186,14 @@ def _md_cell(text: str) -> str:
 def markdown(result: GateResult) -> str:
     icon = {"REGRESSION": ":x:", "BROKEN": ":x:", "improved": ":rocket:", "inconclusive": ":grey_question:"}
     lines = [f"## Benchmark gate: {'FAIL' if result.failing else 'PASS'}", "", headline(result), ""]
-    for note, warn in ((result.checkpoint_note, result.checkpoint_warning), (result.machine_note, True)):
+    for note, warn in ((result.checkpoint_note, result.checkpoint_warning), (result.machine_note, _crosses(result))):
         if note and warn:
             lines += [f"> **Warning:** {note}", ""]
     lines += [f"- baseline: `{result.baseline}`", f"- candidate: `{result.candidate}`"]
     if result.checkpoint_note and not result.checkpoint_warning:
         lines.append(f"- {result.checkpoint_note}")
+    if result.machine_note and not _crosses(result):
+        lines.append(f"- {result.machine_note}")
     lines.append("")
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
