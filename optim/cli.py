@@ -32,7 +32,8 @@ def add_producer_arguments(p: ArgumentParser, data: bool = True, device: bool = 
     add_build_arguments(p, device=device, calib=calib)
     p.add_argument(
         "--out",
-        help="variant directory (default: <results>/variants/<checkpoint name>-<recipe>, the architecture with --random-init)",
+        help="variant directory (default: <results>/variants/<checkpoint name>-<recipe>; with --random-init the "
+        "architecture's name)",
     )
     p.add_argument(
         "--force", action="store_true", help="replace a variant in --out built from another checkpoint or recipe"
@@ -153,7 +154,11 @@ def quick_check(reference: Any, variant: Any, example: torch.Tensor, blocks: int
 
 
 def quick_check_line(check: dict[str, Any], threads: int) -> str:
+    """The producer's own timing, naming the CPU it ran on (the figure means nothing on another machine)."""
+    from models.machine import cpu_info
+
     return (
         f"  latency  {check['fp32_p50_ms']:.3f} ms -> {check['variant_p50_ms']:.3f} ms p50 at batch 1 "
-        f"({check['speedup']:.2f}x vs eager FP32, {threads} threads; {QUICK_CHECK_NOTE})"
+        f"({check['speedup']:.2f}x vs eager FP32, {threads} threads of {cpu_info().get('cpu_model') or 'this CPU'}; "
+        f"{QUICK_CHECK_NOTE})"
     )

@@ -143,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{recipe}: {loaded.info.arch}, {entry['layers_pruned']} layers narrower")
     print(f"  MACs   {macs} ({entry['macs_ratio']:.2f}x of the original)")
     print(f"  params {params} ({entry['params_ratio']:.2f}x)")
+    if isinstance(entry["speed_check"], dict) and "skipped" not in entry["speed_check"]:
+        from models.machine import cpu_info
+
+        print(f"  eager speed on {cpu_info().get('cpu_model') or 'this CPU'}, {run.config.threads} threads:")
     for batch, s in entry["speed_check"].items():
         verdict = "" if s["speedup"] >= NOT_FASTER_BELOW else "  <- not faster"
         print(f"  {batch} eager: {s['reference_ms']:.2f} ms -> {s['pruned_ms']:.2f} ms ({s['speedup']:.2f}x){verdict}")

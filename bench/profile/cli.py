@@ -290,10 +290,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"verdict: {verdict.summary}")
         if table := fix_table(verdict):
             say(table)
+    import torch
+
+    from models.machine import fingerprint, hardware_kind
+
+    machine = fingerprint(args.device, torch.get_num_threads())
+    measured_on = f"Measured on {hardware_kind(machine, args.device)}, {machine.get('threads')} threads."
     summary: dict[str, Any] = {"config": conf, "outputs": outputs, "verdicts": [v.to_dict() for v in verdicts]}
+    summary["machine"] = machine
     (out_dir / "verdict.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out_dir / "verdict.txt").write_text("\n".join(v.summary for v in verdicts) + "\n")
+    (out_dir / "verdict.txt").write_text("\n".join(v.summary for v in verdicts) + f"\n{measured_on}\n")
     say("\n===== verdict =====")
+    say(measured_on)
     for v in verdicts:
         say(v.summary)
     say(f"\nall outputs: {out_dir} (verdict.json, verdict.txt)")

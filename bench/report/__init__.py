@@ -47,7 +47,7 @@ def write_reports(run_dir: Path, rows: list[dict[str, Any]], cfg: Any) -> Report
     report.files["results"] = Path(run_dir) / "results.jsonl"
     write_report(report, run_dir)
     why = explanations.text(report, Path(run_dir))
-    table = console_table(report.df, report.scenarios)
+    table = f"{report.machine_line()}.\n" + console_table(report.df, report.scenarios)
     shown = table + (f"\n\n{why}" if why else "")
     return ReportOutputs(table=shown, answer=report.answer, files=report.files, explanations=why)
 
