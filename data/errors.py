@@ -98,5 +98,6 @@ class ArgumentParser(argparse.ArgumentParser):
         return parsed, rest
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+        """One line through :func:`run_cli` (exit 2); a caller that checks many argument lists (a sweep file's
+        checkpoints) can say which one it was."""
+        raise InputError(f"{self.prog}: {message} (see --help)")

@@ -56,6 +56,12 @@ def test_what_a_sweep_file_cannot_set_is_one_line_before_anything_runs(tiny_ckpt
         _grid(tmp_path, extra)
         line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
         assert "cannot be set in a sweep file" in line, line
+    _grid(tmp_path, "bogus-option = 3")  # the line names the file, the checkpoint and the option
+    line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
+    assert line.startswith("error: sweep file grid.toml, checkpoint") and "--bogus-option" in line, line
+    _grid(tmp_path, 'no-progress = "yes"')
+    line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
+    assert "write a switch as a TOML boolean" in line, line
     assert not (tmp_path / "mine").exists()  # nothing was measured
     (tmp_path / "grids").mkdir()
     assert "is a folder" in _one_line(run_module(["bench", "--sweep-file", "grids"], cwd=tmp_path))

@@ -75,6 +75,8 @@ def _options(table: dict[str, Any], where: str, folder: Path) -> list[str]:
         if name in _aliases():
             value = ",".join(value) if isinstance(value, list) else value
             name = _aliases()[name].removeprefix("--")
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+            raise InputError(f"{where}: {key} = {value!r}: write a switch as a TOML boolean ({key} = true)")
         if isinstance(value, bool):
             if value:
                 out.append(f"--{name}")
