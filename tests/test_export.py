@@ -376,6 +376,9 @@ def test_over_budget_variant_relative_interpreter_and_an_earlier_export(run, tmp
     base = ["--results", "results", "--variant", "prune(0.5)", "--out", "pruned"]
     code, out, err = run_in_process(main, [RUN_ID, *base, "--check-python", "nowhere/python"])
     assert code == 2 and "--check-python" in err and "no such file" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "venv").mkdir()
+    code, out, err = run_in_process(main, [RUN_ID, *base, "--check-python", "venv"])
+    assert code == 2 and "is a folder; name its Python interpreter" in err
     assert not (tmp_path / "pruned").exists()  # refused before anything was written
     code, out, err = run_in_process(main, [RUN_ID, *base])
     assert code == 0, err

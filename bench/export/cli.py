@@ -36,6 +36,8 @@ def checked_interpreter(path: str) -> str:
     from data.paths import absolute
 
     python = absolute(path)
+    if python.is_dir():
+        raise InputError(f"--check-python {python} is a folder; name its Python interpreter (for a venv: bin/python)")
     if not python.is_file():
         raise InputError(f"--check-python {python}: no such file")
     try:
