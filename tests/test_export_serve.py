@@ -170,6 +170,7 @@ def test_hostile_input_gets_a_one_line_4xx_and_the_service_goes_on(service, expo
         "no content type": (good, {"Content-Type": ""}, 415),
         "multipart without a file": (*multipart(good, field="other"), 400),
         "broken multipart": (b"--x\r\n", {"Content-Type": "multipart/form-data; boundary=zz"}, 400),
+        "two files in one form": (*_two_files(good), 400),
         "empty body": (b"", png, 400),
     }
     for name, (body, headers, expected) in cases.items():
@@ -177,10 +178,21 @@ def test_hostile_input_gets_a_one_line_4xx_and_the_service_goes_on(service, expo
         assert status == expected, (name, status, answer)
         detail = answer["detail"]
         assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail, (name, detail)
+        if name == "two files in one form":
+            assert "one image per request" in detail and "HTTPException" not in detail, detail
         status, answer = request(service.port, "POST", "/predict", good, png)
         assert status == 200 and answer["top"][0]["index"] == int(exported.expected[0]), name
     assert request(service.port, "GET", "/health")[0] == 200
     assert "Traceback" not in service.log.read_text()
+
+
+def _two_files(data: bytes) -> tuple[bytes, dict]:
+    body, headers = multipart(data)
+    boundary = headers["Content-Type"].split("boundary=")[1]
+    first, _ = body.rsplit(f"--{boundary}--".encode(), 1)
+    again, _ = multipart(data)
+    part = again.split(b"\r\n", 1)[1].rsplit(b"\r\n--", 1)[0]
+    return first + f"--{boundary}\r\n".encode() + part + f"\r\n--{boundary}--\r\n".encode(), headers
 
 
 def _exported_predict(folder: Path):

@@ -121,7 +121,8 @@ async def form_file(request: Request, body: bytes) -> bytes:
     try:
         form = await Request(request.scope, receive).form(max_files=1, max_fields=8)
     except Exception as exc:  # noqa: BLE001 - a malformed multipart body is the client's input
-        raise Rejected(400, f"the multipart body cannot be parsed ({type(exc).__name__})") from None
+        detail = str(getattr(exc, "detail", "") or exc).strip().splitlines()[:1] or [type(exc).__name__]
+        raise Rejected(400, f"the multipart body cannot be read: {detail[0]} (send one image per request)") from None
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise Rejected(400, "the multipart body has no file field named 'file'")
