@@ -89,6 +89,11 @@ def load_checked(args: Any) -> tuple[Any, Any]:
     loaded = models.load(spec)
     if note := placeholder_note(loaded.info):
         print(note, file=sys.stderr)
+    info = loaded.info
+    if spec.path and not spec.model:  # the architecture came from the file: say what was read
+        size = "x".join(str(x) for x in info.input_size[1:])
+        print(f"read from {info.source_format} checkpoint: {info.arch}, {info.num_classes} classes, {size} px",
+              file=sys.stderr)  # fmt: skip
     check_input_size(loaded, getattr(args, "img_size", None))
     return spec, loaded
 
