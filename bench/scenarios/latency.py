@@ -44,6 +44,13 @@ class Latency(BatchScenario):
     def batch_size(self, options: Any, device: str) -> int:
         return 1
 
+    def row(self, prep: Any, cfg: Any, timed: Any, slices: list[list[float]]) -> dict[str, Any]:
+        """Per-call figures only: images per second is the throughput row's figure, one name for one number."""
+        row = super().row(prep, cfg, timed, slices)
+        for name in ("throughput_img_s", "device_throughput_img_s"):
+            row.pop(name, None)
+        return row
+
     def budgets(self, quick: bool) -> dict[str, Any]:
         if quick:
             return {"warmup_iters": 5, "warmup_seconds": 0.3, "min_iters": 200, "min_seconds": 1.0, "max_seconds": 15}
