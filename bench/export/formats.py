@@ -18,7 +18,6 @@ from typing import Any
 from data.errors import InputError
 
 PT2_FILE = "model.pt2"
-TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass
