@@ -171,7 +171,8 @@ def _run(cfg: Any, run_dir: Path, args: Any) -> int:
         (run_dir / "run_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         scen = ", ".join(f"{s.name}@b{s.batch_size}" for s in cfg.scenarios)
         print(
-            f"run {cfg.run_id}: {len(cfg.recipes)} variants of {cfg.load.describe()} on {cfg.device} "
+            f"run {cfg.run_id}: {len(cfg.recipes)} variant{'s' * (len(cfg.recipes) != 1)} of {cfg.load.describe()} "
+            f"on {cfg.device} "
             f"({executor.name}), {cfg.threads} threads, scenarios {scen}{' (--precise)' if cfg.precise else ''} "
             f"-> {run_dir}",
             file=sys.stderr,
