@@ -265,10 +265,14 @@ def test_bad_input_is_one_line_and_leaves_the_run_alone(run, tmp_path, run_in_pr
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     code, _, err = run_in_process(main, [RUN_ID, "--out", str(tmp_path / "exp"), "--results", str(results)])
     assert code == 0, err
-    (tmp_path / "exp" / "stale.txt").write_text("left by hand")
+    (tmp_path / "exp" / "notes.txt").write_text("added by hand")
     code, _, err = run_in_process(main, [RUN_ID, "--out", str(tmp_path / "exp"), "--force", "--results", str(results)])
-    assert code == 0, err  # an earlier export is what --force replaces
-    assert not (tmp_path / "exp" / "stale.txt").exists() and (tmp_path / "exp" / "predict.py").is_file()
+    assert code == 2 and "files the export did not write (notes.txt)" in err, err
+    (tmp_path / "exp" / "notes.txt").unlink()
+    (tmp_path / "exp" / "predict.py").write_text("edited by hand")
+    code, _, err = run_in_process(main, [RUN_ID, "--out", str(tmp_path / "exp"), "--force", "--results", str(results)])
+    assert code == 0, err  # an earlier export, its own files edited, is what --force replaces
+    assert (tmp_path / "exp" / "predict.py").read_text() != "edited by hand"
 
 
 def test_a_run_without_predictions_exports_but_cannot_be_checked(run, tmp_path, run_in_process):

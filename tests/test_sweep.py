@@ -115,3 +115,15 @@ def test_a_failure_reason_keeps_no_terminal_colour_codes():
 
     exc = RuntimeError("\x1b[96mThis is step 1/3\x1b[0m of exporting\nsecond line")
     assert failure_text(exc) == "RuntimeError: This is step 1/3 of exporting"
+
+
+def test_a_sweep_whose_every_other_variant_was_skipped_measured_nothing_asked_for():
+    """--recipes fp32,trt(fp16) on a CPU machine: fp32 alone is no answer to the question asked (exit 1)."""
+    from bench.run.sweep import sweep_verdict
+
+    fp32 = {"recipe": "fp32", "device": "cpu", "status": "ok"}
+    trt = {"recipe": "trt(fp16)", "device": "cpu", "status": "skipped", "reason": "needs a CUDA device"}
+    code, why = sweep_verdict([fp32, trt], "cpu")
+    assert code == 1 and "skipped here (trt(fp16): needs a CUDA device)" in why
+    assert sweep_verdict([fp32], "cpu") == (0, None)  # fp32 alone, as asked
+    assert sweep_verdict([fp32, trt, {**trt, "recipe": "ort", "status": "ok"}], "cpu") == (0, None)

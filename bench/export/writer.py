@@ -56,6 +56,23 @@ def check_out(
                 f"{option} {out} holds files that are not an optbench export ({EXPORT_INFO} is missing); even "
                 "--force replaces only an earlier export: name a new folder"
             )
+        added = _added_since_export(out)
+        if added:
+            raise InputError(
+                f"{option} {out} holds files the export did not write ({', '.join(added[:3])}"
+                f"{', ...' if len(added) > 3 else ''}); --force would delete them: move them out or name a new folder"
+            )
+
+
+def _added_since_export(out: Path) -> list[str]:
+    """Names in an earlier export's folder that it did not write (a user's notes beside the model)."""
+    try:
+        written = json.loads((out / EXPORT_INFO).read_text()).get("written")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(written, list):
+        return []  # an export of an older optbench: it did not record what it wrote
+    return sorted(p.name for p in out.iterdir() if p.name not in written)
 
 
 def _measured_threads(chosen: Chosen) -> int:
@@ -127,6 +144,7 @@ def _write_folder(staging: Path, chosen: Chosen, manifest: dict[str, Any]) -> di
     card = model_card(chosen, manifest, model, {**extra, "triton": triton, "version": version})
     (staging / "MODEL_CARD.md").write_text(card)
     info = _info(chosen, model, batch, threads, version)
+    info["written"] = sorted([p.name for p in staging.iterdir()] + [EXPORT_INFO])  # what --force may replace
     (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info
 

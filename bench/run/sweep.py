@@ -162,11 +162,15 @@ def sweep_verdict(rows: list[dict[str, Any]], device: str) -> tuple[int, str | N
     mine = [r for r in rows if r.get("device") == device]
     ref_ok = any(r.get("recipe") == REFERENCE and r.get("status") == "ok" for r in mine)
     others_ok = [r for r in mine if r.get("recipe") != REFERENCE and r.get("status") == "ok"]
-    asked = {str(r.get("recipe")) for r in mine if r.get("recipe") != REFERENCE and r.get("status") != "skipped"}
+    asked = {str(r.get("recipe")) for r in mine if r.get("recipe") != REFERENCE}
+    skipped = [r for r in mine if r.get("recipe") != REFERENCE and r.get("status") == "skipped"]
     if not ref_ok:
         failed = next((r for r in mine if r.get("recipe") == REFERENCE and r.get("status") == "failed"), None)
         why = f": {failed.get('error')}" if failed else ""
         return 1, f"the fp32 reference was not measured{why}; no speedup or top-1 drop can be trusted"
+    if asked and not others_ok and len(skipped) == len(asked):
+        first = skipped[0]
+        return 1, f"every variant besides fp32 was skipped here ({first.get('recipe')}: {first.get('reason')})"
     if asked and not others_ok:
         return 1, f"none of the {len(asked)} variant(s) besides fp32 was measured (see explanations.md)"
     return 0, None
