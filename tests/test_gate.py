@@ -661,7 +661,7 @@ def test_ab_mode_real_benchmark_on_tiny_model(tmp_path: Path, tiny_ckpt: Path, g
     _git(["commit", "-q", "-m", "base"], repo)
     (repo / "bench" / "CHANGED").write_text("head differs from base\n")
     out = tmp_path / "ab"
-    args = ["--ab", "HEAD", "--rounds", "6", "--processes", "1", "--ckpt", tiny_ckpt, "--recipes", "fp32", "--out", out]
+    args = ["--ab", "HEAD", "--rounds", "7", "--processes", "1", "--ckpt", tiny_ckpt, "--recipes", "fp32", "--out", out]
     proc = gate([*args, "--data", "digits"], repo)
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr  # timings on a shared box: no verdict asserted
     v = _verdicts(proc.stdout)
@@ -731,6 +731,9 @@ def test_gate_sim_never_pools_runs_of_different_checkpoints(tmp_path: Path, monk
     for i in range(3):
         _write(runs / f"small-{i}" / "results.jsonl", _rows(seed=i, run_id=f"s{i}"))
     _write(runs / "large" / "results.jsonl", _rows(factor=5.0, run_id="l", sha=OTHER_SHA))
+    from bench.suite_report import EXECUTOR
+
+    _write(runs / "pytest-bench" / "results.jsonl", [{**r, "executor": EXECUTOR} for r in _rows(run_id="p")])
     monkeypatch.setenv("OPTBENCH_RESULTS", str(tmp_path / "results"))
     with pytest.raises(SystemExit) as exc:
         run_cli(main, ["--trials", "20"])
@@ -738,14 +741,14 @@ def test_gate_sim_never_pools_runs_of_different_checkpoints(tmp_path: Path, monk
     captured = capsys.readouterr()
     assert f"simulating the 3 run(s) of checkpoint {SHA[:12]}" in captured.err and OTHER_SHA[:12] in captured.err
     simulated = next(ln for ln in captured.out.splitlines() if ln.startswith("samples: "))
-    assert simulated.count("results.jsonl") == 3 and "large" not in simulated
+    assert simulated.count("results.jsonl") == 3 and "large" not in simulated and "pytest-bench" not in simulated
     with pytest.raises(SystemExit) as exc:
         run_cli(
             main,
             ["--samples", str(runs / "small-0" / "results.jsonl"), "--samples", str(runs / "large" / "results.jsonl")],
         )
     assert exc.value.code == 2
-    assert "measured different checkpoints" in capsys.readouterr().err
+    assert "runs of different checkpoints or conditions" in capsys.readouterr().err
 
 
 def test_run_level_guard_absorbs_process_to_process_drift():
@@ -812,6 +815,8 @@ def test_ab_refuses_an_unknown_recipe_before_it_measures_anything(work: Path, ga
     proc = gate(["--ab", "HEAD", "--recipes", "fp32,nosuch", "--out", "ab-out"], work)
     assert proc.returncode == 2 and "unknown recipe step 'nosuch'" in proc.stderr, proc.stdout + proc.stderr
     assert "interleaved rounds" not in proc.stderr and not (work / "ab-out").exists()
+    proc = gate(["--ab", "HEAD", "--rounds", "6", "--out", "ab-out"], work)  # 2**-6 > 0.01: could never fail
+    assert proc.returncode == 2 and "use at least 7" in proc.stderr and not (work / "ab-out").exists(), proc.stderr
 
 
 def test_one_file_that_mixes_bounds_is_refused(work: Path, gate):
@@ -821,3 +826,16 @@ def test_one_file_that_mixes_bounds_is_refused(work: Path, gate):
     cand = _write(work / "cand.jsonl", _served_at(_rows(seed=2), 80.0, 15.0))
     proc = gate([mixed, cand], work)
     assert proc.returncode == 2 and "serve_slo_ms=15" in proc.stderr and "serve_slo_ms=50" in proc.stderr, proc.stderr
+
+
+def test_ab_in_a_repository_that_is_not_optbench_is_refused(tmp_path: Path, gate):
+    """Both sides would run the installed optbench, the same code twice, and pass: nothing was compared."""
+    repo = tmp_path / "mine"
+    repo.mkdir()
+    _git(["init", "-q"], repo)
+    (repo / "train.py").write_text("print('my model')\n")
+    _git(["add", "."], repo)
+    _git(["commit", "-q", "-m", "mine"], repo)
+    proc = gate(["--ab", "HEAD", "--recipes", "fp32", "--out", "ab-out"], repo)
+    assert proc.returncode == 2 and "is not an optbench tree" in proc.stderr, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (repo / "ab-out").exists()

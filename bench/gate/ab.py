@@ -70,6 +70,11 @@ def _git(args: list[str], cwd: Path) -> str:
     return proc.stdout.strip()
 
 
+def _git_ok(args: list[str], cwd: Path) -> bool:
+    """Whether a git query succeeds (``cat-file -e``: whether a path exists at a commit)."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False, timeout=60).returncode == 0
+
+
 def repo_root(start: Path | None = None) -> Path:
     return Path(_git(["rev-parse", "--show-toplevel"], start or Path.cwd()))
 
@@ -210,6 +215,16 @@ def run_ab(cfg: ABConfig) -> tuple[GateInput, GateInput, Path]:
         validate_recipes([r.strip() for r in cfg.recipes.split(",") if r.strip()])
     root = repo_root()
     base_sha = _git(["rev-parse", "--verify", f"{cfg.base_ref}^{{commit}}"], root)
+    if not cfg.bench_cmd:  # both sides run the tree's own python -m bench: it must be optbench's tree
+        for side, present in (
+            ("this working tree", (root / "bench" / "__main__.py").is_file()),
+            (cfg.base_ref, _git_ok(["cat-file", "-e", f"{base_sha}:bench/__main__.py"], root)),
+        ):
+            if not present:
+                raise InputError(
+                    f"--ab: {side} has no bench/__main__.py, so it is not an optbench tree; --ab compares two commits "
+                    "of optbench itself (for your own code, pass --bench-cmd; docs/gate.md)"
+                )
     out = cfg.out or results_dir() / f"gate-ab-{time.strftime('%Y%m%d-%H%M%S')}"
     out = out.resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

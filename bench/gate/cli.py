@@ -15,6 +15,7 @@ Exit codes: 0 pass, 1 regression (or a variant that broke), 2 bad input.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -115,7 +116,7 @@ def compare(
         both = [c for c in comparisons if c.verdict == SKIPPED]
         shown = "; ".join(f"{c.bench_id}@{c.device} ({c.note})" for c in both[:3])
         raise InputError(f"nothing to compare: no benchmark ran in both files ({len(both)} skipped: {shown})")
-    single = [b for b, c in comparable if b.judged_by == SAMPLES and min(b.sessions, c.sessions) < 2]
+    single = [b for b, c in comparable if b.judged_by == SAMPLES and min(b.sessions, c.sessions) < 2 and not b.pairing]
     extra = []
     if base.path and cand.path and Path(base.path).resolve() == Path(cand.path).resolve():
         extra.append("Note: baseline and candidate are the same file, so every change is zero by construction.")
@@ -237,6 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.rounds is not None and args.rounds < 1:
             raise InputError(f"--rounds must be >= 1, got {args.rounds}")
+        fewest = math.floor(-math.log2(cfg.paired_alpha)) + 1  # a one-sided signed-rank p is at least 2**-rounds
+        if args.rounds is not None and not args.bench_cmd and args.rounds < fewest:
+            raise InputError(
+                f"--rounds {args.rounds}: the paired test on so few round ratios cannot reach p < "
+                f"{cfg.paired_alpha:g}, so no slowdown could fail the gate; use at least {fewest} (default 20)"
+            )
         if (
             any(v is not None for v in (args.model, args.model_kwargs, args.num_classes, args.img_size, args.data))
             and not args.ckpt

@@ -113,26 +113,30 @@ def _default_samples() -> list[Path]:
 
 
 def _one_checkpoint(files: list[Path], chosen: bool) -> list[Path]:
-    """The files whose runs measured one checkpoint: pooling a resnet10t run with a resnet50 run as two "runs" of one
-    benchmark would simulate noise that is really two models. Files the user named must agree; of the results
-    folder's runs the checkpoint with the most files is kept and the rest named."""
-    by_sha: dict[tuple[str, ...], list[Path]] = {}
+    """The files whose runs measured one checkpoint the same way: pooling a resnet10t run with a resnet50 run (or a
+    run timed inside pytest with one timed in processes of their own) as two "runs" of one benchmark would simulate
+    noise that is really two experiments. Files the user named must agree; of the results folder's runs the largest
+    such group is kept and the rest named."""
+    groups: dict[tuple, list[Path]] = {}
     for f in files:
-        shas = sorted({sha for s in load_file(f).series.values() for sha in s.checkpoints})
-        by_sha.setdefault(tuple(shas), []).append(f)
-    if len(by_sha) == 1:
+        series = list(load_file(f).series.values())
+        shas = tuple(sorted({sha for s in series for sha in s.checkpoints}))
+        measured = tuple(sorted({(k, str(v)) for s in series for k, v in s.conditions.items()}))
+        groups.setdefault((shas, measured), []).append(f)
+    if len(groups) == 1:
         return files
-    named = "; ".join(
-        f"{len(fs)} of {'+'.join(x[:12] for x in sha) or 'no recorded checkpoint'}" for sha, fs in by_sha.items()
-    )
+
+    def named(key: tuple) -> str:
+        shas, measured = key
+        how = ", ".join(f"{k}={v}" for k, v in measured) or "no recorded conditions"
+        return f"checkpoint {'+'.join(x[:12] for x in shas) or '(none recorded)'} ({how})"
+
+    listed = "; ".join(f"{len(fs)} of {named(key)}" for key, fs in groups.items())
     if chosen:
-        raise InputError(f"the samples measured different checkpoints ({named}); pass runs of one checkpoint")
-    sha, kept = max(by_sha.items(), key=lambda item: len(item[1]))
-    print(
-        f"note: simulating the {len(kept)} run(s) of checkpoint {'+'.join(x[:12] for x in sha) or '(none recorded)'}; "
-        f"the results folder holds {named}: pass --samples to choose",
-        file=sys.stderr,
-    )
+        raise InputError(f"the samples are runs of different checkpoints or conditions ({listed}); pass runs of one")
+    key, kept = max(groups.items(), key=lambda item: len(item[1]))
+    print(f"note: simulating the {len(kept)} run(s) of {named(key)}; the results folder holds {listed}: pass "
+          "--samples to choose", file=sys.stderr)  # fmt: skip
     return kept
 
 
