@@ -28,8 +28,8 @@ def suite_rows(
     """One result row per timed (variant, scenario, device), one ``failed`` row per variant that did not build and
     one ``skipped`` row per recipe this machine cannot run, shaped as a sweep's rows."""
     from bench.run.process import SCHEMA_VERSION, status_row
+    from bench.scenarios import get
     from models.machine import fingerprint
-    from models.timers import summarize
 
     info = opts.suite_info
     common = {
@@ -65,7 +65,7 @@ def suite_rows(
             **{k: extra[k] for k in ROW_FIELDS if k in extra},
             "scenario": extra["scenario"],
             "batch_size": batch,
-            **summarize(samples, batch),
+            **get(str(extra["scenario"])).summary(samples, batch),
             "samples_ms": [round(s * 1e3, 6) for s in samples],
             "timer": extra.get("timer", "perf_counter"),
             "fingerprint": prints[device],

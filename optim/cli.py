@@ -32,8 +32,7 @@ def add_producer_arguments(p: ArgumentParser, data: bool = True, device: bool = 
     add_build_arguments(p, device=device, calib=calib)
     p.add_argument(
         "--out",
-        help="variant directory (default: <results>/variants/<checkpoint name>-<recipe>; with --random-init the "
-        "architecture's name)",
+        help="variant directory (default: <results>/variants/<checkpoint name>-<recipe>)",
     )
     p.add_argument(
         "--force", action="store_true", help="replace a variant in --out built from another checkpoint or recipe"

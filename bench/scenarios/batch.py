@@ -84,14 +84,20 @@ class BatchScenario(Scenario):
 
         return time_calls(timed.call, timed.timer, cfg.min_iters, cfg.min_seconds, cfg.max_seconds)
 
+    def summary(self, samples_s: list[float], batch: int) -> dict[str, Any]:
+        """The row's figures from per-call seconds (``python -m bench`` and ``pytest bench`` alike)."""
+        from models.timers import summarize
+
+        return summarize(samples_s, batch)
+
     def row(self, prep: Any, cfg: ScenarioConfig, timed: TimedCall, slices: list[list[float]]) -> dict[str, Any]:
         """The scenario's part of a result row: percentiles, every sample, the slices' lengths, which timer took
         them, and on CUDA the same calls timed device-only (the GPU is not shared here, so no pairing is needed)."""
-        from models.timers import CudaEventTimer, run_timed, summarize
+        from models.timers import CudaEventTimer, run_timed
 
         job, batch = prep.job, timed.batch
         pooled = [s for chunk in slices for s in chunk]
-        row: dict[str, Any] = {"scenario": self.name, "batch_size": batch, **summarize(pooled, batch)}
+        row: dict[str, Any] = {"scenario": self.name, "batch_size": batch, **self.summary(pooled, batch)}
         row["samples_ms"] = [round(s * 1e3, 6) for s in pooled]
         row["slice_lengths"] = [len(chunk) for chunk in slices]
         cuda_timer = "perf_counter+cuda_synchronize (end-to-end, pinned host batch copied in)"
@@ -99,7 +105,7 @@ class BatchScenario(Scenario):
         if job.device == "cuda":
             ready = prep.variant.prepare_input(host_batch(prep.info.input_size, batch, job.seed, "cuda"))
             device_only = run_timed(lambda: prep.variant.predict(ready), cfg, CudaEventTimer())
-            row.update({f"device_{k}": v for k, v in summarize(device_only, batch).items() if k != "n"})
+            row.update({f"device_{k}": v for k, v in self.summary(device_only, batch).items() if k != "n"})
             row["device_timer"] = "cuda_events (device-only, input already on the GPU)"
         if timed.note:
             row["note"] = timed.note

@@ -44,12 +44,11 @@ class Latency(BatchScenario):
     def batch_size(self, options: Any, device: str) -> int:
         return 1
 
-    def row(self, prep: Any, cfg: Any, timed: Any, slices: list[list[float]]) -> dict[str, Any]:
+    def summary(self, samples_s: list[float], batch: int) -> dict[str, Any]:
         """Per-call figures only: images per second is the throughput row's figure, one name for one number."""
-        row = super().row(prep, cfg, timed, slices)
-        for name in ("throughput_img_s", "device_throughput_img_s"):
-            row.pop(name, None)
-        return row
+        out = super().summary(samples_s, batch)
+        out.pop("throughput_img_s", None)
+        return out
 
     def budgets(self, quick: bool) -> dict[str, Any]:
         if quick:
