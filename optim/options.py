@@ -91,8 +91,8 @@ def load_checked(args: Any) -> tuple[Any, Any]:
         print(note, file=sys.stderr)
     info = loaded.info
     if spec.path and not spec.model:  # the architecture came from the file: say what was read
-        size = "x".join(str(x) for x in info.input_size[1:])
-        print(f"read from {info.source_format} checkpoint: {info.arch}, {info.num_classes} classes, {size} px",
+        size = "" if getattr(args, "img_size", None) else f", {'x'.join(str(x) for x in info.input_size[1:])} px"
+        print(f"read from {info.source_format} checkpoint: {info.arch}, {info.num_classes} classes{size}",
               file=sys.stderr)  # fmt: skip
     check_input_size(loaded, getattr(args, "img_size", None))
     return spec, loaded

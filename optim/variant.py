@@ -156,6 +156,10 @@ class Variant:
         factory named there, never with one the directory names.
         """
         directory = Path(directory)
+        if directory.is_file() and directory.name == MANIFEST:
+            directory = directory.parent  # the manifest named instead of its folder
+        if not directory.exists():
+            raise InputError(f"{directory} does not exist; name a variant folder (one holding {MANIFEST})")
         path = directory / MANIFEST
         if not path.is_file():
             inside = sorted(p.parent.name for p in directory.glob(f"*/{MANIFEST}")) if directory.is_dir() else []
