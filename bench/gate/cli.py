@@ -79,7 +79,8 @@ def build_parser() -> ArgumentParser:
     ab.add_argument(
         "--bench-cmd",
         help="benchmark command run in each tree instead of python -m bench --quick; placeholders {python} "
-        "{ckpt} {recipes} {run_id} {results}; it must write results.jsonl files under $OPTBENCH_RESULTS",
+        "{ckpt} {load_args} {data_args} {recipes} {run_id} {results}; it must write results.jsonl files under "
+        "$OPTBENCH_RESULTS",
     )
     ab.add_argument("--keep-worktree", action="store_true", help="leave the base worktree in place (debugging)")
     return p
