@@ -29,12 +29,21 @@ DEFAULT_DATA_CONFIG: dict[str, Any] = {
 }
 
 
+OWN_PACKAGES = ("bench", "optim", "models", "data")  # optbench's top-level packages: a user's of the same name loses
+
+
 def import_factory(spec: str, option: str = "--model") -> Callable[..., Any]:
     """Import ``package.module:callable`` (the attribute may be dotted, e.g. ``mod:Net.from_config``); errors name
     ``option``, the command-line option the user wrote it in."""
     if not _SPEC_RE.match(spec):
         raise CheckpointError(f"{option} {spec!r}: write it as package.module:callable")
     module_name, attr = spec.split(":", 1)
+    top = module_name.split(".")[0]
+    if top in OWN_PACKAGES:
+        raise CheckpointError(
+            f"{option} {spec}: {top!r} is the name of one of optbench's own packages ({', '.join(OWN_PACKAGES)}), "
+            "which come first on the import path; rename your package"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -500,3 +500,18 @@ def test_gate_refuses_misshapen_pytest_benchmark_json(cli, tmp_path, edit, needl
     bad = tmp_path / "cand.json"
     bad.write_text(json.dumps(doc))
     assert needle in _one_line(cli(["bench.gate", str(good), str(bad), "--allow-machine-mismatch"]))
+
+
+def test_a_users_own_models_and_data_packages_do_not_break_the_commands(tmp_path):
+    """A project folder with its own models/ and data/ packages (a common layout): optbench's packages of the same
+    names still load, and a factory inside the user's models/ gets one line saying to rename it."""
+    from optbench_testing import run_module
+
+    for name in ("models", "data"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+    (tmp_path / "models" / "net.py").write_text("import timm\n\ndef build():\n    return timm.create_model('resnet10t')\n")
+    listed = run_module(["optim", "list"], cwd=tmp_path)
+    assert listed.returncode == 0 and "ptq" in listed.stdout, listed.stderr[-2000:]
+    proc = run_module(["bench", "--model", "models.net:build", "--random-init", "--quick"], cwd=tmp_path)
+    assert proc.returncode == 2 and "rename your package" in proc.stderr and "Traceback" not in proc.stderr
