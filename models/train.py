@@ -7,11 +7,13 @@ architecture from scratch (no pretrained download) and saves a checkpoint that l
 from __future__ import annotations
 
 import math
+import os
 import random
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,10 +179,12 @@ def train_checkpoint(
     """Train ``arch`` from scratch on ``data_spec`` and save our checkpoint to ``out``; returns the metrics."""
     import data
     from models.checkpoint import ModelInfo, create_model, resolve_data_config, save
+    from models.input_size import check_input_size
 
     seed_everything(cfg.seed)
-    img_size = img_size or default_img_size(data_spec)
     probe = create_model(arch, 10)
+    check_input_size(probe.eval(), arch, img_size)
+    img_size = img_size or default_img_size(data_spec)
     data_config = resolve_data_config(probe, img_size)
     if data_spec == DIGITS:
         data_config["crop_pct"] = 1.0  # the digit fills the frame; a center crop would cut strokes off
@@ -201,6 +205,18 @@ def train_checkpoint(
     return metrics
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """A checkpoint path that can be written, and no file of the user's replaced without --force."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; name the checkpoint file (e.g. {out / 'model.pt'})")
+    if out.exists() and not force:
+        raise InputError(f"--out {out} exists; pass --force to replace it")
+    folder = out.absolute().parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise InputError(f"--out {out}: {folder} cannot be created or written")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m models.train", description="Train a timm classifier from scratch.")
     parser.add_argument("--model", required=True, help="timm architecture name, e.g. resnet18")
@@ -213,11 +229,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--img-size", type=int, default=None, help="input resolution (digits default: 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="where to write the checkpoint (.pt)")
+    parser.add_argument("--force", action="store_true", help="replace --out when it exists")
     args = parser.parse_args(argv)
     if args.epochs <= 0:
         raise InputError(f"--epochs must be positive, got {args.epochs}")
     if args.batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {args.batch_size}")
+    if not 0 < args.lr < math.inf:
+        raise InputError(f"--lr must be a positive number, got {args.lr:g}")
+    if not 0 <= args.seed < 2**32:
+        raise InputError(f"--seed must be in [0, 2**32), got {args.seed}")
+    _check_out(Path(args.out), args.force)  # before training, not after it
     cfg = TrainConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
     metrics = train_checkpoint(
         args.model, args.data, args.out, cfg, args.img_size, args.batch_size, args.data_dir, args.download

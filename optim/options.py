@@ -15,6 +15,7 @@ from typing import Any
 from data.errors import InputError, MissingDependencyError
 from data.loaders import CALIB_SIZE
 from models.cli_args import add_load_arguments, load_spec_from_args, placeholder_note
+from models.input_size import check_input_size
 from optim.context import RANDOM_INIT_CALIB_SIZE, BuildSettings, default_calib_size
 
 DEVICES = ("cpu", "cuda")
@@ -94,29 +95,8 @@ def load_checked(args: Any) -> tuple[Any, Any]:
         size = "" if getattr(args, "img_size", None) else f", {'x'.join(str(x) for x in info.input_size[1:])} px"
         print(f"read from {info.source_format} checkpoint: {info.arch}, {info.num_classes} classes{size}",
               file=sys.stderr)  # fmt: skip
-    check_input_size(loaded, getattr(args, "img_size", None))
+    check_input_size(loaded.model, loaded.info.arch, getattr(args, "img_size", None))
     return spec, loaded
-
-
-def check_input_size(loaded: Any, img_size: int | None) -> None:
-    """An explicit ``--img-size`` the model cannot take is bad input, found here rather than in every process."""
-    if not img_size:
-        return
-    import torch
-
-    try:
-        with torch.inference_mode():
-            loaded.model(torch.zeros(1, 3, img_size, img_size))
-    except Exception as exc:  # noqa: BLE001 - any failure of the forward means the size does not work
-        first = str(exc).strip().splitlines()[0][:150] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"--img-size {img_size}: {loaded.info.arch} cannot take this input size ({first})") from None
-    info = getattr(loaded.model, "feature_info", None)
-    stride = info[-1].get("reduction") if isinstance(info, list) and info and isinstance(info[-1], dict) else None
-    if stride and img_size < stride:
-        raise InputError(
-            f"--img-size {img_size}: {loaded.info.arch} cannot take this input size: it is smaller than the model's "
-            f"total stride ({stride} px), so its last layers would see padding only; use at least {stride}"
-        )
 
 
 def data_spec_for(args: Any, info: Any) -> str:

@@ -87,6 +87,18 @@ def test_train_bad_input(cli, tmp_path):
     assert "--epochs must be positive" in _one_line_error(
         cli(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
     )
+    (tmp_path / "notes.md").write_text("mine")
+    for extra, needle in [
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--seed", "-5"], "--seed must be in"),
+        (["--img-size", "0"], "--img-size must be positive"),
+        (["--img-size", "4"], "smaller than the model's total stride"),
+        (["--out", str(tmp_path / "notes.md")], "exists; pass --force"),  # never a user's file replaced silently
+        (["--out", str(tmp_path)], "is a folder"),
+    ]:
+        out = [] if "--out" in extra else ["--out", str(tmp_path / "x.pt")]
+        assert needle in _one_line_error(cli(["models.train", "--model", "resnet10t", *out, *extra]))
+    assert (tmp_path / "notes.md").read_text() == "mine" and not (tmp_path / "x.pt").exists()
 
 
 def test_one_epoch_of_training_beats_chance_by_far(cli, tmp_path):
