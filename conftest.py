@@ -123,7 +123,8 @@ class SuiteOptions:
 
         cfg = self.run_config(self.devices[0])
         chosen = validate_recipes(self.matrix_recipes) if self.matrix_recipes else list(cfg.recipes)
-        return cfg.replace(recipes=tuple(chosen), recipe_choice={"summary": f"pytest bench: {', '.join(chosen)}"})
+        summary = {"summary": f"pytest bench: {', '.join(chosen)}"}
+        return cfg.replace(recipes=tuple(chosen), recipe_choice=summary, paired=False)  # timed alone, in-process
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
