@@ -90,11 +90,6 @@ def load_checked(args: Any) -> tuple[Any, Any]:
     loaded = models.load(spec)
     if note := placeholder_note(loaded.info):
         print(note, file=sys.stderr)
-    info = loaded.info
-    if spec.path and not spec.model:  # the architecture came from the file: say what was read
-        size = "" if getattr(args, "img_size", None) else f", {'x'.join(str(x) for x in info.input_size[1:])} px"
-        print(f"read from {info.source_format} checkpoint: {info.arch}, {info.num_classes} classes{size}",
-              file=sys.stderr)  # fmt: skip
     check_input_size(loaded.model, loaded.info.arch, getattr(args, "img_size", None))
     return spec, loaded
 

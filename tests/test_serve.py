@@ -195,8 +195,8 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     handed = json.loads((work / "deploy" / "export.json").read_text())
     best = served[handed["recipe"]]["serve_best"]
     service = (work / "deploy" / "serve.py").read_text()
-    assert f'os.environ.get("MAX_BATCH", "{int(best["max_batch"])}")' in service
-    assert f'os.environ.get("INSTANCES", "{int(best["instances"])}")' in service
+    assert f'MAX_BATCH = setting("MAX_BATCH", {int(best["max_batch"])}, int, 1)' in service
+    assert f'INSTANCES = setting("INSTANCES", {int(best["instances"])}, int, 1)' in service
     # Another bound on the same run is a new run: one line, exit 2, before anything is measured.
     proc = cli(["bench", "--resume", "s", "--results", "out", "--serve", "--slo-ms", "3"], cwd=work, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "another bound (3 ms)" in proc.stderr, proc.stderr

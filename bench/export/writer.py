@@ -72,7 +72,7 @@ def _added_since_export(out: Path) -> list[str]:
         return []
     if not isinstance(written, list):
         return []  # an export of an older optbench: it did not record what it wrote
-    return sorted(p.name for p in out.iterdir() if p.name not in written)
+    return sorted(p.name for p in out.iterdir() if p.name not in written and p.name != "__pycache__")
 
 
 def _measured_threads(chosen: Chosen) -> int:
