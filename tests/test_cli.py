@@ -87,6 +87,11 @@ def test_train_bad_input(cli, tmp_path):
     assert "--epochs must be positive" in _one_line_error(
         cli(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
     )
+
+
+def test_train_checks_its_options_before_training(run_in_process, tmp_path):
+    from models.train import main
+
     (tmp_path / "notes.md").write_text("mine")
     for extra, needle in [
         (["--lr", "nan"], "--lr must be a positive number"),
@@ -97,7 +102,8 @@ def test_train_bad_input(cli, tmp_path):
         (["--out", str(tmp_path)], "is a folder"),
     ]:
         out = [] if "--out" in extra else ["--out", str(tmp_path / "x.pt")]
-        assert needle in _one_line_error(cli(["models.train", "--model", "resnet10t", *out, *extra]))
+        code, _, err = run_in_process(main, ["--model", "resnet10t", *out, *extra])
+        assert code == 2 and err.count("\n") == 1 and needle in err, (extra, err)
     assert (tmp_path / "notes.md").read_text() == "mine" and not (tmp_path / "x.pt").exists()
 
 

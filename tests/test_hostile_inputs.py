@@ -510,7 +510,8 @@ def test_a_users_own_models_and_data_packages_do_not_break_the_commands(tmp_path
     for name in ("models", "data"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "__init__.py").write_text("")
-    (tmp_path / "models" / "net.py").write_text("import timm\n\ndef build():\n    return timm.create_model('resnet10t')\n")
+    factory = "import timm\n\n\ndef build():\n    return timm.create_model('resnet10t')\n"
+    (tmp_path / "models" / "net.py").write_text(factory)
     listed = run_module(["optim", "list"], cwd=tmp_path)
     assert listed.returncode == 0 and "ptq" in listed.stdout, listed.stderr[-2000:]
     proc = run_module(["bench", "--model", "models.net:build", "--random-init", "--quick"], cwd=tmp_path)
