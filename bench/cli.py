@@ -99,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
+        if args.recipes is not None or args.ckpt:
+            raise InputError("--list shows every step and the recipes this machine measures by default; drop the rest")
         return _list(args.device)
     if args.search_minutes is not None and not args.search:
         raise InputError("--search-minutes applies to --search (the chains measured after the sweep); add --search")

@@ -463,6 +463,7 @@ def test_an_empty_argument_is_refused_not_read_as_absent(run_in_process, argv, n
         (["--recipes", ""], "--recipes is empty"),
         (["--recipes", "fp32,,ort"], "has an empty entry between commas"),
         (["--search-minutes", "5"], "--search-minutes applies to --search"),
+        (["--list"], "--list shows every step"),
         (["--threads", "999"], "more than the"),
         (["--img-size", "7"], "cannot take this input size"),
         (["--data", "digits", "--data-dir", "."], "--data-dir is the root of timm dataset names"),
