@@ -22,7 +22,7 @@ def _num(value: Any) -> float:
         return math.nan
 
 
-def _fmt(value: Any, digits: int = 3, unit: str = "") -> str:
+def shown(value: Any, digits: int = 3, unit: str = "") -> str:
     number = _num(value)
     return "not measured" if math.isnan(number) else f"{number:.{digits}f}{unit}"
 
@@ -32,12 +32,12 @@ def _speed_rows(chosen: Chosen) -> list[tuple[str, str]]:
     low, high = _num(rec.get("speedup_ci95_low")), _num(rec.get("speedup_ci95_high"))
     interval = f" (95% interval {low:.2f}-{high:.2f})" if not (math.isnan(low) or math.isnan(high)) else ""
     batch = thr.get("batch_size", "?")
-    percentiles = " / ".join(_fmt(lat.get(k), 3, " ms") for k in ("p50_ms", "p90_ms", "p99_ms"))
+    percentiles = " / ".join(shown(lat.get(k), 3, " ms") for k in ("p50_ms", "p90_ms", "p99_ms"))
     return [
         ("latency at batch 1: p50 / p90 / p99", percentiles),
-        (f"throughput at batch {batch}", _fmt(thr.get("throughput_img_s"), 1, " img/s")),
-        ("speedup over eager fp32 at batch 1 (paired)", _fmt(rec.get("speedup_vs_fp32"), 2, "x") + interval),
-        (f"throughput speedup over fp32 at batch {batch}", _fmt(rec.get("throughput_speedup_vs_fp32"), 2, "x")),
+        (f"throughput at batch {batch}", shown(thr.get("throughput_img_s"), 1, " img/s")),
+        ("speedup over eager fp32 at batch 1 (paired)", shown(rec.get("speedup_vs_fp32"), 2, "x") + interval),
+        (f"throughput speedup over fp32 at batch {batch}", shown(rec.get("throughput_speedup_vs_fp32"), 2, "x")),
     ]
 
 
@@ -46,9 +46,9 @@ def _accuracy_rows(chosen: Chosen) -> list[tuple[str, str]]:
     if first.get("accuracy_note") or _num(first.get("top1")) != _num(first.get("top1")):
         return [("accuracy", str(first.get("accuracy_note") or "not measured"))]
     return [
-        ("top-1 / top-5 on val", f"{_fmt(first.get('top1'), 2, '%')} / {_fmt(first.get('top5'), 2, '%')}"),
-        ("top-1 drop against fp32", _fmt(rec.get("top1_drop"), 2, " points")),
-        ("agreement with fp32 (same top-1)", _fmt(first.get("agreement"), 2, "%")),
+        ("top-1 / top-5 on val", f"{shown(first.get('top1'), 2, '%')} / {shown(first.get('top5'), 2, '%')}"),
+        ("top-1 drop against fp32", shown(rec.get("top1_drop"), 2, " points")),
+        ("agreement with fp32 (same top-1)", shown(first.get("agreement"), 2, "%")),
         ("val images", str(first.get("val_images", "?"))),
     ]
 
@@ -60,11 +60,11 @@ def _serving_lines(serving: dict[str, Any] | None) -> list[str]:
             "answers one image at a time with one model instance. Each setting is an environment variable of serve.py.",
         ]
     rate = serving.get("rate")
-    bound = f"p99 {_fmt(serving.get('p99_ms'), 1, ' ms')} within an SLO of {_fmt(serving.get('slo_ms'), 1, ' ms')}"
+    bound = f"p99 {shown(serving.get('p99_ms'), 1, ' ms')} within an SLO of {shown(serving.get('slo_ms'), 1, ' ms')}"
     return [
         f"Measured best serving configuration: batches of up to {serving['max_batch']} images, waiting at most "
         f"{serving['max_delay_ms']:g} ms, {serving['instances']} instance(s) of {serving['threads']} thread(s);",
-        f"sustained rate at the bound: {_fmt(rate, 1, ' requests/s')}, {bound}. serve.py starts with these settings.",
+        f"sustained rate at the bound: {shown(rate, 1, ' requests/s')}, {bound}. serve.py starts with these settings.",
         *(
             [
                 "That rate is a lower bound: the search ran out of time before it tried a rate the configuration "
@@ -130,7 +130,7 @@ def model_card(chosen: Chosen, manifest: dict[str, Any], model: ModelFiles, extr
         f"`{src.get('sha256') or first.get('checkpoint_sha256')}` ({src.get('format', '?')} format)",
         f"- classes: {src.get('num_classes') or first.get('num_classes')} (labels.json from {extra['labels_from']})",
         f"- data: {first.get('data_spec') or src.get('data_spec') or 'none recorded'}; "
-        f"size {_fmt(first.get('size_mb'), 2, ' MB')}; quick run: {bool(first.get('quick'))}",
+        f"size {shown(first.get('size_mb'), 2, ' MB')}; quick run: {bool(first.get('quick'))}",
         "",
         "## Measured",
         "",

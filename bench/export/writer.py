@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.export.dataset_files import class_labels, load_spec
 from bench.export.formats import ModelFiles, write_model
-from bench.export.model_card import model_card
+from bench.export.model_card import model_card, shown
 from bench.export.preprocess import preprocess_spec
 from bench.export.render import dockerfile, dockerfile_copies, predict_py, requirements, serve_py
 from bench.export.source import Chosen, choose, read_run
@@ -80,19 +80,14 @@ def _measured_threads(chosen: Chosen) -> int:
     return max(1, int(value))
 
 
-def _shown(value: Any) -> str:
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return f"{value:.1f}" if numeric else "?" if value is None else str(value)
-
-
 def _serving(chosen: Chosen, threads: int) -> tuple[dict[str, Any], str, bool]:
     """(serve.py's settings, the note it reports, whether they were measured)."""
     best = chosen.serve_best()
     if best is not None:
         at_least = "at least " if best.get("rate_is_lower_bound") else ""
         note = (
-            f"measured: rate {at_least}{_shown(best.get('rate'))} req/s at p99 {_shown(best.get('p99_ms'))} ms "
-            f"(SLO {_shown(best.get('slo_ms'))} ms)"
+            f"measured: rate {at_least}{shown(best.get('rate'), 1)} req/s at p99 {shown(best.get('p99_ms'), 1)} ms "
+            f"(SLO {shown(best.get('slo_ms'), 1)} ms)"
         )
         return best, note, True
     plain = {"max_batch": 1, "max_delay_ms": 0.0, "instances": 1, "threads": threads}

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.gate.inputs import load_file, merge
+from bench.gate.inputs import GateInput, load_file, merge
 from bench.gate.simulate import SimResult, interleaved_sessions, simulate, simulate_interleaved
 from bench.gate.stats import DEFAULT_ALPHA, DEFAULT_PAIRED_ALPHA, DEFAULT_RUN_ALPHA, min_attainable_p, min_samples_for
 from bench.results_io import read_rows
@@ -112,19 +112,20 @@ def _default_samples() -> list[Path]:
     return files
 
 
-def _one_checkpoint(files: list[Path], chosen: bool) -> list[Path]:
+def _one_checkpoint(files: list[Path], chosen: bool) -> dict[Path, GateInput]:
     """The files whose runs measured one checkpoint the same way: pooling a resnet10t run with a resnet50 run (or a
     run timed inside pytest with one timed in processes of their own) as two "runs" of one benchmark would simulate
     noise that is really two experiments. Files the user named must agree; of the results folder's runs the largest
-    such group is kept and the rest named."""
+    such group is kept and the rest named. Returns the kept files, each read once."""
+    loaded = {f: load_file(f) for f in files}
     groups: dict[tuple, list[Path]] = {}
-    for f in files:
-        series = list(load_file(f).series.values())
+    for f, inp in loaded.items():
+        series = list(inp.series.values())
         shas = tuple(sorted({sha for s in series for sha in s.checkpoints}))
         measured = tuple(sorted({(k, str(v)) for s in series for k, v in s.conditions.items()}))
         groups.setdefault((shas, measured), []).append(f)
     if len(groups) == 1:
-        return files
+        return loaded
 
     def named(key: tuple) -> str:
         shas, measured = key
@@ -137,7 +138,7 @@ def _one_checkpoint(files: list[Path], chosen: bool) -> list[Path]:
     key, kept = max(groups.items(), key=lambda item: len(item[1]))
     print(f"note: simulating the {len(kept)} run(s) of {named(key)}; the results folder holds {listed}: pass "
           "--samples to choose", file=sys.stderr)  # fmt: skip
-    return kept
+    return {f: loaded[f] for f in kept}
 
 
 def _grid(text: str | None) -> list[int]:
@@ -152,9 +153,10 @@ def _grid(text: str | None) -> list[int]:
     return grid
 
 
-def _simulate_all(args, files: list[Path], rules: dict[str, float]) -> list[SimResult]:
+def _simulate_all(args, loaded: dict[Path, GateInput], rules: dict[str, float]) -> list[SimResult]:
     """Every interleaved group and every recorded benchmark through the gate's rule, in every mode."""
-    data = merge([load_file(f) for f in files])
+    files = list(loaded)
+    data = merge(list(loaded.values()))
     if args.scenarios:
         scenarios = {x.strip() for x in args.scenarios.split(",") if x.strip()}
     else:
@@ -283,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     files = [Path(f) for f in args.samples] if args.samples else []
     if args.record:
         files.append(record_sessions(args.record, args.record_processes, args.ckpt))
-    files = _one_checkpoint(files, chosen=bool(files)) if files else _one_checkpoint(_default_samples(), chosen=False)
-    _print_results(_simulate_all(args, files, rules), files, rules, args)
+    loaded = _one_checkpoint(files, chosen=True) if files else _one_checkpoint(_default_samples(), chosen=False)
+    _print_results(_simulate_all(args, loaded, rules), list(loaded), rules, args)
     return 0
 
 
