@@ -73,10 +73,10 @@ def _random_init(spec: LoadSpec) -> LoadedModel:
 
     if spec.factory:
         model = build_from_factory(spec.factory, spec.model_kwargs).eval()
-        data_config, where = data_config_of(model)
+        data_config = data_config_of(model)
     else:
         model = create_model(spec.model, spec.num_classes or 1000).eval()
-        data_config, where = resolve_data_config(model), "timm"
+        data_config = resolve_data_config(model)
     data_config = apply_overrides(data_config, spec)
     classes = spec.num_classes or (
         output_classes(model, data_config["input_size"], spec.factory) if spec.factory else model.num_classes
@@ -88,7 +88,6 @@ def _random_init(spec: LoadSpec) -> LoadedModel:
         source_format="random-init",
         factory=spec.factory,
         model_kwargs=dict(spec.model_kwargs),
-        data_config_source=where,
     )
     return LoadedModel(model, info)
 
@@ -171,10 +170,9 @@ def _build(raw: RawCheckpoint, spec: LoadSpec, path: Path, hashed: Path) -> Load
         raise CheckpointError(problem)
     model.load_state_dict(state_dict, strict=True)
     model.eval()
-    where = "checkpoint"
     data_config = plain_data_config(header.get("data_config") or {})
     if not data_config:
-        data_config, where = data_config_of(model) if spec.factory else (resolve_data_config(model), "timm")
+        data_config = data_config_of(model) if spec.factory else resolve_data_config(model)
     data_config = apply_overrides(data_config, spec)
     info = ModelInfo(
         arch=arch,
@@ -190,7 +188,6 @@ def _build(raw: RawCheckpoint, spec: LoadSpec, path: Path, hashed: Path) -> Load
         factory=spec.factory,
         model_kwargs=kwargs,
         placeholders=tuple(raw.placeholders),
-        data_config_source=where,
     )
     return LoadedModel(model, info)
 

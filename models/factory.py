@@ -88,13 +88,12 @@ def timm_part(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def data_config_of(model: nn.Module) -> tuple[dict[str, Any], str]:
-    """The data config of a custom model: its timm backbone's, else timm's defaults; and where it came from."""
+def data_config_of(model: nn.Module) -> dict[str, Any]:
+    """The data config of a custom model: its timm backbone's, else timm's defaults."""
     part = timm_part(model)
     if part is None:
-        return {k: list(v) if isinstance(v, list) else v for k, v in DEFAULT_DATA_CONFIG.items()}, "defaults"
+        return {k: list(v) if isinstance(v, list) else v for k, v in DEFAULT_DATA_CONFIG.items()}
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=part)
-    out = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k in DEFAULT_DATA_CONFIG}
-    return out, f"pretrained_cfg of its timm part ({type(part).__name__})"
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k in DEFAULT_DATA_CONFIG}

@@ -30,7 +30,6 @@ class ModelInfo:
     factory: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     placeholders: tuple[str, ...] = ()
-    data_config_source: str | None = None
 
     @property
     def input_size(self) -> tuple[int, int, int]:

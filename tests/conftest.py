@@ -140,3 +140,23 @@ def run_in_process(capsys):
         return exit_info.value.code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def cli_here(run_in_process, monkeypatch):
+    """``cli_here([module, *args], cwd=None)``: what ``cli`` returns (a CompletedProcess) for a command whose answer
+    comes before it measures anything (bad input, listings), run by the command's own ``main`` in this process: the
+    same ``run_cli`` path as ``python -m module``, without the seconds an interpreter takes to import torch."""
+    import importlib
+    import subprocess
+
+    def run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+        module = importlib.import_module(argv[0])
+        if not hasattr(module, "main"):  # a package: python -m runs its __main__
+            module = importlib.import_module(f"{argv[0]}.__main__")
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        code, out, err = run_in_process(module.main, argv[1:])
+        return subprocess.CompletedProcess(argv, code, out, err)
+
+    return run

@@ -77,15 +77,15 @@ def test_device_cuda_without_gpu(cli, bad_files):
     assert "no CUDA device" in line
 
 
-def test_train_bad_input(cli, tmp_path):
+def test_train_bad_input(cli_here, tmp_path):
     assert "unknown timm architecture" in _one_line_error(
-        cli(["models.train", "--model", "nope_net", "--out", str(tmp_path / "x.pt")])
+        cli_here(["models.train", "--model", "nope_net", "--out", str(tmp_path / "x.pt")])
     )
     assert "Similar timm names: resnet10t" in _one_line_error(  # a name one letter short is suggested first
-        cli(["models.train", "--model", "resnet10", "--out", str(tmp_path / "x.pt")])
+        cli_here(["models.train", "--model", "resnet10", "--out", str(tmp_path / "x.pt")])
     )
     assert "--epochs must be positive" in _one_line_error(
-        cli(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
+        cli_here(["models.train", "--model", "resnet10t", "--epochs", "0", "--out", str(tmp_path / "x.pt")])
     )
 
 
@@ -140,15 +140,15 @@ def test_import_bench_does_not_initialise_cuda():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_optim_list_prints_steps(cli):
-    proc = cli(["optim", "list"])
+def test_optim_list_prints_steps(cli_here):
+    proc = cli_here(["optim", "list"])
     assert proc.returncode == 0
     assert "fp32-cl" in proc.stdout and "default recipes on cpu" in proc.stdout
-    proc = cli(["optim", "list", "nosuch"])
+    proc = cli_here(["optim", "list", "nosuch"])
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: no recipe step matches 'nosuch'; `python -m optim list` shows them all"
     ], proc.stderr
-    proc = cli(["optim", "list", "ptq(ort)"])  # a recipe as the default list prints it: its step, described
+    proc = cli_here(["optim", "list", "ptq(ort)"])  # a recipe as the default list prints it: its step, described
     assert proc.returncode == 0 and "backends (a bare ptq" in proc.stdout, proc.stderr
 
 

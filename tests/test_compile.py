@@ -131,8 +131,8 @@ def test_compile_matches_eager_and_reloads_in_new_process(tiny_loaded, tmp_path)
     torch.testing.assert_close(torch.load(tmp_path / "y.pt", weights_only=True), eager, atol=1e-3, rtol=1e-3)
 
 
-def test_cli_rejects_unknown_mode(cli):
-    proc = cli(["optim.compile", "--mode", "turbo"])
+def test_cli_rejects_unknown_mode(cli_here):
+    proc = cli_here(["optim.compile", "--mode", "turbo"])
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: unknown compile mode 'turbo'; choose one of: default, max-autotune, reduce-overhead"

@@ -126,36 +126,36 @@ def _record_sha(directory: Path, name: str) -> None:
     (directory / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_a_saved_variant_loads_and_runs_through_optim_show(cli, fp32_variant):
-    proc = cli(["optim", "show", str(fp32_variant)])
+def test_a_saved_variant_loads_and_runs_through_optim_show(cli_here, fp32_variant):
+    proc = cli_here(["optim", "show", str(fp32_variant)])
     assert proc.returncode == 0, proc.stderr
     assert "fp32" in proc.stdout and "sha256 checked" in proc.stdout and "finite: True" in proc.stdout
 
 
-def test_a_variant_folder_above_its_device_folder_points_to_it(cli, fp32_variant, tmp_path):
+def test_a_variant_folder_above_its_device_folder_points_to_it(cli_here, fp32_variant, tmp_path):
     """``optim show results/runs/ID/variants/ptq_ort_`` (the folder a user sees first): one line naming cpu/."""
     recipe_dir = tmp_path / "fp32"
     _copy_variant(fp32_variant, recipe_dir / "cpu")
-    line = _one_line(cli(["optim", "show", str(recipe_dir)]))
+    line = _one_line(cli_here(["optim", "show", str(recipe_dir)]))
     assert "no manifest.json" in line and str(recipe_dir / "cpu") in line
 
 
-def test_a_swapped_checkpoint_in_a_variant_is_refused(cli, fp32_variant, tmp_path):
+def test_a_swapped_checkpoint_in_a_variant_is_refused(cli_here, fp32_variant, tmp_path):
     marker = tmp_path / "pwned"
     doctored = _copy_variant(fp32_variant, tmp_path / "v")
     torch.save({"payload": _Exploit(marker)}, doctored / "model.pt")
-    assert "does not match the sha256" in _one_line(cli(["optim", "show", str(doctored)]))
+    assert "does not match the sha256" in _one_line(cli_here(["optim", "show", str(doctored)]))
     _record_sha(doctored, "model.pt")
-    assert "without model weights" in _one_line(cli(["optim", "show", str(doctored)]))
+    assert "without model weights" in _one_line(cli_here(["optim", "show", str(doctored)]))
     assert not marker.exists()
 
 
-def test_a_manifest_cannot_point_outside_its_directory(cli, fp32_variant, tmp_path):
+def test_a_manifest_cannot_point_outside_its_directory(cli_here, fp32_variant, tmp_path):
     doctored = _copy_variant(fp32_variant, tmp_path / "v")
     manifest = json.loads((doctored / "manifest.json").read_text())
     manifest["load"]["checkpoint"] = "../../../etc/passwd"
     (doctored / "manifest.json").write_text(json.dumps(manifest))
-    assert "not a plain file name" in _one_line(cli(["optim", "show", str(doctored)]))
+    assert "not a plain file name" in _one_line(cli_here(["optim", "show", str(doctored)]))
 
 
 def _pt2_variant(directory: Path) -> Path:
@@ -187,7 +187,7 @@ def _rewrite_archive(path: Path, edit) -> None:
             archive.writestr(name, data)
 
 
-def test_a_pickle_inside_a_pt2_archive_runs_nothing(cli, tmp_path):
+def test_a_pickle_inside_a_pt2_archive_runs_nothing(cli_here, tmp_path):
     """torch.export.load would unpickle a weight marked use_pickle with weights_only=False."""
     import io
 
@@ -209,12 +209,12 @@ def test_a_pickle_inside_a_pt2_archive_runs_nothing(cli, tmp_path):
 
     _rewrite_archive(variant / "model.pt2", poison)
     _record_sha(variant, "model.pt2")
-    line = _one_line(cli(["optim", "show", str(variant)]))
+    line = _one_line(cli_here(["optim", "show", str(variant)]))
     assert "tensors and operators only" in line
     assert not marker.exists()
 
 
-def test_a_pt2_archive_calling_a_python_function_is_refused(cli, tmp_path):
+def test_a_pt2_archive_calling_a_python_function_is_refused(cli_here, tmp_path):
     variant = _pt2_variant(tmp_path / "x86")
 
     def retarget(entries):
@@ -225,10 +225,10 @@ def test_a_pt2_archive_calling_a_python_function_is_refused(cli, tmp_path):
 
     _rewrite_archive(variant / "model.pt2", retarget)
     _record_sha(variant, "model.pt2")
-    assert "which is not an operator" in _one_line(cli(["optim", "show", str(variant)]))
+    assert "which is not an operator" in _one_line(cli_here(["optim", "show", str(variant)]))
 
 
-def test_onnx_external_data_outside_the_directory_is_refused(cli, tmp_path):
+def test_onnx_external_data_outside_the_directory_is_refused(cli_here, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
@@ -250,7 +250,7 @@ def test_onnx_external_data_outside_the_directory_is_refused(cli, tmp_path):
     manifest = {"name": "ort", "recipe": "ort", "device": "cpu", "load": {"kind": "onnx", "file": "model.onnx"}}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     _record_sha(directory, "model.onnx")
-    assert "external ONNX data" in _one_line(cli(["optim", "show", str(directory)]))
+    assert "external ONNX data" in _one_line(cli_here(["optim", "show", str(directory)]))
 
 
 # ---------------------------------------------------------------- run directories

@@ -147,9 +147,9 @@ def test_bad_ort_recipes_fail_at_parse_time(recipe, message):
         (["--calib-size", "0"], "--calib-size must be positive"),
     ],
 )
-def test_onnx_cli_bad_input_exits_2_with_one_line(cli, tiny_ckpt, args, message):
+def test_onnx_cli_bad_input_exits_2_with_one_line(cli_here, tiny_ckpt, args, message):
     argv = args if args[0].startswith("/") else [str(tiny_ckpt), *args]
-    proc = cli(["optim.onnx", *argv])
+    proc = cli_here(["optim.onnx", *argv])
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr

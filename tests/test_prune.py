@@ -152,8 +152,8 @@ def test_bad_prune_arguments_fail_at_parse(recipe, message):
 
 
 @pytest.mark.parametrize("ratio", ["0", "1.0"])
-def test_cli_bad_ratio_exits_2(cli, tiny_ckpt, ratio):
-    proc = cli(["optim.prune", str(tiny_ckpt), "--ratio", ratio])
+def test_cli_bad_ratio_exits_2(cli_here, tiny_ckpt, ratio):
+    proc = cli_here(["optim.prune", str(tiny_ckpt), "--ratio", ratio])
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "ratio must be in (0, 1)" in lines[0]

@@ -18,6 +18,7 @@ import torch
 import models
 from data.errors import InputError
 from optim import BuildContext, Variant, build, parse
+from optim.quantize import main as quantize_main
 
 AGREEMENT = 95.0
 
@@ -50,7 +51,7 @@ def _agreement(variant, loaded, loader) -> float:
     return 100.0 * same / total
 
 
-def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli, tmp_path):
+def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli, cli_here, tmp_path):
     out = tmp_path / "ptq-ort"
     proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ort", "--calib-size", "64", "--out", str(out)])
     assert proc.returncode == 0, proc.stderr
@@ -84,7 +85,7 @@ def test_ptq_ort_cli_saves_a_variant_that_loads_in_a_new_process(tiny_ckpt, cli,
 
     # Another recipe into the same folder is someone's work: one line, exit 2, the variant untouched.
     before = (out / "manifest.json").read_bytes()
-    proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ov", "--calib-size", "64", "--out", str(out)])
+    proc = cli_here(["optim.quantize", str(tiny_ckpt), "--backend", "ov", "--calib-size", "64", "--out", str(out)])
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "holds ptq(ort) of" in proc.stderr and "--force" in proc.stderr
     assert (out / "manifest.json").read_bytes() == before
@@ -278,28 +279,28 @@ def test_fallbacks_keep_the_backend_options_the_recipe_wrote():
         (["--data", "/no/such/folder"], "data folder not found"),
     ],
 )
-def test_quantize_cli_bad_input_exits_2_with_one_line(cli, tiny_ckpt, tmp_path, args, message):
+def test_quantize_cli_bad_input_exits_2_with_one_line(run_in_process, tiny_ckpt, tmp_path, args, message):
     out = tmp_path / "never"
-    proc = cli(["optim.quantize", str(tiny_ckpt), *args, "--out", str(out)])
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+    code, _, err = run_in_process(quantize_main, [tiny_ckpt, *args, "--out", out])
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
     assert not out.exists()
 
 
-def test_bad_checkpoint_exits_2(cli, tmp_path):
+def test_bad_checkpoint_exits_2(run_in_process, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    proc = cli(["optim.quantize", str(bad)])
-    assert proc.returncode == 2 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    code, _, err = run_in_process(quantize_main, [bad])
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
 
 
-def test_existing_results_survive_a_failed_run(cli, tiny_ckpt, tmp_path):
+def test_existing_results_survive_a_failed_run(run_in_process, tiny_ckpt, tmp_path):
     out = tmp_path / "keep"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    proc = cli(["optim.quantize", str(tiny_ckpt), "--backend", "ort", "--out", str(out)])
-    assert proc.returncode == 2 and "not a variant directory" in proc.stderr
+    code, _, err = run_in_process(quantize_main, [tiny_ckpt, "--backend", "ort", "--out", out])
+    assert code == 2 and "not a variant directory" in err
     assert (out / "notes.txt").read_text() == "mine"
 
 

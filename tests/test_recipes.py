@@ -105,8 +105,8 @@ def _example(name: str) -> str:
     pytest.skip(f"no example spelling for {name}")
 
 
-def test_optim_list_prints_every_step_and_default_recipes(cli):
-    proc = cli(["optim", "list"])
+def test_optim_list_prints_every_step_and_default_recipes(cli_here):
+    proc = cli_here(["optim", "list"])
     assert proc.returncode == 0, proc.stderr
     for usage in (
         "prune(RATIO",
@@ -115,12 +115,12 @@ def test_optim_list_prints_every_step_and_default_recipes(cli):
     ):
         assert usage in proc.stdout
     assert "default recipes on cpu:" in proc.stdout and "prune(0.3)" in proc.stdout
-    prune = cli(["optim", "list", "prune"]).stdout
+    prune = cli_here(["optim", "list", "prune"]).stdout
     assert "  finetune=N: fine-tuning epochs on the train split (default 2)" in prune
 
 
-def test_optim_list_ptq_prints_each_backend_and_its_options(cli):
-    out = cli(["optim", "list", "ptq"]).stdout
+def test_optim_list_ptq_prints_each_backend_and_its_options(cli_here):
+    out = cli_here(["optim", "list", "ptq"]).stdout
     assert "backends (a bare ptq uses ort on cpu, tensorrt on cuda):" in out
     for line in (
         "  x86: ",

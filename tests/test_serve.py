@@ -145,7 +145,7 @@ def test_an_isolated_request_is_timed_apart_from_back_to_back_calls_and_noted_wh
 
 
 @pytest.mark.slow
-def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_path):
+def test_serve_through_the_command_from_the_users_folder(cli, cli_here, tiny_ckpt, tmp_path):
     """python -m bench CKPT --recipes fp32,ptq(ort) --quick, then --resume with --serve (a user who asks the second
     question after the first answer), relative paths, from a folder of the user's: the sweep is not measured again,
     serving rows for both, their columns in the leaderboard, the curve, the answer's serving clause, and the exported
@@ -158,10 +158,10 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "leaked semaphore" not in proc.stderr  # forked processes release what their data loaders made
     swept = (work / "out" / "runs" / "s" / "results.jsonl").read_text().splitlines()
-    args = ["bench", "--resume", "s", "--results", "out", "--serve", "--serve-minutes", "1", "--export", "deploy"]
+    args = ["bench", "--resume", "s", "--results", "out", "--serve", "--serve-minutes", "0.5", "--export", "deploy"]
     (work / "taken").mkdir()
     (work / "taken" / "old-model.onnx").write_text("last week's model")
-    proc = cli([*args[:-1], "taken"], cwd=work, timeout=120)  # an export folder in use: refused before measuring
+    proc = cli_here([*args[:-1], "taken"], cwd=work)  # an export folder in use: refused before measuring
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--export taken exists" in proc.stderr, proc.stderr
     assert (work / "taken" / "old-model.onnx").read_text() == "last week's model"
     proc = cli(args, cwd=work, timeout=900)
@@ -198,7 +198,7 @@ def test_serve_through_the_command_from_the_users_folder(cli, tiny_ckpt, tmp_pat
     assert f'MAX_BATCH = setting("MAX_BATCH", {int(best["max_batch"])}, int, 1)' in service
     assert f'INSTANCES = setting("INSTANCES", {int(best["instances"])}, int, 1)' in service
     # Another bound on the same run is a new run: one line, exit 2, before anything is measured.
-    proc = cli(["bench", "--resume", "s", "--results", "out", "--serve", "--slo-ms", "3"], cwd=work, timeout=120)
+    proc = cli_here(["bench", "--resume", "s", "--results", "out", "--serve", "--slo-ms", "3"], cwd=work)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "another bound (3 ms)" in proc.stderr, proc.stderr
     assert (run / "results.jsonl").read_text().splitlines() == lines
 

@@ -23,7 +23,7 @@ def _grid(folder: Path, extra: str = "", recipes: str = '"fp32"') -> Path:
     return path
 
 
-def test_a_sweep_file_run_twice_with_its_own_results_folder(tiny_ckpt, tmp_path):
+def test_a_sweep_file_run_twice_with_its_own_results_folder(cli_here, tiny_ckpt, tmp_path):
     """The file's ``results`` folder holds its runs, so running the file again continues them (it looked in the
     default folder and refused the run as existing); a changed grid says how to start new runs in a sweep file."""
     shutil.copy(tiny_ckpt, tmp_path / "model.pt")
@@ -41,27 +41,27 @@ def test_a_sweep_file_run_twice_with_its_own_results_folder(tiny_ckpt, tmp_path)
     assert after.startswith(rows) and '"variant": "fp32-cl"' in after[len(rows) :]
     assert "| fp32-cl " in (tmp_path / "mine" / "runs" / "grid-model.pt" / "leaderboard.md").read_text()
     _grid(tmp_path, extra="calib-size = 8", recipes='"fp32", "fp32-cl"')
-    changed = run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
+    changed = cli_here(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     line = _one_line(changed)
     assert "--calib-size would change what this run measured" in line and "name = ..." in line
     _grid(tmp_path, recipes='"fp32"')  # a recipe left out: its rows would stay in a run that no longer lists it
     assert "--recipes would change what this run measured" in _one_line(
-        run_module(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
+        cli_here(["bench", "--sweep-file", "grid.toml", "--no-progress"], cwd=tmp_path)
     )
 
 
-def test_what_a_sweep_file_cannot_set_is_one_line_before_anything_runs(tiny_ckpt, tmp_path):
+def test_what_a_sweep_file_cannot_set_is_one_line_before_anything_runs(cli_here, tiny_ckpt, tmp_path):
     shutil.copy(tiny_ckpt, tmp_path / "model.pt")
     for extra in ('resume = "old"', 'export = "deploy"', 'run-id = "x"'):
         _grid(tmp_path, extra)
-        line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
+        line = _one_line(cli_here(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
         assert "cannot be set in a sweep file" in line, line
     _grid(tmp_path, "bogus-option = 3")  # the line names the file, the checkpoint and the option
-    line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
+    line = _one_line(cli_here(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
     assert line.startswith("error: sweep file grid.toml, checkpoint") and "--bogus-option" in line, line
     _grid(tmp_path, 'no-progress = "yes"')
-    line = _one_line(run_module(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
+    line = _one_line(cli_here(["bench", "--sweep-file", "grid.toml"], cwd=tmp_path))
     assert "write a switch as a TOML boolean" in line, line
     assert not (tmp_path / "mine").exists()  # nothing was measured
     (tmp_path / "grids").mkdir()
-    assert "is a folder" in _one_line(run_module(["bench", "--sweep-file", "grids"], cwd=tmp_path))
+    assert "is a folder" in _one_line(cli_here(["bench", "--sweep-file", "grids"], cwd=tmp_path))

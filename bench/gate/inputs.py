@@ -8,7 +8,7 @@ test needs and the machine fingerprint that says whether two measurements are co
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ class GateInput:
     path: str
     fmt: str  # "results.jsonl" | "pytest-benchmark" | "mixed"
     series: dict[tuple[str, str, str], Series]
-    metric_of: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
 
 def load_file(path: str | Path) -> GateInput:

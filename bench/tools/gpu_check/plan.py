@@ -114,7 +114,7 @@ def make_plan(mode: str, minutes: float | None = None) -> Plan:
             profile_batch=8,
             profile_steps=2,
             throughput_batch=8,
-            serve_minutes=0.5,  # the serving search would otherwise take most of the sweep's share
+            serve_minutes=0.2,  # the serving search would otherwise take most of the sweep's share
         )
     raise InputError(f"unknown plan {mode!r}")
 
