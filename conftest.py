@@ -171,6 +171,10 @@ def pytest_configure(config: pytest.Config) -> None:
         value = config.getoption(name)
         if value is not None and value <= 0:
             raise pytest.UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("ckpt", "model", "model_kwargs", "data", "data_dir", "recipes", "device", "run_id"):
+        value = config.getoption(name)
+        if isinstance(value, str) and not value.strip():  # `--ckpt ""` from an unset shell variable, say
+            raise pytest.UsageError(f"--{name.replace('_', '-')} is empty")
     device_text = config.getoption("device")
     opts = SuiteOptions(
         ckpt=config.getoption("ckpt"),

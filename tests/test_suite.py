@@ -130,6 +130,8 @@ def test_pytest_bench_bad_option_is_a_usage_error(tmp_path):
     proc = run_pytest_bench(["--recipes", "fp32,nope", "--collect-only"], tmp_path)
     assert proc.returncode == 4
     assert "--recipes: unknown recipe step 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_pytest_bench(["--ckpt", "", "--collect-only"], tmp_path)  # an unset shell variable
+    assert proc.returncode == 4 and "ERROR: --ckpt is empty" in proc.stderr, proc.stderr
 
 
 def read_rows(path: Path) -> list[dict]:
